@@ -1,0 +1,146 @@
+//! `zones.yaml`: reading it ([`raw`]), and turning it into a consistent [`Model`] ([`model`]).
+//! Every error names the file, line and column and, where it can, what to change.
+
+pub mod model;
+pub mod raw;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+pub use model::{
+    Asset, AssetKind, Conduit, Endpoint, Gateway, Management, Model, PortRange, PurdueLevel,
+    Service, Warning, Zone,
+};
+use serde_saphyr::Spanned;
+
+/// Largest `zones.yaml` we read; a plant description is kilobytes, not megabytes.
+pub const MAX_CONFIG_BYTES: u64 = 4 * 1024 * 1024;
+
+/// A 1-based position in the YAML file; 0 means unknown.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Pos {
+    pub line: u64,
+    pub column: u64,
+}
+
+impl Pos {
+    fn of<T>(s: &Spanned<T>) -> Self {
+        Pos {
+            line: s.referenced.line(),
+            column: s.referenced.column(),
+        }
+    }
+}
+
+/// One problem found in the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    pub pos: Option<Pos>,
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{}: cannot read: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: {size} bytes is larger than the {MAX_CONFIG_BYTES}-byte limit", path.display())]
+    TooLarge { path: PathBuf, size: u64 },
+    /// Syntax, types, unknown fields, duplicate keys, or consistency: all with positions.
+    #[error("{}", Report { path, diagnostics })]
+    Invalid {
+        path: PathBuf,
+        diagnostics: Vec<Diagnostic>,
+    },
+}
+
+/// Renders diagnostics as `FILE:LINE:COLUMN: error: MESSAGE` lines, the form editors jump to.
+struct Report<'a> {
+    path: &'a Path,
+    diagnostics: &'a [Diagnostic],
+}
+
+impl fmt::Display for Report<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, d) in self.diagnostics.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{}", self.path.display())?;
+            if let Some(pos) = d.pos.filter(|p| p.line > 0) {
+                write!(f, ":{}:{}", pos.line, pos.column)?;
+            }
+            write!(f, ": error: {}", d.message)?;
+            if let Some(hint) = &d.hint {
+                write!(f, "\n  hint: {hint}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Formats a warning like an error line, so both read the same in a terminal or an editor.
+pub fn format_warning(path: &Path, w: &Warning) -> String {
+    if w.pos.line > 0 {
+        format!(
+            "{}:{}:{}: warning: {}",
+            path.display(),
+            w.pos.line,
+            w.pos.column,
+            w.message
+        )
+    } else {
+        format!("{}: warning: {}", path.display(), w.message)
+    }
+}
+
+/// Reads and validates a `zones.yaml`.
+pub fn load(path: &Path) -> Result<Model, ConfigError> {
+    let read = |source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    };
+    let size = std::fs::metadata(path).map_err(read)?.len();
+    if size > MAX_CONFIG_BYTES {
+        return Err(ConfigError::TooLarge {
+            path: path.to_owned(),
+            size,
+        });
+    }
+    let text = std::fs::read_to_string(path).map_err(read)?;
+    parse(&text).map_err(|diagnostics| ConfigError::Invalid {
+        path: path.to_owned(),
+        diagnostics,
+    })
+}
+
+/// Parses and validates `zones.yaml` text. Duplicate keys are errors (serde-saphyr's default policy).
+pub fn parse(text: &str) -> Result<Model, Vec<Diagnostic>> {
+    let raw: raw::RawFile = serde_saphyr::from_str(text).map_err(|e| vec![yaml_diagnostic(&e)])?;
+    Model::try_from(raw)
+}
+
+fn yaml_diagnostic(e: &serde_saphyr::Error) -> Diagnostic {
+    let pos = e.location().map(|l| Pos {
+        line: l.line(),
+        column: l.column(),
+    });
+    // The library's Display appends its own location and a source snippet; keep the first line only,
+    // since our report prints the position in front.
+    let full = e.to_string();
+    let message = full
+        .lines()
+        .next()
+        .unwrap_or("invalid YAML")
+        .trim()
+        .to_owned();
+    Diagnostic {
+        pos,
+        message,
+        hint: None,
+    }
+}

@@ -1,0 +1,951 @@
+//! The validated model of a plant: zones, assets and conduits that are known to be consistent.
+//! Everything downstream (nftables rendering, the proxy, policy input) takes a [`Model`] and can rely
+//! on it: every name resolves, every address sits in its zone, no two zones overlap.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use serde_saphyr::Spanned;
+
+use super::raw::{RawAsset, RawConduit, RawFile, RawGateway, RawZone};
+use super::{Diagnostic, Pos};
+
+/// Longest zone, asset or conduit name; keeps nftables object names and rule comments short.
+pub const MAX_NAME_LEN: usize = 32;
+/// Linux interface names are at most 15 bytes (IFNAMSIZ - 1).
+pub const MAX_IFNAME_LEN: usize = 15;
+/// Default local port of the Modbus/TCP inspection proxy.
+pub const DEFAULT_MODBUS_PROXY_PORT: u16 = 15020;
+/// Default local port of the OPC UA inspection proxy.
+pub const DEFAULT_OPCUA_PROXY_PORT: u16 = 14840;
+/// Default netlink log group for dropped packets (read by the audit subsystem).
+pub const DEFAULT_DROP_LOG_GROUP: u16 = 1;
+/// Default kernel rate limit for drop log messages.
+pub const DEFAULT_DROP_LOG_PER_SECOND: u32 = 10;
+/// Modbus/TCP's registered port.
+pub const MODBUS_PORT: u16 = 502;
+/// OPC UA's registered port (opc.tcp).
+pub const OPCUA_PORT: u16 = 4840;
+
+/// A validated plant.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Model {
+    pub gateway: Gateway,
+    pub zones: Vec<Zone>,
+    pub assets: Vec<Asset>,
+    pub conduits: Vec<Conduit>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Gateway {
+    pub management: Option<Management>,
+    pub modbus_proxy_port: u16,
+    pub opcua_proxy_port: u16,
+    pub drop_log_group: u16,
+    pub drop_log_per_second: u32,
+}
+
+/// The only place where the gateway itself accepts connections.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Management {
+    pub address: IpAddr,
+    pub interface: Option<String>,
+    /// Empty: any source may reach the management ports.
+    pub allow_from: Vec<IpNet>,
+    pub tcp_ports: Vec<u16>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Zone {
+    pub name: String,
+    pub description: Option<String>,
+    pub level: PurdueLevel,
+    pub security_level: SecurityLevel,
+    pub networks: Vec<IpNet>,
+    pub interfaces: Vec<String>,
+    pub defined_at: Pos,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Asset {
+    pub name: String,
+    pub zone: String,
+    pub address: IpAddr,
+    pub kind: AssetKind,
+    pub description: Option<String>,
+    pub defined_at: Pos,
+}
+
+/// One direction of allowed traffic between two zones; replies ride conntrack.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Conduit {
+    pub name: String,
+    pub description: Option<String>,
+    pub from: String,
+    pub to: String,
+    pub services: Vec<Service>,
+    /// Empty: the whole initiator zone.
+    pub sources: Vec<Endpoint>,
+    /// Empty: the whole responder zone.
+    pub destinations: Vec<Endpoint>,
+    pub defined_at: Pos,
+}
+
+/// A narrowing of a conduit end: a named asset or a network inside the zone.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Endpoint {
+    Asset { name: String, address: IpAddr },
+    Network(IpNet),
+}
+
+impl Endpoint {
+    /// The addresses this endpoint stands for.
+    pub fn net(&self) -> IpNet {
+        match self {
+            Endpoint::Asset { address, .. } => IpNet::from(*address),
+            Endpoint::Network(net) => *net,
+        }
+    }
+}
+
+/// What may cross a conduit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Service {
+    Tcp(PortRange),
+    Udp(PortRange),
+    /// ICMP / ICMPv6 echo requests (ping); errors and replies ride conntrack.
+    Icmp,
+    /// Modbus/TCP, diverted to the deep-inspection proxy.
+    Modbus {
+        port: u16,
+    },
+    /// OPC UA binary (opc.tcp), diverted to the deep-inspection proxy.
+    OpcUa {
+        port: u16,
+    },
+}
+
+impl Service {
+    /// Deep-inspected services never cross in the forward path: the proxy carries them.
+    pub fn is_inspected(&self) -> bool {
+        matches!(self, Service::Modbus { .. } | Service::OpcUa { .. })
+    }
+}
+
+impl fmt::Display for Service {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Service::Tcp(r) => write!(f, "tcp/{r}"),
+            Service::Udp(r) => write!(f, "udp/{r}"),
+            Service::Icmp => f.write_str("icmp"),
+            Service::Modbus { port } => write!(f, "modbus/{port}"),
+            Service::OpcUa { port } => write!(f, "opcua/{port}"),
+        }
+    }
+}
+
+/// An inclusive port range; a single port has `first == last`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PortRange {
+    pub first: u16,
+    pub last: u16,
+}
+
+impl fmt::Display for PortRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.first == self.last {
+            write!(f, "{}", self.first)
+        } else {
+            write!(f, "{}-{}", self.first, self.last)
+        }
+    }
+}
+
+/// Purdue reference model level; 3.5 is the industrial DMZ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum PurdueLevel {
+    L0,
+    L1,
+    L2,
+    L3,
+    L3_5,
+    L4,
+    L5,
+}
+
+impl PurdueLevel {
+    const ALL: [(PurdueLevel, f64); 7] = [
+        (PurdueLevel::L0, 0.0),
+        (PurdueLevel::L1, 1.0),
+        (PurdueLevel::L2, 2.0),
+        (PurdueLevel::L3, 3.0),
+        (PurdueLevel::L3_5, 3.5),
+        (PurdueLevel::L4, 4.0),
+        (PurdueLevel::L5, 5.0),
+    ];
+
+    fn from_number(n: f64) -> Option<Self> {
+        Self::ALL
+            .iter()
+            .find(|(_, v)| (*v - n).abs() < f64::EPSILON)
+            .map(|(l, _)| *l)
+    }
+
+    /// Position on the ladder, counting the DMZ as a step of its own.
+    pub fn rank(self) -> u8 {
+        self as u8
+    }
+}
+
+impl fmt::Display for PurdueLevel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = match self {
+            PurdueLevel::L0 => "0",
+            PurdueLevel::L1 => "1",
+            PurdueLevel::L2 => "2",
+            PurdueLevel::L3 => "3",
+            PurdueLevel::L3_5 => "3.5",
+            PurdueLevel::L4 => "4",
+            PurdueLevel::L5 => "5",
+        };
+        f.write_str(s)
+    }
+}
+
+/// IEC 62443 target security level of a zone (SL-T 1..=4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SecurityLevel(u8);
+
+impl SecurityLevel {
+    pub fn value(self) -> u8 {
+        self.0
+    }
+}
+
+/// What an asset is; policies and diagrams key on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AssetKind {
+    BessInverter,
+    BessController,
+    Cnc,
+    Plc,
+    Rtu,
+    Ied,
+    Hmi,
+    Scada,
+    Historian,
+    EngineeringWorkstation,
+    Server,
+    Other,
+}
+
+impl AssetKind {
+    const ALL: [(AssetKind, &'static str); 12] = [
+        (AssetKind::BessInverter, "bess-inverter"),
+        (AssetKind::BessController, "bess-controller"),
+        (AssetKind::Cnc, "cnc"),
+        (AssetKind::Plc, "plc"),
+        (AssetKind::Rtu, "rtu"),
+        (AssetKind::Ied, "ied"),
+        (AssetKind::Hmi, "hmi"),
+        (AssetKind::Scada, "scada"),
+        (AssetKind::Historian, "historian"),
+        (AssetKind::EngineeringWorkstation, "engineering-workstation"),
+        (AssetKind::Server, "server"),
+        (AssetKind::Other, "other"),
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        Self::ALL
+            .iter()
+            .find(|(k, _)| *k == self)
+            .map_or("other", |(_, s)| s)
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        Self::ALL.iter().find(|(_, n)| *n == s).map(|(k, _)| *k)
+    }
+
+    fn names() -> String {
+        Self::ALL
+            .iter()
+            .map(|(_, n)| *n)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// A legal but risky finding, shown by `zonegate check`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Warning {
+    pub pos: Pos,
+    pub message: String,
+}
+
+impl Model {
+    pub fn zone(&self, name: &str) -> Option<&Zone> {
+        self.zones.iter().find(|z| z.name == name)
+    }
+
+    pub fn asset(&self, name: &str) -> Option<&Asset> {
+        self.assets.iter().find(|a| a.name == name)
+    }
+
+    /// Conduits that are legal but deserve a second look (IEC 62443-3-2 zone and conduit review).
+    pub fn warnings(&self) -> Vec<Warning> {
+        let mut out = Vec::new();
+        if self.gateway.management.is_none() {
+            out.push(Warning {
+                pos: Pos::default(),
+                message: "no gateway.management address: the gateway accepts no connections for \
+                          itself (console access only)"
+                    .into(),
+            });
+        }
+        for c in &self.conduits {
+            let (Some(from), Some(to)) = (self.zone(&c.from), self.zone(&c.to)) else {
+                continue;
+            };
+            if from.level >= PurdueLevel::L4 && to.level <= PurdueLevel::L1 {
+                out.push(Warning {
+                    pos: c.defined_at,
+                    message: format!(
+                        "conduit `{}` reaches level {} (`{}`) directly from level {} (`{}`): \
+                         terminate enterprise traffic in the DMZ (level 3.5) instead",
+                        c.name, to.level, to.name, from.level, from.name
+                    ),
+                });
+            } else if from.level.rank().abs_diff(to.level.rank()) > 1 {
+                out.push(Warning {
+                    pos: c.defined_at,
+                    message: format!(
+                        "conduit `{}` skips Purdue levels: level {} (`{}`) to level {} (`{}`)",
+                        c.name, from.level, from.name, to.level, to.name
+                    ),
+                });
+            }
+            if to.security_level > from.security_level
+                && c.services.iter().any(|s| !s.is_inspected())
+                && c.sources.is_empty()
+                && c.destinations.is_empty()
+            {
+                out.push(Warning {
+                    pos: c.defined_at,
+                    message: format!(
+                        "conduit `{}` lets all of zone `{}` (SL {}) reach all of `{}` (SL {}) without deep \
+                         inspection: narrow it with `sources:` or `destinations:`",
+                        c.name,
+                        from.name,
+                        from.security_level.value(),
+                        to.name,
+                        to.security_level.value()
+                    ),
+                });
+            }
+            if c.services.iter().any(Service::is_inspected) && c.destinations.is_empty() {
+                out.push(Warning {
+                    pos: c.defined_at,
+                    message: format!(
+                        "conduit `{}` inspects traffic to any address in zone `{}`: name the device \
+                         assets in `destinations:`",
+                        c.name, to.name
+                    ),
+                });
+            }
+        }
+        out
+    }
+}
+
+/// Collects every problem in the file rather than stopping at the first.
+#[derive(Default)]
+struct Problems(Vec<Diagnostic>);
+
+impl Problems {
+    fn at<T>(&mut self, s: &Spanned<T>, message: impl Into<String>, hint: Option<String>) {
+        self.0.push(Diagnostic {
+            pos: Some(Pos::of(s)),
+            message: message.into(),
+            hint,
+        });
+    }
+}
+
+impl TryFrom<RawFile> for Model {
+    type Error = Vec<Diagnostic>;
+
+    fn try_from(raw: RawFile) -> Result<Self, Self::Error> {
+        let mut p = Problems::default();
+        let gateway = gateway(raw.gateway.as_ref(), &mut p);
+        let zones = zones(&raw, &mut p);
+        let assets = assets(&raw, &zones, &mut p);
+        let conduits = conduits(&raw, &zones, &assets, &mut p);
+        if p.0.is_empty() {
+            Ok(Model {
+                gateway,
+                zones,
+                assets,
+                conduits,
+            })
+        } else {
+            Err(p.0)
+        }
+    }
+}
+
+/// Names become nftables identifiers (`-` mapped to `_`), so keep them to a safe alphabet.
+fn check_name<T>(what: &str, name: &str, at: &Spanned<T>, p: &mut Problems) {
+    let mut chars = name.chars();
+    let first_ok = chars.next().is_some_and(|c| c.is_ascii_lowercase());
+    let rest_ok = chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if !first_ok || !rest_ok || name.len() > MAX_NAME_LEN {
+        p.at(
+            at,
+            format!("{what} name `{name}` is not valid"),
+            Some(format!(
+                "use 1 to {MAX_NAME_LEN} characters: a lowercase letter, then lowercase letters, digits or `-`"
+            )),
+        );
+    }
+}
+
+fn gateway(raw: Option<&Spanned<RawGateway>>, p: &mut Problems) -> Gateway {
+    let mut gw = Gateway {
+        management: None,
+        modbus_proxy_port: DEFAULT_MODBUS_PROXY_PORT,
+        opcua_proxy_port: DEFAULT_OPCUA_PROXY_PORT,
+        drop_log_group: DEFAULT_DROP_LOG_GROUP,
+        drop_log_per_second: DEFAULT_DROP_LOG_PER_SECOND,
+    };
+    let Some(raw) = raw else { return gw };
+    if let Some(m) = &raw.value.management {
+        let address = match m.value.address.value.parse::<IpAddr>() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                p.at(
+                    &m.value.address,
+                    format!("`{}` is not an IP address", m.value.address.value),
+                    Some(
+                        "write a single address such as 10.99.0.1, without a prefix length".into(),
+                    ),
+                );
+                None
+            }
+        };
+        let interface = m.value.interface.as_ref().map(|i| {
+            check_ifname(i, p);
+            i.value.clone()
+        });
+        let allow_from = m
+            .value
+            .allow_from
+            .iter()
+            .filter_map(|n| network(n, p))
+            .collect();
+        let mut tcp_ports = Vec::new();
+        for port in &m.value.tcp_ports {
+            if port.value == 0 {
+                p.at(port, "port 0 is not a port", None);
+            } else if tcp_ports.contains(&port.value) {
+                p.at(port, format!("port {} is listed twice", port.value), None);
+            } else {
+                tcp_ports.push(port.value);
+            }
+        }
+        if m.value.tcp_ports.is_empty() {
+            p.at(
+                m,
+                "gateway.management lists no tcp_ports",
+                Some(
+                    "name the ports the gateway serves there, e.g. `tcp_ports: [22, 9443]`".into(),
+                ),
+            );
+        }
+        gw.management = address.map(|address| Management {
+            address,
+            interface,
+            allow_from,
+            tcp_ports,
+        });
+    }
+    if let Some(proxy) = &raw.value.proxy {
+        if let Some(port) = &proxy.modbus_port {
+            gw.modbus_proxy_port = nonzero_port(port, p);
+        }
+        if let Some(port) = &proxy.opcua_port {
+            gw.opcua_proxy_port = nonzero_port(port, p);
+            if gw.opcua_proxy_port == gw.modbus_proxy_port {
+                p.at(port, "the OPC UA and Modbus proxy ports must differ", None);
+            }
+        }
+    }
+    if let Some(log) = &raw.value.drop_log {
+        if let Some(group) = &log.group {
+            gw.drop_log_group = group.value;
+        }
+        if let Some(rate) = &log.per_second {
+            if rate.value == 0 {
+                p.at(
+                    rate,
+                    "drop_log.per_second must be at least 1",
+                    Some("drops are always counted; this only limits log messages".into()),
+                );
+            }
+            gw.drop_log_per_second = rate.value;
+        }
+    }
+    gw
+}
+
+fn nonzero_port(port: &Spanned<u16>, p: &mut Problems) -> u16 {
+    if port.value == 0 {
+        p.at(port, "port 0 is not a port", None);
+    }
+    port.value
+}
+
+fn check_ifname(name: &Spanned<String>, p: &mut Problems) {
+    let n = &name.value;
+    let ok = !n.is_empty()
+        && n.len() <= MAX_IFNAME_LEN
+        && n.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'));
+    if !ok {
+        p.at(
+            name,
+            format!("`{n}` is not a Linux interface name"),
+            Some(format!(
+                "use up to {MAX_IFNAME_LEN} letters, digits, `.`, `-` or `_`, e.g. eth0.40 for VLAN 40"
+            )),
+        );
+    }
+}
+
+/// A CIDR network; host bits must be zero so that what is written is what is enforced.
+fn network(s: &Spanned<String>, p: &mut Problems) -> Option<IpNet> {
+    let text = s.value.trim();
+    let net = if text.contains('/') {
+        text.parse::<IpNet>().ok()
+    } else {
+        text.parse::<IpAddr>().ok().map(IpNet::from)
+    };
+    match net {
+        None => {
+            p.at(
+                s,
+                format!("`{text}` is not an IPv4 or IPv6 network"),
+                Some("write a CIDR such as 10.20.0.0/24 or fd00:20::/64".into()),
+            );
+            None
+        }
+        Some(n) if n.trunc() != n => {
+            p.at(
+                s,
+                format!("network `{text}` has host bits set"),
+                Some(format!("did you mean {}?", n.trunc())),
+            );
+            None
+        }
+        Some(n) => Some(n),
+    }
+}
+
+fn zones(raw: &RawFile, p: &mut Problems) -> Vec<Zone> {
+    let mut out: Vec<Zone> = Vec::new();
+    let mut seen_ifnames: HashMap<String, String> = HashMap::new();
+    for (name, z) in &raw.zones {
+        check_name("zone", name, z, p);
+        let RawZone {
+            description,
+            level,
+            security_level,
+            networks,
+            interfaces,
+        } = &z.value;
+        let level = match PurdueLevel::from_number(level.value) {
+            Some(l) => l,
+            None => {
+                p.at(
+                    level,
+                    format!("zone `{name}`: level {} is not a Purdue level", level.value),
+                    Some("use 0, 1, 2, 3, 3.5 (DMZ), 4 or 5".into()),
+                );
+                PurdueLevel::L0
+            }
+        };
+        if !(1..=4).contains(&security_level.value) {
+            p.at(
+                security_level,
+                format!(
+                    "zone `{name}`: security_level {} is outside IEC 62443 SL 1-4",
+                    security_level.value
+                ),
+                None,
+            );
+        }
+        let mut nets = Vec::new();
+        for n in networks {
+            let Some(net) = network(n, p) else { continue };
+            for (other, other_net) in out
+                .iter()
+                .flat_map(|o| o.networks.iter().map(move |on| (&o.name, on)))
+                .chain(nets.iter().map(|on| (name, on)))
+            {
+                if overlaps(&net, other_net) {
+                    p.at(
+                        n,
+                        format!(
+                            "zone `{name}`: network {net} overlaps {other_net} of zone `{other}`"
+                        ),
+                        Some("every address must belong to exactly one zone".into()),
+                    );
+                }
+            }
+            nets.push(net);
+        }
+        for i in interfaces {
+            check_ifname(i, p);
+            if let Some(other) = seen_ifnames.insert(i.value.clone(), name.clone()) {
+                p.at(
+                    i,
+                    format!(
+                        "zone `{name}`: interface `{}` already belongs to zone `{other}`",
+                        i.value
+                    ),
+                    None,
+                );
+            }
+        }
+        if networks.is_empty() && interfaces.is_empty() {
+            p.at(
+                z,
+                format!("zone `{name}` has neither networks nor interfaces"),
+                Some(
+                    "list the zone's CIDRs under `networks:` and/or its ports under `interfaces:`"
+                        .into(),
+                ),
+            );
+        }
+        out.push(Zone {
+            name: name.clone(),
+            description: description.clone(),
+            level,
+            security_level: SecurityLevel(security_level.value),
+            networks: nets,
+            interfaces: interfaces.iter().map(|i| i.value.clone()).collect(),
+            defined_at: Pos::of(z),
+        });
+    }
+    out
+}
+
+fn overlaps(a: &IpNet, b: &IpNet) -> bool {
+    a.contains(&b.network()) || b.contains(&a.network())
+}
+
+fn assets(raw: &RawFile, zones: &[Zone], p: &mut Problems) -> Vec<Asset> {
+    let mut out: Vec<Asset> = Vec::new();
+    for (name, a) in &raw.assets {
+        check_name("asset", name, a, p);
+        let RawAsset {
+            zone,
+            address,
+            kind,
+            description,
+        } = &a.value;
+        if raw.zones.contains_key(name) {
+            p.at(
+                a,
+                format!("asset `{name}` has the same name as a zone"),
+                Some(
+                    "conduit sources and destinations name assets; keep zone and asset names apart"
+                        .into(),
+                ),
+            );
+        }
+        let z = zones.iter().find(|z| z.name == zone.value);
+        if z.is_none() {
+            p.at(
+                zone,
+                format!("asset `{name}`: unknown zone `{}`", zone.value),
+                Some(format!(
+                    "known zones: {}",
+                    names(zones.iter().map(|z| &z.name))
+                )),
+            );
+        }
+        let addr = match address.value.parse::<IpAddr>() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                p.at(
+                    address,
+                    format!("asset `{name}`: `{}` is not an IP address", address.value),
+                    Some("write one address such as 10.20.0.11, without a prefix length".into()),
+                );
+                None
+            }
+        };
+        if let (Some(z), Some(addr)) = (z, addr) {
+            if !z.networks.is_empty() && !z.networks.iter().any(|n| n.contains(&addr)) {
+                p.at(
+                    address,
+                    format!(
+                        "asset `{name}`: address {addr} is outside zone `{}` ({})",
+                        z.name,
+                        names(z.networks.iter())
+                    ),
+                    Some("correct the address or the zone, or add the network to the zone".into()),
+                );
+            }
+            if let Some(other) = out.iter().find(|o| o.address == addr) {
+                p.at(
+                    address,
+                    format!(
+                        "asset `{name}`: address {addr} is already asset `{}`",
+                        other.name
+                    ),
+                    None,
+                );
+            }
+        }
+        let parsed_kind = AssetKind::parse(&kind.value);
+        if parsed_kind.is_none() {
+            p.at(
+                kind,
+                format!("asset `{name}`: unknown kind `{}`", kind.value),
+                Some(format!("use one of: {}", AssetKind::names())),
+            );
+        }
+        if let (Some(addr), Some(kind)) = (addr, parsed_kind) {
+            out.push(Asset {
+                name: name.clone(),
+                zone: zone.value.clone(),
+                address: addr,
+                kind,
+                description: description.clone(),
+                defined_at: Pos::of(a),
+            });
+        }
+    }
+    out
+}
+
+fn conduits(raw: &RawFile, zones: &[Zone], assets: &[Asset], p: &mut Problems) -> Vec<Conduit> {
+    let mut out = Vec::new();
+    for (name, c) in &raw.conduits {
+        check_name("conduit", name, c, p);
+        let RawConduit {
+            description,
+            from,
+            to,
+            services,
+            sources,
+            destinations,
+        } = &c.value;
+        let zone = |s: &Spanned<String>, p: &mut Problems| {
+            let z = zones.iter().find(|z| z.name == s.value);
+            if z.is_none() {
+                p.at(
+                    s,
+                    format!("conduit `{name}`: unknown zone `{}`", s.value),
+                    Some(format!(
+                        "known zones: {}",
+                        names(zones.iter().map(|z| &z.name))
+                    )),
+                );
+            }
+            z
+        };
+        let from_zone = zone(from, p);
+        let to_zone = zone(to, p);
+        if from.value == to.value {
+            p.at(
+                to,
+                format!(
+                    "conduit `{name}` starts and ends in zone `{}`",
+                    from.value
+                ),
+                Some("a conduit joins two different zones; traffic inside a zone does not cross the gateway".into()),
+            );
+        }
+        let mut parsed = Vec::new();
+        if services.value.is_empty() {
+            p.at(
+                services,
+                format!("conduit `{name}` lists no services"),
+                Some("e.g. `services: [tcp/443, icmp, modbus]`".into()),
+            );
+        }
+        for s in &services.value {
+            if let Some(svc) = service(s, p) {
+                if parsed.contains(&svc) {
+                    p.at(
+                        s,
+                        format!("conduit `{name}`: service {svc} is listed twice"),
+                        None,
+                    );
+                } else {
+                    parsed.push(svc);
+                }
+            }
+        }
+        let sources = from_zone
+            .map(|z| endpoints(name, "sources", sources, z, assets, p))
+            .unwrap_or_default();
+        let destinations = to_zone
+            .map(|z| endpoints(name, "destinations", destinations, z, assets, p))
+            .unwrap_or_default();
+        out.push(Conduit {
+            name: name.clone(),
+            description: description.clone(),
+            from: from.value.clone(),
+            to: to.value.clone(),
+            services: parsed,
+            sources,
+            destinations,
+            defined_at: Pos::of(c),
+        });
+    }
+    out
+}
+
+fn endpoints(
+    conduit: &str,
+    field: &str,
+    raw: &[Spanned<String>],
+    zone: &Zone,
+    assets: &[Asset],
+    p: &mut Problems,
+) -> Vec<Endpoint> {
+    let mut out: Vec<Endpoint> = Vec::new();
+    let mut seen = HashSet::new();
+    for item in raw {
+        let text = item.value.trim();
+        if !seen.insert(text) {
+            p.at(
+                item,
+                format!("conduit `{conduit}`: `{text}` is listed twice in {field}"),
+                None,
+            );
+            continue;
+        }
+        let looks_like_address = text.contains('/') || text.parse::<IpAddr>().is_ok();
+        let endpoint = if looks_like_address {
+            let Some(net) = network(item, p) else {
+                continue;
+            };
+            if !zone.networks.is_empty() && !zone.networks.iter().any(|z| z.contains(&net)) {
+                p.at(
+                    item,
+                    format!(
+                        "conduit `{conduit}`: {field} entry {net} is outside zone `{}` ({})",
+                        zone.name,
+                        names(zone.networks.iter())
+                    ),
+                    None,
+                );
+                continue;
+            }
+            Endpoint::Network(net)
+        } else {
+            match assets.iter().find(|a| a.name == text) {
+                Some(a) if a.zone == zone.name => Endpoint::Asset {
+                    name: a.name.clone(),
+                    address: a.address,
+                },
+                Some(a) => {
+                    p.at(
+                        item,
+                        format!(
+                            "conduit `{conduit}`: asset `{text}` in {field} is in zone `{}`, not `{}`",
+                            a.zone, zone.name
+                        ),
+                        None,
+                    );
+                    continue;
+                }
+                None => {
+                    let in_zone: Vec<_> = assets.iter().filter(|a| a.zone == zone.name).collect();
+                    p.at(
+                        item,
+                        format!("conduit `{conduit}`: unknown asset `{text}` in {field}"),
+                        Some(if in_zone.is_empty() {
+                            format!("zone `{}` has no assets; name a network instead", zone.name)
+                        } else {
+                            format!(
+                                "assets in zone `{}`: {}",
+                                zone.name,
+                                names(in_zone.iter().map(|a| &a.name))
+                            )
+                        }),
+                    );
+                    continue;
+                }
+            }
+        };
+        out.push(endpoint);
+    }
+    out
+}
+
+/// `tcp/443`, `tcp/8000-8010`, `udp/514`, `icmp`, `modbus`, `modbus/5020`, `opcua`, `opcua/4841`.
+fn service(s: &Spanned<String>, p: &mut Problems) -> Option<Service> {
+    let text = s.value.trim();
+    let (proto, port) = match text.split_once('/') {
+        Some((proto, port)) => (proto, Some(port)),
+        None => (text, None),
+    };
+    let bad = |p: &mut Problems, why: String| {
+        p.at(
+            s,
+            format!("service `{text}`: {why}"),
+            Some(
+                "write tcp/PORT, tcp/FIRST-LAST, udp/PORT, icmp, modbus[/PORT] or opcua[/PORT]"
+                    .into(),
+            ),
+        );
+        None
+    };
+    let single = |port: &str| port.parse::<u16>().ok().filter(|p| *p != 0);
+    match (proto, port) {
+        ("icmp", None) => Some(Service::Icmp),
+        ("modbus", None) => Some(Service::Modbus { port: MODBUS_PORT }),
+        ("opcua", None) => Some(Service::OpcUa { port: OPCUA_PORT }),
+        ("modbus" | "opcua", Some(port)) => match single(port) {
+            Some(port) if proto == "modbus" => Some(Service::Modbus { port }),
+            Some(port) => Some(Service::OpcUa { port }),
+            None => bad(p, format!("`{port}` is not a port (1-65535)")),
+        },
+        ("tcp" | "udp", Some(ports)) => {
+            let range = match ports.split_once('-') {
+                Some((a, b)) => match (single(a), single(b)) {
+                    (Some(first), Some(last)) if first <= last => Some(PortRange { first, last }),
+                    _ => None,
+                },
+                None => single(ports).map(|p| PortRange { first: p, last: p }),
+            };
+            match (range, proto) {
+                (Some(r), "tcp") => Some(Service::Tcp(r)),
+                (Some(r), _) => Some(Service::Udp(r)),
+                (None, _) => bad(
+                    p,
+                    format!("`{ports}` is not a port or ascending port range"),
+                ),
+            }
+        }
+        ("tcp" | "udp", None) => bad(p, "a port is required".into()),
+        ("icmp", Some(_)) => bad(p, "icmp takes no port".into()),
+        _ => bad(p, format!("unknown protocol `{proto}`")),
+    }
+}
+
+fn names<'a, T: fmt::Display + 'a>(items: impl Iterator<Item = &'a T>) -> String {
+    let v: Vec<String> = items.map(ToString::to_string).collect();
+    if v.is_empty() {
+        "none".into()
+    } else {
+        v.join(", ")
+    }
+}

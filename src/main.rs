@@ -1,0 +1,197 @@
+//! The `zonegate` command: argument parsing and logging; the work is in the library.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+use zonegate::config::{self, ConfigError};
+use zonegate::{diagram, nft};
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "IEC 62443 zones and conduits, enforced with nftables"
+)]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true, env = "ZONEGATE_LOG_FORMAT")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Validate zones.yaml and show risky findings; exit 1 on any error.
+    Check {
+        #[arg(default_value = "zones.yaml")]
+        file: PathBuf,
+    },
+    /// Print the nftables ruleset zones.yaml produces, for review (does not touch the kernel).
+    Plan {
+        #[arg(default_value = "zones.yaml")]
+        file: PathBuf,
+        /// The libnftables JSON transaction instead of nft text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Program the kernel: replace table inet zonegate in one transaction and verify it.
+    Apply {
+        #[arg(default_value = "zones.yaml")]
+        file: PathBuf,
+    },
+    /// Apply, then stay up enforcing until SIGTERM or SIGINT (the ruleset stays in force after).
+    Run {
+        #[arg(default_value = "zones.yaml")]
+        file: PathBuf,
+    },
+    /// Zones, Purdue levels and conduits as a Mermaid flowchart.
+    Diagram {
+        #[arg(default_value = "zones.yaml")]
+        file: PathBuf,
+    },
+    /// Per-conduit and drop counters read back from the kernel.
+    Counters {
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Install the boot-time ruleset that forwards nothing until zonegate applies zones.yaml.
+    EarlyBlock,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    match run(cli.command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("zonegate: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ZONEGATE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
+    match cmd {
+        Cmd::Check { file } => Ok(check(&file)),
+        Cmd::Plan { file, json } => {
+            let rs = nft::render(&load(&file)?);
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&nft::json::transaction(&rs))?
+                );
+            } else {
+                print!("{}", nft::text::render(&rs));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Apply { file } => {
+            let model = load(&file)?;
+            nft::apply(&nft::render(&model)).context("apply")?;
+            tracing::info!(
+                file = %file.display(),
+                zones = model.zones.len(),
+                conduits = model.conduits.len(),
+                "ruleset applied and verified"
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Run { file } => {
+            let model = load(&file)?;
+            nft::apply(&nft::render(&model)).context("apply")?;
+            tracing::info!(file = %file.display(), conduits = model.conduits.len(), "enforcing");
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(wait_for_shutdown())?;
+            tracing::info!("stopping; the ruleset stays in force");
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Diagram { file } => {
+            print!("{}", diagram::mermaid(&load(&file)?));
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Counters { json } => {
+            for c in nft::counters()? {
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::json!({"name": c.name, "packets": c.packets, "bytes": c.bytes})
+                    );
+                } else {
+                    println!(
+                        "{:<40} {:>14} packets {:>16} bytes",
+                        c.name, c.packets, c.bytes
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::EarlyBlock => {
+            nft::apply(&nft::early_block()).context("early block")?;
+            tracing::info!("early block installed: nothing is forwarded");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// `zonegate check`: every error and warning, editor-style; exit 1 on errors.
+fn check(file: &Path) -> ExitCode {
+    match config::load(file) {
+        Ok(model) => {
+            let warnings = model.warnings();
+            for w in &warnings {
+                eprintln!("{}", config::format_warning(file, w));
+            }
+            println!(
+                "{}: ok: {} zones, {} assets, {} conduits, {} warnings",
+                file.display(),
+                model.zones.len(),
+                model.assets.len(),
+                model.conduits.len(),
+                warnings.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load(file: &Path) -> Result<config::Model, ConfigError> {
+    config::load(file)
+}
+
+async fn wait_for_shutdown() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}

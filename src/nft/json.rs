@@ -1,0 +1,278 @@
+//! The ruleset as one libnftables JSON transaction (`nft -j -f -`), built from the `nftables` crate's
+//! schema types. The batch adds the table, deletes it and adds it again with its contents, so the
+//! kernel swaps the old table for the new one atomically, or keeps the old one if anything fails.
+
+use std::borrow::Cow;
+use std::collections::HashSet;
+
+use ipnet::IpNet;
+use nftables::expr::{
+    self, CT, Expression, Meta, MetaKey, NamedExpression, Payload, PayloadField, Prefix, SetItem,
+    Socket, SocketAttr,
+};
+use nftables::schema::{
+    self, NfCmd, NfListObject, NfObject, Nftables, SetFlag, SetType, SetTypeValue,
+};
+use nftables::stmt::{self, Counter, Limit, Log, Mangle, Operator, Statement, TProxy};
+use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
+
+use super::ruleset::{
+    Addrs, Chain, Family, Hook, L4, Match, ND_TYPES, Policy, Rule, Ruleset, Stmt, TABLE,
+};
+use super::text::{ipproto, net, nfproto};
+use crate::config::PortRange;
+
+/// The replace-whole-table transaction.
+pub fn transaction(rs: &Ruleset) -> Nftables<'static> {
+    let table = || schema::Table {
+        family: NfFamily::INet,
+        name: TABLE.into(),
+        handle: None,
+    };
+    let mut cmds = vec![
+        NfCmd::Add(NfListObject::Table(table())),
+        NfCmd::Delete(NfListObject::Table(table())),
+        NfCmd::Add(NfListObject::Table(table())),
+    ];
+    for c in &rs.counters {
+        cmds.push(NfCmd::Add(NfListObject::Counter(schema::Counter {
+            family: NfFamily::INet,
+            table: TABLE.into(),
+            name: c.clone().into(),
+            handle: None,
+            packets: Some(0),
+            bytes: Some(0),
+        })));
+    }
+    for s in &rs.sets {
+        let set_type = match s.family {
+            Family::V4 => SetType::Ipv4Addr,
+            Family::V6 => SetType::Ipv6Addr,
+        };
+        cmds.push(NfCmd::Add(NfListObject::Set(Box::new(schema::Set {
+            family: NfFamily::INet,
+            table: TABLE.into(),
+            name: s.name.clone().into(),
+            handle: None,
+            set_type: SetTypeValue::Single(set_type),
+            policy: None,
+            flags: Some(HashSet::from([SetFlag::Interval])),
+            elem: Some(s.elements.iter().map(addr_expr).collect::<Vec<_>>().into()),
+            timeout: None,
+            gc_interval: None,
+            size: None,
+            comment: None,
+        }))));
+    }
+    for c in &rs.chains {
+        cmds.push(NfCmd::Add(NfListObject::Chain(chain(c))));
+    }
+    for c in &rs.chains {
+        for r in &c.rules {
+            cmds.push(NfCmd::Add(NfListObject::Rule(rule(c.name, r))));
+        }
+    }
+    Nftables {
+        objects: cmds
+            .into_iter()
+            .map(NfObject::CmdObject)
+            .collect::<Vec<_>>()
+            .into(),
+    }
+}
+
+fn chain(c: &Chain) -> schema::Chain<'static> {
+    schema::Chain {
+        family: NfFamily::INet,
+        table: TABLE.into(),
+        name: c.name.into(),
+        newname: None,
+        handle: None,
+        _type: Some(NfChainType::Filter),
+        hook: Some(match c.hook {
+            Hook::Prerouting => NfHook::Prerouting,
+            Hook::Input => NfHook::Input,
+            Hook::Forward => NfHook::Forward,
+            Hook::Output => NfHook::Output,
+        }),
+        prio: Some(c.priority),
+        dev: None,
+        policy: Some(match c.policy {
+            Policy::Accept => NfChainPolicy::Accept,
+            Policy::Drop => NfChainPolicy::Drop,
+        }),
+    }
+}
+
+fn rule(chain: &'static str, r: &Rule) -> schema::Rule<'static> {
+    let mut expr: Vec<Statement<'static>> = r.matches.iter().map(matcher).collect();
+    expr.extend(r.stmts.iter().map(statement));
+    schema::Rule {
+        family: NfFamily::INet,
+        table: TABLE.into(),
+        chain: chain.into(),
+        expr: expr.into(),
+        handle: None,
+        index: None,
+        comment: Some(r.comment.clone().into()),
+    }
+}
+
+fn eq(left: Expression<'static>, right: Expression<'static>) -> Statement<'static> {
+    Statement::Match(stmt::Match {
+        left,
+        right,
+        op: Operator::EQ,
+    })
+}
+
+fn meta(key: MetaKey) -> Expression<'static> {
+    Expression::Named(NamedExpression::Meta(Meta { key }))
+}
+
+fn payload(protocol: &'static str, field: &'static str) -> Expression<'static> {
+    Expression::Named(NamedExpression::Payload(Payload::PayloadField(
+        PayloadField {
+            protocol: protocol.into(),
+            field: field.into(),
+        },
+    )))
+}
+
+fn string(s: impl Into<Cow<'static, str>>) -> Expression<'static> {
+    Expression::String(s.into())
+}
+
+/// One item stands alone; several form an anonymous set (as in the text form).
+fn set_of(items: Vec<Expression<'static>>) -> Expression<'static> {
+    if items.len() == 1 {
+        if let Some(one) = items.into_iter().next() {
+            return one;
+        }
+        return Expression::List(vec![]);
+    }
+    Expression::Named(NamedExpression::Set(
+        items.into_iter().map(SetItem::Element).collect(),
+    ))
+}
+
+fn addr_expr(n: &IpNet) -> Expression<'static> {
+    if n.prefix_len() == n.max_prefix_len() {
+        string(net(n))
+    } else {
+        Expression::Named(NamedExpression::Prefix(Prefix {
+            addr: Box::new(string(n.network().to_string())),
+            len: u32::from(n.prefix_len()),
+        }))
+    }
+}
+
+fn port_expr(r: &PortRange) -> Expression<'static> {
+    if r.first == r.last {
+        Expression::Number(u32::from(r.first))
+    } else {
+        Expression::Range(Box::new(expr::Range {
+            range: [
+                Expression::Number(u32::from(r.first)),
+                Expression::Number(u32::from(r.last)),
+            ],
+        }))
+    }
+}
+
+fn strings(items: &[impl AsRef<str>]) -> Expression<'static> {
+    set_of(
+        items
+            .iter()
+            .map(|s| string(s.as_ref().to_owned()))
+            .collect(),
+    )
+}
+
+fn matcher(m: &Match) -> Statement<'static> {
+    match m {
+        Match::IifName(names) => eq(meta(MetaKey::Iifname), strings(names)),
+        Match::OifName(names) => eq(meta(MetaKey::Oifname), strings(names)),
+        Match::NfProto(f) => eq(meta(MetaKey::Nfproto), string(nfproto(*f))),
+        Match::L4ProtoTcp => eq(meta(MetaKey::L4proto), string("tcp")),
+        Match::Saddr(f, a) => eq(payload(ipproto(*f), "saddr"), addrs(a)),
+        Match::Daddr(f, a) => eq(payload(ipproto(*f), "daddr"), addrs(a)),
+        Match::Dport(l4, ranges) => {
+            let proto = match l4 {
+                L4::Tcp => "tcp",
+                L4::Udp => "udp",
+            };
+            eq(
+                payload(proto, "dport"),
+                set_of(ranges.iter().map(port_expr).collect()),
+            )
+        }
+        Match::IcmpEchoRequest(Family::V4) => eq(payload("icmp", "type"), string("echo-request")),
+        Match::IcmpEchoRequest(Family::V6) => eq(payload("icmpv6", "type"), string("echo-request")),
+        Match::NeighbourDiscovery => eq(payload("icmpv6", "type"), strings(&ND_TYPES)),
+        Match::CtState(states) => {
+            let left = Expression::Named(NamedExpression::CT(CT {
+                key: "state".into(),
+                family: None,
+                dir: None,
+            }));
+            if let [one] = states.as_slice() {
+                // `ct state new` in nft text is a bitmask test, not an equality
+                Statement::Match(stmt::Match {
+                    left,
+                    right: string(*one),
+                    op: Operator::IN,
+                })
+            } else {
+                eq(left, strings(states))
+            }
+        }
+        Match::Mark(m) => eq(meta(MetaKey::Mark), Expression::Number(*m)),
+        Match::SocketTransparent => eq(
+            Expression::Named(NamedExpression::Socket(Socket {
+                key: Cow::Owned(SocketAttr::Transparent),
+            })),
+            Expression::Number(1),
+        ),
+    }
+}
+
+fn addrs(a: &Addrs) -> Expression<'static> {
+    match a {
+        Addrs::Set(name) => string(format!("@{name}")),
+        Addrs::Nets(nets) => set_of(nets.iter().map(addr_expr).collect()),
+    }
+}
+
+fn statement(s: &Stmt) -> Statement<'static> {
+    match s {
+        Stmt::Counter(name) => Statement::Counter(Counter::Named(name.clone().into())),
+        Stmt::Limit { per_second, burst } => Statement::Limit(Limit {
+            rate: *per_second,
+            rate_unit: None,
+            per: Some("second".into()),
+            burst: Some(*burst),
+            burst_unit: None,
+            inv: None,
+        }),
+        Stmt::Log { prefix, group } => Statement::Log(Some(Log {
+            prefix: Some(prefix.clone().into()),
+            group: Some(u32::from(*group)),
+            snaplen: None,
+            queue_threshold: None,
+            level: None,
+            flags: None,
+        })),
+        Stmt::MarkSet(m) => Statement::Mangle(Mangle {
+            key: meta(MetaKey::Mark),
+            value: Expression::Number(*m),
+        }),
+        Stmt::TProxy { family, port } => Statement::TProxy(TProxy {
+            family: Some(ipproto(*family).into()),
+            port: *port,
+            addr: None,
+        }),
+        Stmt::Accept => Statement::Accept(None),
+        Stmt::Drop => Statement::Drop(None),
+    }
+}

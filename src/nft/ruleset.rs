@@ -1,0 +1,542 @@
+//! The ruleset as data, and the pure function that derives it from a [`Model`]. Two renderers turn
+//! it into `nft` text for people ([`super::text`]) and JSON for the kernel ([`super::json`]); keeping
+//! one source for both is what makes `zonegate plan` show exactly what `zonegate apply` installs.
+
+use ipnet::IpNet;
+
+use crate::config::{Conduit, Endpoint, Model, PortRange, Service, Zone};
+
+/// The one table zonegate owns. It is replaced whole on every apply and nothing else is touched.
+pub const TABLE: &str = "zonegate";
+/// Packet mark of traffic handed to (or sent by) the deep-inspection proxy. Policy routing for
+/// this mark delivers TPROXY'd packets locally; the proxy sets it on its upstream sockets.
+pub const PROXY_MARK: u32 = 0x5a47;
+/// Counter of packets dropped in the forward path (between zones).
+pub const DROP_FORWARD_COUNTER: &str = "drop_forward";
+/// Counter of packets to the gateway itself that were dropped.
+pub const DROP_INPUT_COUNTER: &str = "drop_input";
+/// Counter of packets from the gateway itself that were dropped.
+pub const DROP_OUTPUT_COUNTER: &str = "drop_output";
+/// Log prefix of kernel drop messages; the audit reader keys on it. The chain name follows.
+pub const DROP_LOG_PREFIX: &str = "zonegate drop ";
+/// Burst of the drop log rate limit, in packets.
+pub const DROP_LOG_BURST: u32 = 20;
+/// nftables' priority for mangle-stage filter chains (NF_IP_PRI_MANGLE).
+pub const PRIORITY_MANGLE: i32 = -150;
+/// nftables' `filter` priority.
+pub const PRIORITY_FILTER: i32 = 0;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ruleset {
+    /// Named counters: one per conduit, plus the drop counters.
+    pub counters: Vec<String>,
+    pub sets: Vec<AddrSet>,
+    pub chains: Vec<Chain>,
+}
+
+/// A named interval set of networks of one address family.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddrSet {
+    pub name: String,
+    pub family: Family,
+    pub elements: Vec<IpNet>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    fn of(net: &IpNet) -> Family {
+        match net {
+            IpNet::V4(_) => Family::V4,
+            IpNet::V6(_) => Family::V6,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hook {
+    Prerouting,
+    Input,
+    Forward,
+    Output,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Policy {
+    Accept,
+    Drop,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chain {
+    pub name: &'static str,
+    pub hook: Hook,
+    pub priority: i32,
+    pub policy: Policy,
+    pub rules: Vec<Rule>,
+}
+
+/// Matches, then statements; every rule carries a comment that says why it is there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    pub matches: Vec<Match>,
+    pub stmts: Vec<Stmt>,
+    pub comment: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Match {
+    IifName(Vec<String>),
+    OifName(Vec<String>),
+    NfProto(Family),
+    L4ProtoTcp,
+    Saddr(Family, Addrs),
+    Daddr(Family, Addrs),
+    Dport(L4, Vec<PortRange>),
+    IcmpEchoRequest(Family),
+    /// IPv6 neighbour discovery, without which IPv6 stops working on the link.
+    NeighbourDiscovery,
+    CtState(Vec<&'static str>),
+    Mark(u32),
+    SocketTransparent,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum L4 {
+    Tcp,
+    Udp,
+}
+
+/// The address side of a match: a named set or literal networks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Addrs {
+    Set(String),
+    Nets(Vec<IpNet>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stmt {
+    Counter(String),
+    Limit { per_second: u32, burst: u32 },
+    Log { prefix: String, group: u16 },
+    MarkSet(u32),
+    TProxy { family: Family, port: u16 },
+    Accept,
+    Drop,
+}
+
+/// ICMPv6 types that neighbour discovery needs (RFC 4861).
+pub const ND_TYPES: [&str; 4] = [
+    "nd-router-solicit",
+    "nd-router-advert",
+    "nd-neighbor-solicit",
+    "nd-neighbor-advert",
+];
+
+/// nftables identifiers cannot contain `-`; model names are validated so that this stays unique.
+pub fn ident(name: &str) -> String {
+    name.replace('-', "_")
+}
+
+pub fn conduit_counter(conduit: &str) -> String {
+    format!("conduit_{}", ident(conduit))
+}
+
+fn zone_set(zone: &str, family: Family) -> String {
+    match family {
+        Family::V4 => format!("zone_{}_v4", ident(zone)),
+        Family::V6 => format!("zone_{}_v6", ident(zone)),
+    }
+}
+
+/// Derives the whole ruleset from the model. Pure: no I/O, same model in, same ruleset out.
+pub fn render(model: &Model) -> Ruleset {
+    let mut counters: Vec<String> = model
+        .conduits
+        .iter()
+        .map(|c| conduit_counter(&c.name))
+        .collect();
+    counters.extend(
+        [
+            DROP_FORWARD_COUNTER,
+            DROP_INPUT_COUNTER,
+            DROP_OUTPUT_COUNTER,
+        ]
+        .map(String::from),
+    );
+
+    let mut sets = Vec::new();
+    for z in &model.zones {
+        for family in [Family::V4, Family::V6] {
+            let elements: Vec<IpNet> = z
+                .networks
+                .iter()
+                .filter(|n| Family::of(n) == family)
+                .copied()
+                .collect();
+            if !elements.is_empty() {
+                sets.push(AddrSet {
+                    name: zone_set(&z.name, family),
+                    family,
+                    elements,
+                });
+            }
+        }
+    }
+
+    let mut divert = Vec::new();
+    let mut forward = vec![
+        rule(
+            vec![Match::CtState(vec!["established", "related"])],
+            vec![Stmt::Accept],
+            "replies and related traffic of allowed flows",
+        ),
+        rule(
+            vec![Match::CtState(vec!["invalid"])],
+            vec![Stmt::Drop],
+            "packets conntrack cannot place",
+        ),
+    ];
+    let mut proxy_upstream = Vec::new();
+    for c in &model.conduits {
+        let (Some(from), Some(to)) = (model.zone(&c.from), model.zone(&c.to)) else {
+            continue;
+        };
+        for service in &c.services {
+            for family in families(from, to, c) {
+                let mut m = zone_matches(from, to, c, family);
+                if !m
+                    .iter()
+                    .any(|m| matches!(m, Match::Saddr(..) | Match::Daddr(..)))
+                {
+                    // interface-only zones: say the family, so that v4 and v6 rules differ and
+                    // icmp/tproxy know which protocol they handle
+                    m.insert(0, Match::NfProto(family));
+                }
+                let counter = Stmt::Counter(conduit_counter(&c.name));
+                let comment = format!("conduit {}: {} -> {} {}", c.name, c.from, c.to, service);
+                match *service {
+                    Service::Tcp(r) => {
+                        m.extend([Match::Dport(L4::Tcp, vec![r]), Match::CtState(vec!["new"])]);
+                        forward.push(rule(m, vec![counter, Stmt::Accept], &comment));
+                    }
+                    Service::Udp(r) => {
+                        m.extend([Match::Dport(L4::Udp, vec![r]), Match::CtState(vec!["new"])]);
+                        forward.push(rule(m, vec![counter, Stmt::Accept], &comment));
+                    }
+                    Service::Icmp => {
+                        m.extend([Match::IcmpEchoRequest(family), Match::CtState(vec!["new"])]);
+                        forward.push(rule(m, vec![counter, Stmt::Accept], &comment));
+                    }
+                    Service::Modbus { port } | Service::OpcUa { port } => {
+                        let proxy_port = match service {
+                            Service::Modbus { .. } => model.gateway.modbus_proxy_port,
+                            _ => model.gateway.opcua_proxy_port,
+                        };
+                        m.push(Match::Dport(
+                            L4::Tcp,
+                            vec![PortRange {
+                                first: port,
+                                last: port,
+                            }],
+                        ));
+                        divert.push(rule(
+                            m,
+                            vec![
+                                counter,
+                                Stmt::TProxy {
+                                    family,
+                                    port: proxy_port,
+                                },
+                                Stmt::MarkSet(PROXY_MARK),
+                                Stmt::Accept,
+                            ],
+                            &format!("{comment} to inspection proxy"),
+                        ));
+                        let mut up = vec![Match::Mark(PROXY_MARK)];
+                        up.extend(to_matches(to, c, family, true));
+                        if !up.iter().any(|m| matches!(m, Match::Daddr(..))) {
+                            up.insert(0, Match::NfProto(family));
+                        }
+                        up.push(Match::Dport(
+                            L4::Tcp,
+                            vec![PortRange {
+                                first: port,
+                                last: port,
+                            }],
+                        ));
+                        proxy_upstream.push(rule(
+                            up,
+                            vec![Stmt::Accept],
+                            &format!("{comment} proxy to device"),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    let log = |chain: &str| {
+        rule(
+            vec![],
+            vec![
+                Stmt::Limit {
+                    per_second: model.gateway.drop_log_per_second,
+                    burst: DROP_LOG_BURST,
+                },
+                Stmt::Log {
+                    prefix: format!("{DROP_LOG_PREFIX}{chain} "),
+                    group: model.gateway.drop_log_group,
+                },
+            ],
+            "log drops, rate-limited",
+        )
+    };
+    forward.push(log("forward"));
+    forward.push(rule(
+        vec![],
+        vec![Stmt::Counter(DROP_FORWARD_COUNTER.into()), Stmt::Drop],
+        "default deny between zones",
+    ));
+
+    let mut input = vec![
+        rule(
+            vec![Match::IifName(vec!["lo".into()])],
+            vec![Stmt::Accept],
+            "loopback",
+        ),
+        rule(
+            vec![Match::CtState(vec!["established", "related"])],
+            vec![Stmt::Accept],
+            "replies to the gateway's own connections",
+        ),
+        rule(
+            vec![Match::CtState(vec!["invalid"])],
+            vec![Stmt::Drop],
+            "packets conntrack cannot place",
+        ),
+        rule(
+            vec![Match::NeighbourDiscovery],
+            vec![Stmt::Accept],
+            "IPv6 neighbour discovery",
+        ),
+    ];
+    if !divert.is_empty() {
+        input.push(rule(
+            vec![Match::Mark(PROXY_MARK)],
+            vec![Stmt::Accept],
+            "diverted to the inspection proxy",
+        ));
+    }
+    if let Some(mgmt) = &model.gateway.management {
+        let family = Family::of(&IpNet::from(mgmt.address));
+        let mut m = Vec::new();
+        if let Some(i) = &mgmt.interface {
+            m.push(Match::IifName(vec![i.clone()]));
+        }
+        let allow: Vec<IpNet> = mgmt
+            .allow_from
+            .iter()
+            .filter(|n| Family::of(n) == family)
+            .copied()
+            .collect();
+        if !allow.is_empty() {
+            m.push(Match::Saddr(family, Addrs::Nets(allow)));
+        }
+        m.push(Match::Daddr(
+            family,
+            Addrs::Nets(vec![IpNet::from(mgmt.address)]),
+        ));
+        m.push(Match::Dport(
+            L4::Tcp,
+            mgmt.tcp_ports
+                .iter()
+                .map(|&p| PortRange { first: p, last: p })
+                .collect(),
+        ));
+        input.push(rule(m, vec![Stmt::Accept], "management access"));
+    }
+    input.push(log("input"));
+    input.push(rule(
+        vec![],
+        vec![Stmt::Counter(DROP_INPUT_COUNTER.into()), Stmt::Drop],
+        "default deny to the gateway",
+    ));
+
+    let mut output = vec![
+        rule(
+            vec![Match::OifName(vec!["lo".into()])],
+            vec![Stmt::Accept],
+            "loopback",
+        ),
+        rule(
+            vec![Match::CtState(vec!["established", "related"])],
+            vec![Stmt::Accept],
+            "replies from the gateway's services",
+        ),
+        rule(
+            vec![Match::NeighbourDiscovery],
+            vec![Stmt::Accept],
+            "IPv6 neighbour discovery",
+        ),
+    ];
+    if let Some(mgmt) = &model.gateway.management {
+        let family = Family::of(&IpNet::from(mgmt.address));
+        output.push(rule(
+            vec![Match::Saddr(
+                family,
+                Addrs::Nets(vec![IpNet::from(mgmt.address)]),
+            )],
+            vec![Stmt::Accept],
+            "the gateway's own traffic leaves from its management address",
+        ));
+    }
+    output.extend(proxy_upstream);
+    output.push(log("output"));
+    output.push(rule(
+        vec![],
+        vec![Stmt::Counter(DROP_OUTPUT_COUNTER.into()), Stmt::Drop],
+        "the gateway is no way into a zone",
+    ));
+
+    let mut chains = Vec::new();
+    if !divert.is_empty() {
+        divert.insert(
+            0,
+            rule(
+                vec![Match::L4ProtoTcp, Match::SocketTransparent],
+                vec![Stmt::MarkSet(PROXY_MARK), Stmt::Accept],
+                "packets of established proxy connections",
+            ),
+        );
+        chains.push(Chain {
+            name: "divert",
+            hook: Hook::Prerouting,
+            priority: PRIORITY_MANGLE,
+            policy: Policy::Accept,
+            rules: divert,
+        });
+    }
+    chains.extend([
+        Chain {
+            name: "input",
+            hook: Hook::Input,
+            priority: PRIORITY_FILTER,
+            policy: Policy::Drop,
+            rules: input,
+        },
+        Chain {
+            name: "forward",
+            hook: Hook::Forward,
+            priority: PRIORITY_FILTER,
+            policy: Policy::Drop,
+            rules: forward,
+        },
+        Chain {
+            name: "output",
+            hook: Hook::Output,
+            priority: PRIORITY_FILTER,
+            policy: Policy::Drop,
+            rules: output,
+        },
+    ]);
+    Ruleset {
+        counters,
+        sets,
+        chains,
+    }
+}
+
+/// The boot-time ruleset: nothing is forwarded until zonegate has applied the real one. It uses the
+/// same table, so the first apply replaces it in one transaction without a gap.
+pub fn early_block() -> Ruleset {
+    Ruleset {
+        counters: vec![DROP_FORWARD_COUNTER.into()],
+        sets: vec![],
+        chains: vec![Chain {
+            name: "forward",
+            hook: Hook::Forward,
+            priority: PRIORITY_FILTER,
+            policy: Policy::Drop,
+            rules: vec![rule(
+                vec![],
+                vec![Stmt::Counter(DROP_FORWARD_COUNTER.into()), Stmt::Drop],
+                "early block: zonegate is not running yet",
+            )],
+        }],
+    }
+}
+
+fn rule(matches: Vec<Match>, stmts: Vec<Stmt>, comment: &str) -> Rule {
+    Rule {
+        matches,
+        stmts,
+        comment: comment.to_owned(),
+    }
+}
+
+/// Address families a conduit needs rules for: both ends must be reachable in that family.
+fn families(from: &Zone, to: &Zone, c: &Conduit) -> Vec<Family> {
+    let side = |zone: &Zone, narrowing: &[Endpoint], family: Family| -> Option<bool> {
+        // Some(true): addresses of this family exist; Some(false): none; None: interface-only, any.
+        if !narrowing.is_empty() {
+            return Some(narrowing.iter().any(|e| Family::of(&e.net()) == family));
+        }
+        if zone.networks.is_empty() {
+            return None;
+        }
+        Some(zone.networks.iter().any(|n| Family::of(n) == family))
+    };
+    [Family::V4, Family::V6]
+        .into_iter()
+        .filter(|&f| {
+            side(from, &c.sources, f) != Some(false) && side(to, &c.destinations, f) != Some(false)
+        })
+        .collect()
+}
+
+/// Interface and address matches that place a packet on this conduit, in this family.
+fn zone_matches(from: &Zone, to: &Zone, c: &Conduit, family: Family) -> Vec<Match> {
+    let mut m = Vec::new();
+    if !from.interfaces.is_empty() {
+        m.push(Match::IifName(from.interfaces.clone()));
+    }
+    if !to.interfaces.is_empty() {
+        m.push(Match::OifName(to.interfaces.clone()));
+    }
+    if let Some(addrs) = side_addrs(from, &c.sources, family) {
+        m.push(Match::Saddr(family, addrs));
+    }
+    m.extend(to_matches(to, c, family, false));
+    m
+}
+
+fn to_matches(to: &Zone, c: &Conduit, family: Family, with_oif: bool) -> Vec<Match> {
+    let mut m = Vec::new();
+    if with_oif && !to.interfaces.is_empty() {
+        m.push(Match::OifName(to.interfaces.clone()));
+    }
+    if let Some(addrs) = side_addrs(to, &c.destinations, family) {
+        m.push(Match::Daddr(family, addrs));
+    }
+    m
+}
+
+/// The narrowing if there is one, else the zone's own set, else nothing (interface-only zone).
+fn side_addrs(zone: &Zone, narrowing: &[Endpoint], family: Family) -> Option<Addrs> {
+    if !narrowing.is_empty() {
+        let nets: Vec<IpNet> = narrowing
+            .iter()
+            .map(Endpoint::net)
+            .filter(|n| Family::of(n) == family)
+            .collect();
+        return Some(Addrs::Nets(nets));
+    }
+    if zone.networks.iter().any(|n| Family::of(n) == family) {
+        return Some(Addrs::Set(zone_set(&zone.name, family)));
+    }
+    None
+}
