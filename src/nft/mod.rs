@@ -44,11 +44,23 @@ pub struct CounterValue {
 /// kernel holds what was sent. On any error from the kernel nothing has changed.
 pub fn apply(rs: &Ruleset) -> Result<(), NftError> {
     let doc = serde_json::to_vec(&json::transaction(rs))?;
-    run_nft(&["-j", "-f", "-"], Some(&doc)).map_err(|e| match e {
-        NftError::Command { stderr, .. } => NftError::Refused { stderr },
-        other => other,
-    })?;
-    verify(rs)
+    match run_nft(&["-j", "-f", "-"], Some(&doc)) {
+        Ok(_) => verify(rs),
+        Err(NftError::Command { stderr, .. }) => {
+            // nft's JSON parser reports errors without saying where; a dry run of the same ruleset
+            // as text points at the offending line and object.
+            let detail = match run_nft(&["-c", "-f", "-"], Some(text::render(rs).as_bytes())) {
+                Err(NftError::Command {
+                    stderr: text_err, ..
+                }) => {
+                    format!("{stderr}\nthe same ruleset as text (zonegate plan) says:\n{text_err}")
+                }
+                _ => stderr,
+            };
+            Err(NftError::Refused { stderr: detail })
+        }
+        Err(other) => Err(other),
+    }
 }
 
 /// Removes table `inet zonegate` (and with it every rule zonegate installed).

@@ -1,0 +1,371 @@
+//! The shipped zones.yaml enforced by the real kernel, in namespaces these tests create:
+//! declared conduits pass, everything else between zones is dropped, and the ruleset zonegate
+//! plans is the one it installs.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+mod support;
+
+use std::net::{IpAddr, SocketAddr};
+use std::thread;
+use std::time::Duration;
+
+use serde_json::Value;
+use support::plant::{Plant, Probe, in_ns, tcp_echo, tcp_probe, udp_echo, udp_probe};
+use support::{ZONEGATE, shipped_zones};
+use zonegate::config;
+use zonegate::nft::{
+    self,
+    ruleset::{Addrs, Match},
+};
+
+/// Long enough for a SYN and its answer inside one machine, short enough to keep drops cheap.
+const DROP_WAIT: Duration = Duration::from_millis(1500);
+
+fn model() -> config::Model {
+    config::load(&shipped_zones()).unwrap()
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn apply(plant: &Plant, file: &std::path::Path) {
+    let out = plant.gateway_cmd(&[ZONEGATE, "apply", file.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "apply failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Packets of one named counter, read back from the kernel through `zonegate counters`.
+fn counter(plant: &Plant, name: &str) -> u64 {
+    let out = plant.gateway_cmd(&[ZONEGATE, "counters", "--json"]);
+    assert!(
+        out.status.success(),
+        "counters failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|v| v["name"] == name)
+        .and_then(|v| v["packets"].as_u64())
+        .unwrap_or_else(|| panic!("no counter {name}"))
+}
+
+/// The table as the kernel holds it, in JSON, without handles and counter values: what two
+/// installs of the same ruleset have in common.
+fn table_shape(ns: &str) -> Vec<Value> {
+    let ns = ns.to_owned();
+    let out = std::process::Command::new("ip")
+        .args([
+            "netns", "exec", &ns, "nft", "-j", "list", "table", "inet", "zonegate",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "list failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    doc["nftables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|o| o.get("metainfo").is_none())
+        .map(|o| {
+            let mut o = o.clone();
+            if let Some(obj) = o
+                .as_object_mut()
+                .and_then(|m| m.values_mut().next())
+                .and_then(Value::as_object_mut)
+            {
+                obj.remove("handle");
+                obj.remove("packets");
+                obj.remove("bytes");
+            }
+            o
+        })
+        .collect()
+}
+
+#[test]
+fn declared_conduit_passes_and_everything_else_is_dropped() {
+    let plant = Plant::build(&model());
+    apply(&plant, &shipped_zones());
+    let dmz = plant.zone_ns("dmz");
+    let enterprise = plant.zone_ns("enterprise");
+    let operations = plant.zone_ns("operations");
+    // conduit historian-mirror-web: enterprise -> dmz-historian (10.35.0.20) tcp/443
+    let web = tcp_echo(&dmz, "10.35.0.20:443".parse().unwrap());
+    let undeclared = tcp_echo(&dmz, "10.35.0.20:8443".parse().unwrap());
+    let erp_listener = tcp_echo(&enterprise, "10.40.0.10:443".parse().unwrap());
+    let before = counter(&plant, "conduit_historian_mirror_web");
+    let drops_before = counter(&plant, "drop_forward");
+
+    // Allowed: from the ERP server and from an unnamed enterprise host; the echo proves replies pass.
+    assert_eq!(
+        tcp_probe(&enterprise, ip("10.40.0.10"), web.addr, DROP_WAIT),
+        Probe::Passed
+    );
+    assert_eq!(
+        tcp_probe(
+            &enterprise,
+            plant.stranger("enterprise"),
+            web.addr,
+            DROP_WAIT
+        ),
+        Probe::Passed
+    );
+
+    // Dropped, probed in parallel: the same port from another zone, the reverse direction, an
+    // undeclared port.
+    let (ops, ent, web_addr, erp_addr, undeclared_addr) = (
+        operations.clone(),
+        enterprise.clone(),
+        web.addr,
+        erp_listener.addr,
+        undeclared.addr,
+    );
+    let other_zone = thread::spawn(move || tcp_probe(&ops, ip("10.30.0.10"), web_addr, DROP_WAIT));
+    let reverse = {
+        let dmz = dmz.clone();
+        thread::spawn(move || tcp_probe(&dmz, ip("10.35.0.20"), erp_addr, DROP_WAIT))
+    };
+    let wrong_port =
+        thread::spawn(move || tcp_probe(&ent, ip("10.40.0.10"), undeclared_addr, DROP_WAIT));
+    assert_eq!(
+        other_zone.join().unwrap(),
+        Probe::TimedOut,
+        "operations -> dmz:443 must be dropped"
+    );
+    assert_eq!(
+        reverse.join().unwrap(),
+        Probe::TimedOut,
+        "dmz -> enterprise:443 must be dropped"
+    );
+    assert_eq!(
+        wrong_port.join().unwrap(),
+        Probe::TimedOut,
+        "enterprise -> dmz:8443 must be dropped"
+    );
+
+    assert_eq!(web.accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
+    assert_eq!(
+        undeclared
+            .accepted
+            .load(std::sync::atomic::Ordering::SeqCst),
+        0
+    );
+    assert_eq!(
+        erp_listener
+            .accepted
+            .load(std::sync::atomic::Ordering::SeqCst),
+        0
+    );
+    let after = counter(&plant, "conduit_historian_mirror_web");
+    assert_eq!(
+        after - before,
+        2,
+        "one new-connection packet per allowed connection"
+    );
+    assert!(
+        counter(&plant, "drop_forward") > drops_before,
+        "drops are counted"
+    );
+}
+
+#[test]
+fn udp_conduit_is_one_way_and_narrowed_to_its_source() {
+    let plant = Plant::build(&model());
+    apply(&plant, &shipped_zones());
+    let bess = plant.zone_ns("bess");
+    let operations = plant.zone_ns("operations");
+    // conduit bess-syslog: bess-controller (10.21.0.10) -> historian (10.30.0.20) udp/514
+    let syslog = SocketAddr::new(ip("10.30.0.20"), 514);
+    let received = udp_echo(&operations, syslog);
+    let reverse = udp_echo(&bess, SocketAddr::new(ip("10.21.0.10"), 514));
+
+    assert_eq!(
+        udp_probe(&bess, ip("10.21.0.10"), syslog, DROP_WAIT),
+        Probe::Passed
+    );
+    assert_eq!(
+        udp_probe(&bess, ip("10.21.0.11"), syslog, DROP_WAIT),
+        Probe::TimedOut,
+        "inverter is not a source"
+    );
+    assert_eq!(
+        udp_probe(
+            &operations,
+            ip("10.30.0.20"),
+            SocketAddr::new(ip("10.21.0.10"), 514),
+            DROP_WAIT
+        ),
+        Probe::TimedOut,
+        "conduits are one-way"
+    );
+    assert_eq!(received.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(reverse.load(std::sync::atomic::Ordering::SeqCst), 0);
+    assert_eq!(counter(&plant, "conduit_bess_syslog"), 1);
+}
+
+#[test]
+fn gateway_accepts_only_management() {
+    let plant = Plant::build(&model());
+    apply(&plant, &shipped_zones());
+    let gw = plant.gateway.clone();
+    // A service on the gateway, listening on every address, as sshd would.
+    let ssh = tcp_echo(&gw, "0.0.0.0:22".parse().unwrap());
+    let (mgmt_ns, mgmt_host) = plant.management.clone().unwrap();
+    assert_eq!(
+        tcp_probe(
+            &mgmt_ns,
+            mgmt_host,
+            "10.99.0.1:22".parse().unwrap(),
+            DROP_WAIT
+        ),
+        Probe::Passed
+    );
+    // The same port on the gateway's address in a zone is dropped.
+    let ops = plant.zone_ns("operations");
+    assert_eq!(
+        tcp_probe(
+            &ops,
+            ip("10.30.0.10"),
+            "10.30.0.1:22".parse().unwrap(),
+            DROP_WAIT
+        ),
+        Probe::TimedOut
+    );
+    assert_eq!(
+        tcp_probe(
+            &ops,
+            ip("10.30.0.10"),
+            "10.99.0.1:22".parse().unwrap(),
+            DROP_WAIT
+        ),
+        Probe::TimedOut
+    );
+    assert_eq!(ssh.accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert!(counter(&plant, "drop_input") >= 2);
+}
+
+#[test]
+fn reapplying_is_idempotent() {
+    let plant = Plant::build(&model());
+    apply(&plant, &shipped_zones());
+    let once = table_shape(&plant.gateway);
+    apply(&plant, &shipped_zones());
+    apply(&plant, &shipped_zones());
+    assert_eq!(once, table_shape(&plant.gateway));
+    // The replace is whole: still exactly one zonegate table.
+    let out = plant.gateway_cmd(&["nft", "list", "tables"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout)
+            .matches("zonegate")
+            .count(),
+        1
+    );
+}
+
+#[test]
+fn refused_apply_leaves_previous_ruleset_in_force() {
+    let plant = Plant::build(&model());
+    apply(&plant, &shipped_zones());
+    let before = table_shape(&plant.gateway);
+    let web = tcp_echo(&plant.zone_ns("dmz"), "10.35.0.20:443".parse().unwrap());
+
+    // A ruleset the kernel refuses: its last rule names a set that does not exist.
+    let mut broken = nft::render(&model());
+    let forward = broken
+        .chains
+        .iter_mut()
+        .find(|c| c.name == "forward")
+        .unwrap();
+    let rule = forward.rules.last_mut().unwrap();
+    rule.matches.push(Match::Saddr(
+        nft::ruleset::Family::V4,
+        Addrs::Set("no_such_set".into()),
+    ));
+    let result = in_ns(&plant.gateway, move || nft::apply(&broken));
+    let err = result.expect_err("the kernel must refuse a rule naming a missing set");
+    assert!(matches!(err, nft::NftError::Refused { .. }), "{err}");
+    assert!(
+        err.to_string().contains("no_such_set"),
+        "nft's own message is kept: {err}"
+    );
+
+    assert_eq!(
+        before,
+        table_shape(&plant.gateway),
+        "the previous ruleset is untouched"
+    );
+    let ent = plant.zone_ns("enterprise");
+    assert_eq!(
+        tcp_probe(&ent, ip("10.40.0.10"), web.addr, DROP_WAIT),
+        Probe::Passed,
+        "and still enforced"
+    );
+}
+
+#[test]
+fn plan_text_checks_and_matches_what_apply_installs() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan_file = dir.path().join("plan.nft");
+    let out = std::process::Command::new(ZONEGATE)
+        .args(["plan", shipped_zones().to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    std::fs::write(&plan_file, &out.stdout).unwrap();
+
+    // Two gateways: one gets the reviewed text through nft -f, the other zonegate apply.
+    let by_text = Plant::build(&model());
+    let by_apply = Plant::build(&model());
+    let check = by_text.gateway_cmd(&["nft", "-c", "-f", plan_file.to_str().unwrap()]);
+    assert!(
+        check.status.success(),
+        "nft -c -f: {}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let load = by_text.gateway_cmd(&["nft", "-f", plan_file.to_str().unwrap()]);
+    assert!(
+        load.status.success(),
+        "nft -f: {}",
+        String::from_utf8_lossy(&load.stderr)
+    );
+    apply(&by_apply, &shipped_zones());
+    let text_shape = table_shape(&by_text.gateway);
+    assert!(text_shape.len() > 20, "the plan holds the whole ruleset");
+    assert_eq!(text_shape, table_shape(&by_apply.gateway));
+}
+
+#[test]
+fn early_block_forwards_nothing_and_apply_replaces_it() {
+    let plant = Plant::build(&model());
+    let out = plant.gateway_cmd(&[ZONEGATE, "early-block"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let web = tcp_echo(&plant.zone_ns("dmz"), "10.35.0.20:443".parse().unwrap());
+    let ent = plant.zone_ns("enterprise");
+    assert_eq!(
+        tcp_probe(&ent, ip("10.40.0.10"), web.addr, DROP_WAIT),
+        Probe::TimedOut
+    );
+    apply(&plant, &shipped_zones());
+    assert_eq!(
+        tcp_probe(&ent, ip("10.40.0.10"), web.addr, DROP_WAIT),
+        Probe::Passed
+    );
+}
