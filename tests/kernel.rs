@@ -369,3 +369,87 @@ fn early_block_forwards_nothing_and_apply_replaces_it() {
         Probe::Passed
     );
 }
+
+/// Modbus conduits are diverted, not forwarded: with no inspection proxy listening nothing gets
+/// through (fail-closed); with a transparent listener on the proxy port the connection lands on
+/// the gateway, still addressed to the device and coming from the client's own address.
+#[test]
+fn modbus_conduit_is_diverted_to_the_proxy_port_and_fails_closed_without_it() {
+    let model = model();
+    let plant = Plant::build(&model);
+    apply(&plant, &shipped_zones());
+    let ops = plant.zone_ns("operations");
+    let inverter = tcp_echo(&plant.zone_ns("bess"), "10.21.0.11:502".parse().unwrap());
+
+    assert_eq!(
+        tcp_probe(&ops, ip("10.30.0.10"), inverter.addr, DROP_WAIT),
+        Probe::TimedOut
+    );
+    assert_eq!(
+        inverter.accepted.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "never forwarded"
+    );
+    assert!(
+        counter(&plant, "conduit_scada_bess") >= 1,
+        "the divert rule saw it"
+    );
+
+    // A stand-in for the proxy: policy routing for the mark, and a transparent listener.
+    let gw = plant.gateway.clone();
+    let mark = format!("{:#x}", nft::ruleset::PROXY_MARK);
+    support::plant::sh(&[
+        "ip", "-n", &gw, "rule", "add", "fwmark", &mark, "lookup", "100",
+    ]);
+    support::plant::sh(&[
+        "ip",
+        "-n",
+        &gw,
+        "route",
+        "add",
+        "local",
+        "0.0.0.0/0",
+        "dev",
+        "lo",
+        "table",
+        "100",
+    ]);
+    let port = model.gateway.modbus_proxy_port;
+    let listener = in_ns(&gw, move || {
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        s.set_ip_transparent_v4(true).unwrap();
+        s.set_reuse_address(true).unwrap();
+        s.bind(&SocketAddr::new(ip("0.0.0.0"), port).into())
+            .unwrap();
+        s.listen(8).unwrap();
+        std::net::TcpListener::from(s)
+    });
+    let seen = thread::spawn(move || {
+        let (mut conn, peer) = listener.accept().unwrap();
+        let local = conn.local_addr().unwrap();
+        let mut buf = [0u8; 64];
+        let n = std::io::Read::read(&mut conn, &mut buf).unwrap();
+        std::io::Write::write_all(&mut conn, &buf[..n]).unwrap();
+        (peer.ip(), local)
+    });
+    assert_eq!(
+        tcp_probe(&ops, ip("10.30.0.10"), inverter.addr, DROP_WAIT),
+        Probe::Passed
+    );
+    let (peer, local) = seen.join().unwrap();
+    assert_eq!(
+        peer,
+        ip("10.30.0.10"),
+        "the proxy sees the client's own address"
+    );
+    assert_eq!(local, inverter.addr, "and the device it addressed");
+    assert_eq!(
+        inverter.accepted.load(std::sync::atomic::Ordering::SeqCst),
+        0
+    );
+    // Another operations host is not on the conduit: not diverted, and dropped in forward.
+    assert_eq!(
+        tcp_probe(&ops, plant.stranger("operations"), inverter.addr, DROP_WAIT),
+        Probe::TimedOut
+    );
+}

@@ -129,18 +129,44 @@ fn yaml_diagnostic(e: &serde_saphyr::Error) -> Diagnostic {
         line: l.line(),
         column: l.column(),
     });
-    // The library's Display appends its own location and a source snippet; keep the first line only,
-    // since our report prints the position in front.
+    // The library's text starts with its own "error: line N column M: " and may end with advice
+    // for programmers; our report prints the position in front, so keep only the message.
     let full = e.to_string();
-    let message = full
-        .lines()
-        .next()
-        .unwrap_or("invalid YAML")
-        .trim()
-        .to_owned();
-    Diagnostic {
-        pos,
-        message,
-        hint: None,
+    let first = full.lines().next().unwrap_or("invalid YAML").trim();
+    let mut message = first.strip_prefix("error: ").unwrap_or(first);
+    if let Some((head, rest)) = message.split_once(": ")
+        && head.starts_with("line ")
+        && head.contains(" column ")
+    {
+        message = rest;
     }
+    if let Some((head, _)) = message.split_once(", set DuplicateKeyPolicy") {
+        message = head;
+    }
+    let (message, hint) = match message {
+        m if m.starts_with("duplicate mapping key") => (
+            m.to_owned(),
+            Some(
+                "a name or field may appear once per mapping; remove or rename the second one"
+                    .into(),
+            ),
+        ),
+        "invalid u8" => ("expected a whole number from 0 to 255".to_owned(), None),
+        "invalid u16" => ("expected a whole number from 0 to 65535".to_owned(), None),
+        "invalid u32" => (
+            "expected a whole number from 0 to 4294967295".to_owned(),
+            None,
+        ),
+        "invalid f64" => ("expected a number".to_owned(), None),
+        m if m.starts_with("illegal placement of ':'")
+            || m.contains("not allowed in this context") =>
+        {
+            (
+                m.to_owned(),
+                Some("check the indentation and any unclosed `[` or `{` on the lines above".into()),
+            )
+        }
+        m => (m.to_owned(), None),
+    };
+    Diagnostic { pos, message, hint }
 }

@@ -65,6 +65,9 @@ pub struct Zone {
     pub security_level: SecurityLevel,
     pub networks: Vec<IpNet>,
     pub interfaces: Vec<String>,
+    /// False when some of the written networks were invalid (already reported), so that checks
+    /// against the zone's networks do not pile up follow-on errors.
+    networks_complete: bool,
     pub defined_at: Pos,
 }
 
@@ -555,8 +558,9 @@ fn network(s: &Spanned<String>, p: &mut Problems) -> Option<IpNet> {
 fn zones(raw: &RawFile, p: &mut Problems) -> Vec<Zone> {
     let mut out: Vec<Zone> = Vec::new();
     let mut seen_ifnames: HashMap<String, String> = HashMap::new();
-    for (name, z) in &raw.zones {
-        check_name("zone", name, z, p);
+    for (key, z) in &raw.zones {
+        let name = &key.value;
+        check_name("zone", name, key, p);
         let RawZone {
             description,
             level,
@@ -620,7 +624,7 @@ fn zones(raw: &RawFile, p: &mut Problems) -> Vec<Zone> {
         }
         if networks.is_empty() && interfaces.is_empty() {
             p.at(
-                z,
+                key,
                 format!("zone `{name}` has neither networks nor interfaces"),
                 Some(
                     "list the zone's CIDRs under `networks:` and/or its ports under `interfaces:`"
@@ -633,9 +637,10 @@ fn zones(raw: &RawFile, p: &mut Problems) -> Vec<Zone> {
             description: description.clone(),
             level,
             security_level: SecurityLevel(security_level.value),
+            networks_complete: nets.len() == networks.len(),
             networks: nets,
             interfaces: interfaces.iter().map(|i| i.value.clone()).collect(),
-            defined_at: Pos::of(z),
+            defined_at: Pos::of(key),
         });
     }
     out
@@ -647,17 +652,18 @@ fn overlaps(a: &IpNet, b: &IpNet) -> bool {
 
 fn assets(raw: &RawFile, zones: &[Zone], p: &mut Problems) -> Vec<Asset> {
     let mut out: Vec<Asset> = Vec::new();
-    for (name, a) in &raw.assets {
-        check_name("asset", name, a, p);
+    for (key, a) in &raw.assets {
+        let name = &key.value;
+        check_name("asset", name, key, p);
         let RawAsset {
             zone,
             address,
             kind,
             description,
         } = &a.value;
-        if raw.zones.contains_key(name) {
+        if raw.zones.keys().any(|z| z.value == *name) {
             p.at(
-                a,
+                key,
                 format!("asset `{name}` has the same name as a zone"),
                 Some(
                     "conduit sources and destinations name assets; keep zone and asset names apart"
@@ -688,7 +694,11 @@ fn assets(raw: &RawFile, zones: &[Zone], p: &mut Problems) -> Vec<Asset> {
             }
         };
         if let (Some(z), Some(addr)) = (z, addr) {
-            if !z.networks.is_empty() && !z.networks.iter().any(|n| n.contains(&addr)) {
+            // A zone whose own networks had errors cannot judge its assets; those errors suffice.
+            if z.networks_complete
+                && !z.networks.is_empty()
+                && !z.networks.iter().any(|n| n.contains(&addr))
+            {
                 p.at(
                     address,
                     format!(
@@ -725,7 +735,7 @@ fn assets(raw: &RawFile, zones: &[Zone], p: &mut Problems) -> Vec<Asset> {
                 address: addr,
                 kind,
                 description: description.clone(),
-                defined_at: Pos::of(a),
+                defined_at: Pos::of(key),
             });
         }
     }
@@ -734,8 +744,9 @@ fn assets(raw: &RawFile, zones: &[Zone], p: &mut Problems) -> Vec<Asset> {
 
 fn conduits(raw: &RawFile, zones: &[Zone], assets: &[Asset], p: &mut Problems) -> Vec<Conduit> {
     let mut out = Vec::new();
-    for (name, c) in &raw.conduits {
-        check_name("conduit", name, c, p);
+    for (key, c) in &raw.conduits {
+        let name = &key.value;
+        check_name("conduit", name, key, p);
         let RawConduit {
             description,
             from,
@@ -792,10 +803,10 @@ fn conduits(raw: &RawFile, zones: &[Zone], assets: &[Asset], p: &mut Problems) -
             }
         }
         let sources = from_zone
-            .map(|z| endpoints(name, "sources", sources, z, assets, p))
+            .map(|z| endpoints(name, "sources", sources, z, assets, raw, p))
             .unwrap_or_default();
         let destinations = to_zone
-            .map(|z| endpoints(name, "destinations", destinations, z, assets, p))
+            .map(|z| endpoints(name, "destinations", destinations, z, assets, raw, p))
             .unwrap_or_default();
         out.push(Conduit {
             name: name.clone(),
@@ -805,7 +816,7 @@ fn conduits(raw: &RawFile, zones: &[Zone], assets: &[Asset], p: &mut Problems) -
             services: parsed,
             sources,
             destinations,
-            defined_at: Pos::of(c),
+            defined_at: Pos::of(key),
         });
     }
     out
@@ -817,6 +828,7 @@ fn endpoints(
     raw: &[Spanned<String>],
     zone: &Zone,
     assets: &[Asset],
+    raw_file: &RawFile,
     p: &mut Problems,
 ) -> Vec<Endpoint> {
     let mut out: Vec<Endpoint> = Vec::new();
@@ -836,7 +848,10 @@ fn endpoints(
             let Some(net) = network(item, p) else {
                 continue;
             };
-            if !zone.networks.is_empty() && !zone.networks.iter().any(|z| z.contains(&net)) {
+            if zone.networks_complete
+                && !zone.networks.is_empty()
+                && !zone.networks.iter().any(|z| z.contains(&net))
+            {
                 p.at(
                     item,
                     format!(
@@ -866,6 +881,8 @@ fn endpoints(
                     );
                     continue;
                 }
+                // Defined, but rejected for errors of its own that are already reported.
+                None if raw_file.assets.keys().any(|k| k.value == text) => continue,
                 None => {
                     let in_zone: Vec<_> = assets.iter().filter(|a| a.zone == zone.name).collect();
                     p.at(

@@ -1,6 +1,7 @@
 //! The shape of `zones.yaml` exactly as written: serde structs that refuse unknown fields. Nothing here
 //! is trusted; [`super::model`] turns it into the validated model. Values that a later check may
 //! complain about carry their YAML location ([`Spanned`]) so that the complaint can name line and column.
+//! Zone, asset and conduit names are spanned map keys: problems with a whole entry point at its name.
 
 use indexmap::IndexMap;
 use serde::Deserialize;
@@ -12,11 +13,11 @@ use serde_saphyr::Spanned;
 pub struct RawFile {
     #[serde(default)]
     pub gateway: Option<Spanned<RawGateway>>,
-    pub zones: IndexMap<String, Spanned<RawZone>>,
+    pub zones: IndexMap<Spanned<String>, Spanned<RawZone>>,
     #[serde(default)]
-    pub assets: IndexMap<String, Spanned<RawAsset>>,
+    pub assets: IndexMap<Spanned<String>, Spanned<RawAsset>>,
     #[serde(default)]
-    pub conduits: IndexMap<String, Spanned<RawConduit>>,
+    pub conduits: IndexMap<Spanned<String>, Spanned<RawConduit>>,
 }
 
 /// Settings of the gateway itself.

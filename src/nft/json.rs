@@ -7,8 +7,8 @@ use std::collections::HashSet;
 
 use ipnet::IpNet;
 use nftables::expr::{
-    self, CT, Expression, Meta, MetaKey, NamedExpression, Payload, PayloadField, Prefix, SetItem,
-    Socket, SocketAttr,
+    self, CT, Expression, Fib, FibFlag, FibResult, Meta, MetaKey, NamedExpression, Payload,
+    PayloadField, Prefix, SetItem, Socket, SocketAttr,
 };
 use nftables::schema::{
     self, NfCmd, NfListObject, NfObject, Nftables, SetFlag, SetType, SetTypeValue,
@@ -193,6 +193,13 @@ fn matcher(m: &Match) -> Statement<'static> {
     match m {
         Match::IifName(names) => eq(meta(MetaKey::Iifname), strings(names)),
         Match::OifName(names) => eq(meta(MetaKey::Oifname), strings(names)),
+        Match::RouteOifName(names) => eq(
+            Expression::Named(NamedExpression::Fib(Fib {
+                result: FibResult::Oifname,
+                flags: HashSet::from([FibFlag::Daddr]),
+            })),
+            strings(names),
+        ),
         Match::NfProto(f) => eq(meta(MetaKey::Nfproto), string(nfproto(*f))),
         Match::L4ProtoTcp => eq(meta(MetaKey::L4proto), string("tcp")),
         Match::Saddr(f, a) => eq(payload(ipproto(*f), "saddr"), addrs(a)),

@@ -92,13 +92,17 @@ pub struct Rule {
 pub enum Match {
     IifName(Vec<String>),
     OifName(Vec<String>),
+    /// The interface the routing table will send the packet out of (`fib daddr oifname`): in
+    /// prerouting `oifname` is not known yet.
+    RouteOifName(Vec<String>),
     NfProto(Family),
     L4ProtoTcp,
     Saddr(Family, Addrs),
     Daddr(Family, Addrs),
     Dport(L4, Vec<PortRange>),
     IcmpEchoRequest(Family),
-    /// IPv6 neighbour discovery, without which IPv6 stops working on the link.
+    /// IPv6 neighbour discovery and multicast listener reports, without which IPv6 stops
+    /// working on the link.
     NeighbourDiscovery,
     CtState(Vec<&'static str>),
     Mark(u32),
@@ -129,12 +133,15 @@ pub enum Stmt {
     Drop,
 }
 
-/// ICMPv6 types that neighbour discovery needs (RFC 4861).
-pub const ND_TYPES: [&str; 4] = [
+/// Link-local ICMPv6 an IPv6 host needs: neighbour discovery (RFC 4861) and multicast listener
+/// reports (RFC 3810), which switches with MLD snooping need to deliver neighbour solicitations.
+pub const ND_TYPES: [&str; 6] = [
     "nd-router-solicit",
     "nd-router-advert",
     "nd-neighbor-solicit",
     "nd-neighbor-advert",
+    "mld-listener-report",
+    "mld2-listener-report",
 ];
 
 /// nftables identifiers cannot contain `-`; model names are validated so that this stays unique.
@@ -233,6 +240,11 @@ pub fn render(model: &Model) -> Ruleset {
                         forward.push(rule(m, vec![counter, Stmt::Accept], &comment));
                     }
                     Service::Modbus { port } | Service::OpcUa { port } => {
+                        for m in &mut m {
+                            if let Match::OifName(names) = m {
+                                *m = Match::RouteOifName(std::mem::take(names));
+                            }
+                        }
                         let proxy_port = match service {
                             Service::Modbus { .. } => model.gateway.modbus_proxy_port,
                             _ => model.gateway.opcua_proxy_port,
@@ -321,7 +333,7 @@ pub fn render(model: &Model) -> Ruleset {
         rule(
             vec![Match::NeighbourDiscovery],
             vec![Stmt::Accept],
-            "IPv6 neighbour discovery",
+            "IPv6 neighbour discovery and multicast listener reports",
         ),
     ];
     if !divert.is_empty() {
@@ -380,7 +392,7 @@ pub fn render(model: &Model) -> Ruleset {
         rule(
             vec![Match::NeighbourDiscovery],
             vec![Stmt::Accept],
-            "IPv6 neighbour discovery",
+            "IPv6 neighbour discovery and multicast listener reports",
         ),
     ];
     if let Some(mgmt) = &model.gateway.management {

@@ -75,6 +75,7 @@ fn matcher(m: &Match) -> String {
     match m {
         Match::IifName(names) => format!("iifname {}", strings(names)),
         Match::OifName(names) => format!("oifname {}", strings(names)),
+        Match::RouteOifName(names) => format!("fib daddr oifname {}", strings(names)),
         Match::NfProto(f) => format!("meta nfproto {}", nfproto(*f)),
         Match::L4ProtoTcp => "meta l4proto tcp".into(),
         Match::Saddr(f, a) => format!("{} saddr {}", ipproto(*f), addrs(a)),

@@ -1,0 +1,297 @@
+//! `zonegate check` as an operator runs it: the shipped example passes, a risky file passes with a
+//! warning, and every file under `tests/data/broken/` fails with an editor-style
+//! `FILE:LINE:COLUMN: error:` line that points at its one mistake.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+/// One broken file, where `check` must point, and a distinctive part of what it must say there.
+/// A column is where the offending value (or key) starts; file line 1 is the comment naming the
+/// mistake.
+struct Broken {
+    file: &'static str,
+    line: u64,
+    column: u64,
+    message: &'static str,
+}
+
+const fn broken(file: &'static str, line: u64, column: u64, message: &'static str) -> Broken {
+    Broken {
+        file,
+        line,
+        column,
+        message,
+    }
+}
+
+const BROKEN: &[Broken] = &[
+    broken("unknown-field.yaml", 27, 5, "unknown field `securty_level`"),
+    broken(
+        "duplicate-zone.yaml",
+        30,
+        3,
+        "duplicate mapping key: operations",
+    ),
+    broken(
+        "duplicate-asset-field.yaml",
+        48,
+        5,
+        "duplicate mapping key: address",
+    ),
+    broken(
+        "overlapping-networks.yaml",
+        28,
+        30,
+        "network fd5a::/16 overlaps fd5a:30::/64 of zone `operations`",
+    ),
+    broken(
+        "asset-outside-zone.yaml",
+        38,
+        14,
+        "address 10.31.0.20 is outside zone `operations`",
+    ),
+    broken(
+        "conduit-unknown-zone.yaml",
+        53,
+        9,
+        "conduit `scada-bess`: unknown zone `battery`",
+    ),
+    broken(
+        "conduit-unknown-asset.yaml",
+        55,
+        49,
+        "unknown asset `inverter-2` in destinations",
+    ),
+    broken(
+        "conduit-same-zone.yaml",
+        60,
+        9,
+        "conduit `inverter-controller` starts and ends in zone `bess`",
+    ),
+    broken(
+        "destination-in-other-zone.yaml",
+        55,
+        37,
+        "asset `historian` in destinations is in zone `operations`, not `bess`",
+    ),
+    broken(
+        "level-fractional.yaml",
+        26,
+        12,
+        "level 2.5 is not a Purdue level",
+    ),
+    broken("level-6.yaml", 14, 12, "level 6 is not a Purdue level"),
+    broken(
+        "security-level-5.yaml",
+        27,
+        21,
+        "security_level 5 is outside IEC 62443 SL 1-4",
+    ),
+    broken(
+        "service-port-out-of-range.yaml",
+        63,
+        25,
+        "service `tcp/70000`: `70000` is not a port",
+    ),
+    broken(
+        "service-unknown-protocol.yaml",
+        56,
+        30,
+        "service `http`: unknown protocol `http`",
+    ),
+    broken(
+        "network-host-bits.yaml",
+        22,
+        16,
+        "network `10.30.0.1/24` has host bits set",
+    ),
+    broken(
+        "unknown-asset-kind.yaml",
+        47,
+        11,
+        "asset `inverter-1`: unknown kind `inverter`",
+    ),
+    // The parser notices the open `[` only at the next line's `:`.
+    broken(
+        "syntax-unclosed-bracket.yaml",
+        56,
+        13,
+        "illegal placement of ':' indicator",
+    ),
+    broken(
+        "syntax-bad-indent.yaml",
+        39,
+        10,
+        "mapping values are not allowed in this context",
+    ),
+    // The message does not name the field; the position does.
+    broken(
+        "wrong-type.yaml",
+        27,
+        21,
+        "expected a whole number from 0 to 255",
+    ),
+    broken(
+        "wrong-type-port.yaml",
+        9,
+        17,
+        "expected a whole number from 0 to 65535",
+    ),
+    // Points at the zone's last field, not at the zone.
+    broken("missing-field.yaml", 28, 5, "missing field `level`"),
+];
+
+fn data(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(path)
+}
+
+fn check(file: &Path) -> Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_zonegate"))
+        .arg("check")
+        .arg(file)
+        .output()
+        .expect("run zonegate")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn broken_files_are_rejected_at_the_mistake() {
+    let mut failures = Vec::new();
+    for case in BROKEN {
+        let path = data("broken").join(case.file);
+        let out = check(&path);
+        let stderr = text(&out.stderr);
+        let at = format!("{}:{}:{}: error:", path.display(), case.line, case.column);
+        let mut wrong = Vec::new();
+        if out.status.code() != Some(1) {
+            wrong.push(format!("exit status {}, expected 1", out.status));
+        }
+        if !stderr
+            .lines()
+            .any(|l| l.starts_with(&at) && l.contains(case.message))
+        {
+            wrong.push(format!(
+                "no line starting `{at}` that contains `{}`",
+                case.message
+            ));
+        }
+        if !wrong.is_empty() {
+            failures.push(format!(
+                "{}: {}\n  stderr:\n{}",
+                case.file,
+                wrong.join("; "),
+                indent(&stderr)
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} broken files misreported:\n\n{}",
+        failures.len(),
+        BROKEN.len(),
+        failures.join("\n\n")
+    );
+}
+
+/// A broken file added without a table row would otherwise never be checked.
+#[test]
+fn every_broken_file_is_in_the_table() {
+    let mut on_disk: Vec<String> = std::fs::read_dir(data("broken"))
+        .expect("list tests/data/broken")
+        .map(|e| {
+            e.expect("read entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    on_disk.sort();
+    let mut listed: Vec<String> = BROKEN.iter().map(|c| c.file.to_owned()).collect();
+    listed.sort();
+    assert_eq!(on_disk, listed, "tests/data/broken and BROKEN differ");
+}
+
+#[test]
+fn shipped_example_is_valid() {
+    let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/zones.yaml"));
+    let out = check(path);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stderr:\n{}",
+        indent(&text(&out.stderr))
+    );
+    assert!(
+        text(&out.stdout).contains("ok:"),
+        "stdout: {}",
+        text(&out.stdout)
+    );
+}
+
+/// Legal, so exit 0, but the level 4 to level 1 shortcut must be pointed out where it is written.
+#[test]
+fn enterprise_to_control_conduit_warns() {
+    let path = data("warn/enterprise-to-control.yaml");
+    let out = check(&path);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "stderr:\n{}", indent(&stderr));
+    // 36:3 is the conduit's name, where a reader looks for it.
+    let at = format!("{}:36:3: warning:", path.display());
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.starts_with(&at) && l.contains("reaches level 1 (`control`) directly")),
+        "expected a line starting `{at}` about the level 4 to 1 conduit; stderr:\n{}",
+        indent(&stderr)
+    );
+    assert!(
+        text(&out.stdout).contains("ok:"),
+        "stdout: {}",
+        text(&out.stdout)
+    );
+}
+
+#[test]
+fn missing_file_is_named() {
+    let path = data("no-such-zones.yaml");
+    let out = check(&path);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "stderr:\n{}", indent(&stderr));
+    assert!(
+        stderr.contains(&format!("{}: cannot read", path.display())),
+        "stderr:\n{}",
+        indent(&stderr)
+    );
+}
+
+fn indent(s: &str) -> String {
+    s.lines().map(|l| format!("    {l}\n")).collect()
+}
+
+/// One mistake, one error: a rejected network or asset must not make everything that refers to it
+/// look wrong too.
+#[test]
+fn one_mistake_gives_one_error() {
+    for file in [
+        "network-host-bits.yaml",
+        "unknown-asset-kind.yaml",
+        "conduit-unknown-zone.yaml",
+    ] {
+        let path = data(&format!("broken/{file}"));
+        let stderr = text(&check(&path).stderr);
+        let errors = stderr.lines().filter(|l| l.contains(": error: ")).count();
+        assert_eq!(errors, 1, "{file}:\n{}", indent(&stderr));
+    }
+}
