@@ -6,6 +6,7 @@
 //!     scripts/demo            # show, then clean up
 //!     scripts/demo --hold     # keep the plant up until Ctrl-C, to explore with `ip netns exec`
 #![allow(
+    clippy::arithmetic_side_effects,
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::indexing_slicing,

@@ -2,6 +2,7 @@
 //! declared conduits pass, everything else between zones is dropped, and the ruleset zonegate
 //! plans is the one it installs.
 #![allow(
+    clippy::arithmetic_side_effects,
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::indexing_slicing,
