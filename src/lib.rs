@@ -7,3 +7,21 @@
 pub mod config;
 pub mod diagram;
 pub mod nft;
+
+/// Entry points for the `fuzz/` targets: each is the whole path that untrusted input takes.
+#[doc(hidden)]
+pub mod fuzz {
+    /// zones.yaml text through validation and, when valid, every rendering of it.
+    pub fn zones_yaml(data: &[u8]) {
+        let Ok(text) = std::str::from_utf8(data) else {
+            return;
+        };
+        if let Ok(model) = crate::config::parse(text) {
+            let rs = crate::nft::render(&model);
+            let _ = crate::nft::text::render(&rs);
+            let _ = serde_json::to_vec(&crate::nft::json::transaction(&rs));
+            let _ = crate::diagram::mermaid(&model);
+            let _ = model.warnings();
+        }
+    }
+}

@@ -966,3 +966,86 @@ fn names<'a, T: fmt::Display + 'a>(items: impl Iterator<Item = &'a T>) -> String
         v.join(", ")
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
+mod tests {
+    use super::*;
+    use crate::config::parse;
+
+    fn one_service(s: &str) -> Result<Service, String> {
+        let yaml = format!(
+            "zones:\n  a: {{level: 3, security_level: 2, networks: [10.1.0.0/24]}}\n  b: {{level: 2, security_level: 2, networks: [10.2.0.0/24]}}\nconduits:\n  c: {{from: a, to: b, services: ['{s}']}}\n"
+        );
+        match parse(&yaml) {
+            Ok(m) => Ok(m.conduits[0].services[0]),
+            Err(d) => Err(d[0].message.clone()),
+        }
+    }
+
+    #[test]
+    fn services() {
+        let tcp = |first, last| Ok(Service::Tcp(PortRange { first, last }));
+        assert_eq!(one_service("tcp/443"), tcp(443, 443));
+        assert_eq!(one_service("tcp/8000-8010"), tcp(8000, 8010));
+        assert_eq!(
+            one_service("udp/514"),
+            Ok(Service::Udp(PortRange {
+                first: 514,
+                last: 514
+            }))
+        );
+        assert_eq!(one_service("icmp"), Ok(Service::Icmp));
+        assert_eq!(one_service("modbus"), Ok(Service::Modbus { port: 502 }));
+        assert_eq!(
+            one_service("modbus/5020"),
+            Ok(Service::Modbus { port: 5020 })
+        );
+        assert_eq!(one_service("opcua"), Ok(Service::OpcUa { port: 4840 }));
+        for bad in [
+            "tcp",
+            "tcp/0",
+            "tcp/65536",
+            "tcp/10-5",
+            "icmp/1",
+            "http",
+            "modbus/x",
+            "tcp/1-",
+        ] {
+            assert!(one_service(bad).is_err(), "{bad} must be refused");
+        }
+    }
+
+    #[test]
+    fn purdue_levels() {
+        assert_eq!(PurdueLevel::from_number(3.5), Some(PurdueLevel::L3_5));
+        assert_eq!(PurdueLevel::from_number(2.5), None);
+        assert_eq!(PurdueLevel::from_number(-1.0), None);
+        assert!(PurdueLevel::L3_5.rank() == PurdueLevel::L3.rank() + 1);
+    }
+
+    #[test]
+    fn warnings_name_risky_conduits() {
+        let yaml = "
+gateway: {management: {address: 10.9.0.1, tcp_ports: [22]}}
+zones:
+  office: {level: 4, security_level: 1, networks: [10.4.0.0/24]}
+  dmz: {level: 3.5, security_level: 2, networks: [10.35.0.0/24]}
+  field: {level: 1, security_level: 3, networks: [10.1.0.0/24]}
+assets:
+  rtu: {zone: field, address: 10.1.0.5, kind: rtu}
+conduits:
+  direct: {from: office, to: field, destinations: [rtu], services: [tcp/20000]}
+  mirror: {from: office, to: dmz, services: [tcp/443]}
+";
+        let warnings: Vec<String> = parse(yaml)
+            .unwrap()
+            .warnings()
+            .into_iter()
+            .map(|w| w.message)
+            .collect();
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(warnings[0].contains("reaches level 1"));
+        assert!(warnings[1].contains("lets all of zone `office`"));
+    }
+}

@@ -552,3 +552,145 @@ fn side_addrs(zone: &Zone, narrowing: &[Endpoint], family: Family) -> Option<Add
     }
     None
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
+mod tests {
+    use super::*;
+    use crate::config::parse;
+
+    fn chain<'a>(rs: &'a Ruleset, name: &str) -> &'a Chain {
+        rs.chains.iter().find(|c| c.name == name).unwrap()
+    }
+
+    fn comments(c: &Chain) -> Vec<&str> {
+        c.rules.iter().map(|r| r.comment.as_str()).collect()
+    }
+
+    const TWO_ZONES: &str = "
+zones:
+  ops: {level: 3, security_level: 2, networks: [10.30.0.0/24, 'fd00:30::/64'], interfaces: [ops0]}
+  ctl: {level: 2, security_level: 3, networks: [10.20.0.0/24]}
+  cell: {level: 2, security_level: 3, interfaces: [cell0]}
+assets:
+  plc: {zone: ctl, address: 10.20.0.5, kind: plc}
+conduits:
+  web: {from: ops, to: ctl, services: [tcp/8000-8010, udp/161, icmp]}
+  mb: {from: ops, to: ctl, destinations: [plc], services: [modbus]}
+  cellweb: {from: ops, to: cell, services: [tcp/80]}
+";
+
+    #[test]
+    fn every_forward_rule_is_counted_and_inspected_services_are_never_forwarded() {
+        let rs = render(&parse(TWO_ZONES).unwrap());
+        let forward = chain(&rs, "forward");
+        for r in &forward.rules {
+            if r.comment.starts_with("conduit ") {
+                assert!(r.stmts.contains(&Stmt::Accept));
+                assert!(
+                    matches!(r.stmts.first(), Some(Stmt::Counter(c)) if c.starts_with("conduit_")),
+                    "{r:?}"
+                );
+            }
+        }
+        assert!(!comments(forward).iter().any(|c| c.contains("modbus")));
+        assert!(
+            comments(chain(&rs, "divert"))
+                .iter()
+                .any(|c| c.contains("conduit mb:"))
+        );
+        // default deny is the last word in every filter chain
+        for name in ["input", "forward", "output"] {
+            assert_eq!(chain(&rs, name).policy, Policy::Drop);
+            assert_eq!(
+                chain(&rs, name).rules.last().unwrap().stmts.last(),
+                Some(&Stmt::Drop)
+            );
+        }
+    }
+
+    #[test]
+    fn rules_exist_only_for_families_both_ends_have() {
+        let rs = render(&parse(TWO_ZONES).unwrap());
+        let web: Vec<&Rule> = chain(&rs, "forward")
+            .rules
+            .iter()
+            .filter(|r| r.comment.starts_with("conduit web:"))
+            .collect();
+        // ctl is IPv4 only: one rule per service, all IPv4
+        assert_eq!(web.len(), 3);
+        assert!(web.iter().all(|r| {
+            r.matches
+                .contains(&Match::Saddr(Family::V4, Addrs::Set("zone_ops_v4".into())))
+        }));
+        // cell has interfaces only: both families, told apart by nfproto, matched by interface
+        let cell: Vec<&Rule> = chain(&rs, "forward")
+            .rules
+            .iter()
+            .filter(|r| r.comment.starts_with("conduit cellweb:"))
+            .collect();
+        assert_eq!(cell.len(), 2);
+        assert!(
+            cell.iter()
+                .all(|r| r.matches.contains(&Match::OifName(vec!["cell0".into()])))
+        );
+        assert!(
+            cell[0]
+                .matches
+                .contains(&Match::Saddr(Family::V4, Addrs::Set("zone_ops_v4".into())))
+        );
+        assert!(
+            cell[1]
+                .matches
+                .contains(&Match::Saddr(Family::V6, Addrs::Set("zone_ops_v6".into())))
+        );
+    }
+
+    #[test]
+    fn divert_matches_the_route_not_the_output_interface() {
+        let model = parse(
+            TWO_ZONES
+                .replace(
+                    "destinations: [plc], services: [modbus]",
+                    "services: [modbus]",
+                )
+                .replace(
+                    "to: ctl, services: [modbus]",
+                    "to: cell, services: [modbus]",
+                )
+                .as_str(),
+        )
+        .unwrap();
+        let rs = render(&model);
+        let divert = chain(&rs, "divert");
+        let mb = divert
+            .rules
+            .iter()
+            .find(|r| r.comment.starts_with("conduit mb:"))
+            .unwrap();
+        assert!(
+            mb.matches
+                .contains(&Match::RouteOifName(vec!["cell0".into()]))
+        );
+        assert!(
+            !mb.matches.iter().any(|m| matches!(m, Match::OifName(_))),
+            "oifname is unknown in prerouting"
+        );
+        assert!(mb.stmts.contains(&Stmt::TProxy {
+            family: Family::V4,
+            port: 15020
+        }));
+    }
+
+    #[test]
+    fn names_become_nft_identifiers() {
+        assert_eq!(ident("cnc-cell"), "cnc_cell");
+        assert_eq!(conduit_counter("scada-bess"), "conduit_scada_bess");
+    }
+
+    #[test]
+    fn rendering_is_deterministic() {
+        let model = parse(TWO_ZONES).unwrap();
+        assert_eq!(render(&model), render(&model));
+    }
+}
