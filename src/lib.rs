@@ -2,9 +2,10 @@
 //!
 //! A request flows: nftables -> listener -> parser -> policy input -> decision -> forward or
 //! refuse -> audit + metrics. This crate so far holds the model ([`config`]), its enforcement in
-//! the kernel ([`nft`]) and its picture ([`diagram`]).
+//! the kernel ([`nft`]) kept in force by the daemon ([`control`]), and its picture ([`diagram`]).
 
 pub mod config;
+pub mod control;
 pub mod diagram;
 pub mod nft;
 

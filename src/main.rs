@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use zonegate::config::{self, ConfigError};
-use zonegate::{diagram, nft};
+use zonegate::{control, diagram, nft};
 
 #[derive(Parser)]
 #[command(
@@ -119,13 +119,10 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
         }
         Cmd::Run { file } => {
             let model = load(&file)?;
-            nft::apply(&nft::render(&model)).context("apply")?;
-            tracing::info!(file = %file.display(), conduits = model.conduits.len(), "enforcing");
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
-            runtime.block_on(wait_for_shutdown())?;
-            tracing::info!("stopping; the ruleset stays in force");
+            runtime.block_on(control::run(&model))?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Diagram { file } => {
@@ -183,15 +180,4 @@ fn check(file: &Path) -> ExitCode {
 
 fn load(file: &Path) -> Result<config::Model, ConfigError> {
     config::load(file)
-}
-
-async fn wait_for_shutdown() -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
-    Ok(())
 }

@@ -454,3 +454,67 @@ fn modbus_conduit_is_diverted_to_the_proxy_port_and_fails_closed_without_it() {
         Probe::TimedOut
     );
 }
+
+/// IPv6 conduits are enforced like IPv4 ones, and neighbour discovery keeps working under the
+/// gateway's input/output policy of drop.
+#[test]
+fn ipv6_conduit_passes_and_the_rest_drops() {
+    let file = std::path::PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/kernel/dual-stack.yaml"
+    ));
+    let model = config::load(&file).unwrap();
+    let plant = Plant::build(&model);
+    apply(&plant, &file);
+    let office = plant.zone_ns("office");
+    let dmz = plant.zone_ns("dmz");
+    let mirror = tcp_echo(&dmz, "[fd5a:35::20]:443".parse().unwrap());
+    let other_port = tcp_echo(&dmz, "[fd5a:35::20]:8443".parse().unwrap());
+    let office_host = plant.stranger_v6("office");
+    assert_eq!(
+        tcp_probe(&office, office_host, mirror.addr, DROP_WAIT),
+        Probe::Passed
+    );
+    assert_eq!(
+        tcp_probe(&office, office_host, other_port.addr, DROP_WAIT),
+        Probe::TimedOut
+    );
+    let back = tcp_echo(&office, SocketAddr::new(office_host, 443));
+    assert_eq!(
+        tcp_probe(&dmz, ip("fd5a:35::20"), back.addr, DROP_WAIT),
+        Probe::TimedOut
+    );
+    assert_eq!(counter(&plant, "conduit_mirror"), 1);
+}
+
+/// `zonegate run` puts the ruleset back when someone removes it from the kernel.
+#[test]
+fn run_restores_a_flushed_ruleset() {
+    let plant = Plant::build(&model());
+    plant.spawn_in_gateway(&[ZONEGATE, "run", shipped_zones().to_str().unwrap()]);
+    let wait_for = |present: bool| {
+        let deadline = std::time::Instant::now() + zonegate::control::VERIFY_INTERVAL * 3;
+        while plant
+            .gateway_cmd(&["nft", "list", "table", "inet", "zonegate"])
+            .status
+            .success()
+            != present
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "table present={present} not reached"
+            );
+            thread::sleep(Duration::from_millis(100));
+        }
+    };
+    wait_for(true);
+    let applied = table_shape(&plant.gateway);
+    assert!(
+        plant
+            .gateway_cmd(&["nft", "flush", "ruleset"])
+            .status
+            .success()
+    );
+    wait_for(true);
+    assert_eq!(applied, table_shape(&plant.gateway));
+}

@@ -69,6 +69,26 @@ pub fn sh(args: &[&str]) -> Output {
     out
 }
 
+/// Creates a namespace in which IPv6 addresses, link-local ones included, are usable at once:
+/// duplicate address detection would hold them back for a second or two after each link comes up.
+fn add_ns(ns: &str) {
+    sh(&["ip", "netns", "add", ns]);
+    for key in [
+        "net.ipv6.conf.all.accept_dad",
+        "net.ipv6.conf.default.accept_dad",
+    ] {
+        sh(&[
+            "ip",
+            "netns",
+            "exec",
+            ns,
+            "sysctl",
+            "-qw",
+            &format!("{key}=0"),
+        ]);
+    }
+}
+
 fn ip_in(ns: &str, args: &[&str]) {
     let mut full = vec!["ip", "-n", ns];
     full.extend_from_slice(args);
@@ -98,13 +118,21 @@ pub fn require_root() {
     );
 }
 
+/// Host addresses of a network, numbered from 1 in both families (ipnet's IPv6 `hosts()` starts
+/// with the subnet-router anycast address, which no host may use).
+fn host(net: &IpNet, n: usize) -> Option<IpAddr> {
+    net.hosts()
+        .filter(|a| *a != net.network())
+        .nth(n.checked_sub(1)?)
+}
+
 /// The address a gateway uses in a network: its first host.
 fn gateway_addr(net: &IpNet) -> IpAddr {
-    net.hosts().next().unwrap_or_else(|| net.addr())
+    host(net, 1).unwrap_or_else(|| net.addr())
 }
 
 fn stranger_addr(net: &IpNet) -> Option<IpAddr> {
-    net.hosts().nth(STRANGER_HOST - 1)
+    host(net, STRANGER_HOST)
 }
 
 impl Plant {
@@ -121,7 +149,7 @@ impl Plant {
             management: None,
             children: Mutex::new(Vec::new()),
         };
-        sh(&["ip", "netns", "add", &gateway]);
+        add_ns(&gateway);
         ip_in(&gateway, &["link", "set", "lo", "up"]);
         for (k, v) in [
             ("net.ipv4.ip_forward", "1"),
@@ -139,7 +167,7 @@ impl Plant {
         }
         for (i, zone) in model.zones.iter().enumerate() {
             let ns = format!("{prefix}-z{i}");
-            sh(&["ip", "netns", "add", &ns]);
+            add_ns(&ns);
             // Record it at once so that drop removes it even if the rest of the set-up fails.
             plant.zones.push(ZoneNs {
                 zone: zone.name.clone(),
@@ -212,8 +240,8 @@ impl Plant {
             && let (Some(ifname), Some(net)) = (&m.interface, m.allow_from.first())
         {
             let ns = format!("{prefix}-mgmt");
-            sh(&["ip", "netns", "add", &ns]);
-            let host = net.hosts().nth(9).unwrap_or_else(|| net.addr());
+            add_ns(&ns);
+            let host = host(net, 10).unwrap_or_else(|| net.addr());
             plant.management = Some((ns.clone(), host));
             sh(&[
                 "ip", "link", "add", ifname, "netns", &gateway, "type", "veth", "peer", "name",
@@ -265,6 +293,15 @@ impl Plant {
             .find(|z| z.zone == zone)
             .and_then(|z| z.stranger.first().copied())
             .unwrap_or_else(|| panic!("zone {zone} has no stranger address"))
+    }
+
+    /// An IPv6 address in `zone` that no asset and no conduit names.
+    pub fn stranger_v6(&self, zone: &str) -> IpAddr {
+        self.zones
+            .iter()
+            .find(|z| z.zone == zone)
+            .and_then(|z| z.stranger.iter().find(|a| a.is_ipv6()).copied())
+            .unwrap_or_else(|| panic!("zone {zone} has no IPv6 stranger address"))
     }
 
     /// Runs a command in the gateway namespace and returns its output (not checked).

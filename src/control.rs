@@ -1,0 +1,56 @@
+//! The running daemon's control loop: apply, then keep the kernel's ruleset what zones.yaml says
+//! until told to stop. Signals, reload and sd_notify live here as they arrive.
+
+use std::time::Duration;
+
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::config::Model;
+use crate::nft::{self, NftError};
+
+/// How often the ruleset in the kernel is compared with the one applied. Someone running
+/// `nft flush ruleset` on a gateway would otherwise open every zone to every other until restart.
+pub const VERIFY_INTERVAL: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error(transparent)]
+    Nft(#[from] NftError),
+    #[error("cannot install signal handlers: {0}")]
+    Signals(#[source] std::io::Error),
+}
+
+/// Applies the model's ruleset and enforces it until SIGTERM or SIGINT. The ruleset stays in the
+/// kernel afterwards: stopping zonegate must not open the plant.
+pub async fn run(model: &Model) -> Result<(), ControlError> {
+    let ruleset = nft::render(model);
+    nft::apply(&ruleset)?;
+    tracing::info!(
+        zones = model.zones.len(),
+        conduits = model.conduits.len(),
+        "enforcing"
+    );
+    let mut term = signal(SignalKind::terminate()).map_err(ControlError::Signals)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(ControlError::Signals)?;
+    let mut tick = tokio::time::interval(VERIFY_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = tick.tick() => {
+                if let Err(drift) = nft::verify(&ruleset) {
+                    tracing::warn!(%drift, "the kernel's ruleset changed behind zonegate's back; applying it again");
+                    if let Err(e) = nft::apply(&ruleset) {
+                        tracing::error!(error = %e, "cannot restore the ruleset");
+                    } else {
+                        tracing::info!("ruleset restored");
+                    }
+                }
+            }
+        }
+    }
+    tracing::info!("stopping; the ruleset stays in force");
+    Ok(())
+}
