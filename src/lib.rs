@@ -8,6 +8,8 @@ pub mod config;
 pub mod control;
 pub mod diagram;
 pub mod nft;
+pub mod policy;
+pub mod proto;
 
 /// Entry points for the `fuzz/` targets: each is the whole path that untrusted input takes.
 #[doc(hidden)]
