@@ -4,12 +4,14 @@
 //! refuse -> audit + metrics. This crate so far holds the model ([`config`]), its enforcement in
 //! the kernel ([`nft`]) kept in force by the daemon ([`control`]), and its picture ([`diagram`]).
 
+pub mod audit;
 pub mod config;
 pub mod control;
 pub mod diagram;
 pub mod nft;
 pub mod policy;
 pub mod proto;
+pub mod proxy;
 
 /// Entry points for the `fuzz/` targets: each is the whole path that untrusted input takes.
 #[doc(hidden)]

@@ -1,0 +1,3 @@
+//! Audit events and their sinks.
+//!
+//! SKELETON: being written.

@@ -1,0 +1,4 @@
+//! The transparent deep-inspection proxy: listeners on the divert ports, the original destination,
+//! and one session per connection and protocol.
+//!
+//! SKELETON: being written.
