@@ -84,10 +84,10 @@ const CASES: &[Case] = &[
         expect_pass: false,
     },
     Case {
-        what: "office ERP goes straight to an inverter (no conduit)",
+        what: "office ERP goes straight to the BESS controller (no conduit)",
         from_zone: "enterprise",
         src: "10.40.0.10",
-        dst: "10.21.0.11:502",
+        dst: "10.21.0.10:502",
         udp: false,
         expect_pass: false,
     },
@@ -99,14 +99,40 @@ const CASES: &[Case] = &[
         udp: false,
         expect_pass: false,
     },
-    Case {
-        what: "SCADA Modbus to inverter-1: diverted to the inspection proxy, none running yet, so fail-closed",
-        from_zone: "operations",
-        src: "10.30.0.10",
-        dst: "10.21.0.11:502",
-        udp: false,
-        expect_pass: false,
-    },
+];
+
+/// Modbus requests from SCADA (10.30.0.10) to inverter-1 (10.21.0.11), judged by policies/bess.rego.
+const MODBUS_CASES: &[(&str, &[&str], bool)] = &[
+    (
+        "read the inverter's measurements",
+        &["read-holding", "300", "3"],
+        true,
+    ),
+    (
+        "write the watchdog heartbeat",
+        &["write-register", "40", "1"],
+        true,
+    ),
+    (
+        "set active power to 1500 kW (within -2500..2500)",
+        &["write-registers", "100", "0", "15000"],
+        true,
+    ),
+    (
+        "set active power to 3000 kW (outside the rating)",
+        &["write-registers", "100", "0", "30000"],
+        false,
+    ),
+    (
+        "open the grid disconnect (not whitelisted)",
+        &["write-register", "104", "1"],
+        false,
+    ),
+    (
+        "FC 08 diagnostics (restart communications)",
+        &["diagnostics", "1"],
+        false,
+    ),
 ];
 
 fn main() {
@@ -144,7 +170,15 @@ fn main() {
         "\n== starting `zonegate run {}` in the gateway",
         zones.display()
     );
-    plant.spawn_in_gateway(&[&zonegate, "run", zones.to_str().unwrap()]);
+    let audit_log =
+        std::env::temp_dir().join(format!("zonegate-demo-audit-{}.jsonl", std::process::id()));
+    plant.spawn_in_gateway(&[
+        &zonegate,
+        "run",
+        zones.to_str().unwrap(),
+        "--audit-log",
+        audit_log.to_str().unwrap(),
+    ]);
     let started = Instant::now();
     while !plant
         .gateway_cmd(&["nft", "list", "table", "inet", "zonegate"])
@@ -210,6 +244,107 @@ fn main() {
         );
     }
 
+    println!(
+        "\n== Modbus/TCP through the inspection proxy (pymodbus SCADA -> pymodbus inverter-1)"
+    );
+    let repo = env!("CARGO_MANIFEST_DIR");
+    let python = format!("{repo}/.venv/bin/python");
+    let state = std::env::temp_dir().join(format!("zonegate-demo-{}.jsonl", std::process::id()));
+    let mut device = Command::new("ip")
+        .args(["netns", "exec", &plant.zone_ns("bess"), &python])
+        .arg(format!("{repo}/tests/peers/modbus_device.py"))
+        .args([
+            "--host",
+            "10.21.0.11",
+            "--port",
+            "502",
+            "--profile",
+            "bess",
+            "--journal",
+        ])
+        .arg(&state)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the pymodbus device (scripts/setup installs it)");
+    let mut ready = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(device.stdout.take().unwrap()),
+        &mut ready,
+    )
+    .unwrap();
+    for (what, op, expect_ok) in MODBUS_CASES {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &plant.zone_ns("operations"), &python])
+            .arg(format!("{repo}/tests/peers/modbus_client.py"))
+            .args([
+                "--host",
+                "10.21.0.11",
+                "--port",
+                "502",
+                "--source",
+                "10.30.0.10",
+                "--unit",
+                "1",
+                "--timeout",
+                "2",
+            ])
+            .args(*op)
+            .output()
+            .unwrap();
+        let result: serde_json::Value =
+            serde_json::from_slice(out.stdout.split(|b| *b == b'\n').next().unwrap_or_default())
+                .unwrap_or_default();
+        let ok = result["ok"] == true;
+        let verdict = match (ok, result["exception"].as_u64()) {
+            (true, _) => "ALLOWED".to_owned(),
+            (false, Some(code)) => format!("REFUSED (exception {code:02x})"),
+            (false, None) => format!("FAILED ({})", result["error"]),
+        };
+        if ok != *expect_ok {
+            wrong += 1;
+        }
+        println!(
+            "   {verdict:<22} {what}{}",
+            if ok == *expect_ok {
+                ""
+            } else {
+                "   <-- NOT AS policies/bess.rego SAYS"
+            }
+        );
+    }
+    let _ = device.kill();
+    let _ = device.wait();
+    for f in [state.clone(), state.with_extension("jsonl.state")] {
+        let _ = std::fs::remove_file(f);
+    }
+
+    println!(
+        "\n== audit events of those requests ({})",
+        audit_log.display()
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    for line in std::fs::read_to_string(&audit_log)
+        .unwrap_or_default()
+        .lines()
+    {
+        let e: serde_json::Value = serde_json::from_str(line).unwrap_or_default();
+        if e["event"]["action"] == "modbus-reads" {
+            println!(
+                "   {:<6} {} allowed read(s), counted rather than logged one by one",
+                "allow", e["modbus"]["allowed_reads"]
+            );
+        }
+        if e["event"]["action"] == "modbus-request" {
+            println!(
+                "   {:<6} {:<26} {:<22} {}",
+                e["zonegate"]["decision"].as_str().unwrap_or_default(),
+                e["modbus"]["function"]["name"].as_str().unwrap_or_default(),
+                e["rule"]["name"].as_str().unwrap_or_default(),
+                e["zonegate"]["reason"].as_str().unwrap_or_default()
+            );
+        }
+    }
+
     println!("\n== counters read back from the kernel (zonegate counters)");
     let out = plant.gateway_cmd(&[&zonegate, "counters"]);
     print!("{}", String::from_utf8_lossy(&out.stdout));
@@ -228,6 +363,7 @@ fn main() {
         let _ = Command::new("sleep").arg("infinity").status();
     }
     drop(plant);
+    let _ = std::fs::remove_file(&audit_log);
     println!("\n== plant removed");
     if wrong > 0 {
         eprintln!("{wrong} connection(s) did not behave as zones.yaml says");

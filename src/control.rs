@@ -5,8 +5,12 @@ use std::time::Duration;
 
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::config::Model;
+use std::sync::Arc;
+
+use crate::audit::{Audit, Sink};
 use crate::nft::{self, NftError};
+use crate::proxy::{self, ModbusProxy, ProxyError};
+use crate::site::Site;
 
 /// How often the ruleset in the kernel is compared with the one applied. Someone running
 /// `nft flush ruleset` on a gateway would otherwise open every zone to every other until restart.
@@ -18,11 +22,27 @@ pub enum ControlError {
     Nft(#[from] NftError),
     #[error("cannot install signal handlers: {0}")]
     Signals(#[source] std::io::Error),
+    #[error(transparent)]
+    Proxy(#[from] ProxyError),
+    #[error("cannot open the audit log: {0}")]
+    Audit(#[source] std::io::Error),
 }
 
-/// Applies the model's ruleset and enforces it until SIGTERM or SIGINT. The ruleset stays in the
-/// kernel afterwards: stopping zonegate must not open the plant.
-pub async fn run(model: &Model) -> Result<(), ControlError> {
+/// Applies the site's ruleset, serves its inspected conduits, and enforces both until SIGTERM or
+/// SIGINT. The ruleset stays in the kernel afterwards: stopping zonegate must not open the plant
+/// (inspected conduits then carry nothing).
+pub async fn run(site: Site, audit_sink: Sink) -> Result<(), ControlError> {
+    let site = Arc::new(site);
+    let model = &site.model;
+    let audit = Audit::start(audit_sink).map_err(ControlError::Audit)?;
+    // The proxy listens before the ruleset diverts anything to it, so no diverted connection
+    // meets a closed port.
+    let mut proxy_task = None;
+    if site.has_inspected_conduits() {
+        proxy::routing::install().map_err(ProxyError::from)?;
+        let modbus = ModbusProxy::bind(model.gateway.modbus_proxy_port)?;
+        proxy_task = Some(tokio::spawn(modbus.serve(site.clone(), audit.clone())));
+    }
     let ruleset = nft::render(model);
     nft::apply(&ruleset)?;
     tracing::info!(
@@ -50,6 +70,9 @@ pub async fn run(model: &Model) -> Result<(), ControlError> {
                 }
             }
         }
+    }
+    if let Some(task) = proxy_task {
+        task.abort();
     }
     tracing::info!("stopping; the ruleset stays in force");
     Ok(())

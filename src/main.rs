@@ -5,7 +5,9 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
+use zonegate::audit::Sink;
 use zonegate::config::{self, ConfigError};
+use zonegate::site::Site;
 use zonegate::{control, diagram, nft};
 
 #[derive(Parser)]
@@ -29,7 +31,7 @@ enum LogFormat {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Validate zones.yaml and show risky findings; exit 1 on any error.
+    /// Validate zones.yaml, its policies and register maps, and show risky findings; exit 1 on any error.
     Check {
         #[arg(default_value = "zones.yaml")]
         file: PathBuf,
@@ -47,10 +49,13 @@ enum Cmd {
         #[arg(default_value = "zones.yaml")]
         file: PathBuf,
     },
-    /// Apply, then stay up enforcing until SIGTERM or SIGINT (the ruleset stays in force after).
+    /// Apply, inspect the modbus conduits, and stay up until SIGTERM or SIGINT (the ruleset stays).
     Run {
         #[arg(default_value = "zones.yaml")]
         file: PathBuf,
+        /// Append audit events (JSON lines) to this file instead of standard output.
+        #[arg(long, env = "ZONEGATE_AUDIT_LOG")]
+        audit_log: Option<PathBuf>,
     },
     /// Zones, Purdue levels and conduits as a Mermaid flowchart.
     Diagram {
@@ -65,6 +70,19 @@ enum Cmd {
     },
     /// Install the boot-time ruleset that forwards nothing until zonegate applies zones.yaml.
     EarlyBlock,
+    /// Rego policies.
+    #[command(subcommand)]
+    Policy(PolicyCmd),
+}
+
+#[derive(Subcommand)]
+enum PolicyCmd {
+    /// Run the test_* rules of every *_test.rego under the paths; exit 1 on any failure.
+    Test {
+        /// Files or directories (searched recursively for *.rego).
+        #[arg(default_value = "policies")]
+        paths: Vec<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -117,12 +135,13 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Run { file } => {
-            let model = load(&file)?;
-            let runtime = tokio::runtime::Builder::new_current_thread()
+        Cmd::Run { file, audit_log } => {
+            let site = Site::load(&file)?;
+            let sink = audit_log.map_or(Sink::Stdout, Sink::File);
+            let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
-            runtime.block_on(control::run(&model))?;
+            runtime.block_on(control::run(site, sink))?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Diagram { file } => {
@@ -145,6 +164,7 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::Policy(PolicyCmd::Test { paths }) => Ok(policy_test(&paths)),
         Cmd::EarlyBlock => {
             nft::apply(&nft::early_block()).context("early block")?;
             tracing::info!("early block installed: nothing is forwarded");
@@ -153,10 +173,30 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// `zonegate policy test`: one line per test, a summary line; exit 1 on any failure.
+fn policy_test(paths: &[PathBuf]) -> ExitCode {
+    let run = zonegate::policy::run_tests(paths);
+    for e in &run.errors {
+        eprintln!("{e}");
+    }
+    for r in &run.results {
+        println!("{r}");
+    }
+    println!("{}", run.summary());
+    if run.success() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
 /// `zonegate check`: every error and warning, editor-style; exit 1 on errors.
 fn check(file: &Path) -> ExitCode {
-    match config::load(file) {
-        Ok(model) => {
+    // The whole site: also compiles the conduits' policies and reads the register maps, so that
+    // what passes here is what `run` can enforce.
+    match Site::load(file) {
+        Ok(site) => {
+            let model = &site.model;
             let warnings = model.warnings();
             for w in &warnings {
                 eprintln!("{}", config::format_warning(file, w));

@@ -71,7 +71,7 @@ const BROKEN: &[Broken] = &[
     ),
     broken(
         "conduit-same-zone.yaml",
-        60,
+        61,
         9,
         "conduit `inverter-controller` starts and ends in zone `bess`",
     ),
@@ -96,7 +96,7 @@ const BROKEN: &[Broken] = &[
     ),
     broken(
         "service-port-out-of-range.yaml",
-        63,
+        64,
         25,
         "service `tcp/70000`: `70000` is not a port",
     ),
@@ -146,6 +146,24 @@ const BROKEN: &[Broken] = &[
     ),
     // Points at the zone's last field, not at the zone.
     broken("missing-field.yaml", 28, 5, "missing field `level`"),
+    broken(
+        "inspection-missing.yaml",
+        50,
+        3,
+        "conduit `scada-bess` carries deep-inspected services but names no policy",
+    ),
+    broken(
+        "inspection-bad-mode.yaml",
+        57,
+        52,
+        "unknown inspection mode `audit`",
+    ),
+    broken(
+        "inspection-on-l4-conduit.yaml",
+        65,
+        17,
+        "has `inspection:` but no modbus or opcua service",
+    ),
 ];
 
 fn data(path: &str) -> PathBuf {

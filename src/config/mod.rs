@@ -8,8 +8,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 pub use model::{
-    Asset, AssetKind, Conduit, Endpoint, Gateway, Management, Model, PortRange, PurdueLevel,
-    Service, Warning, Zone,
+    Asset, AssetKind, Conduit, Endpoint, Gateway, Inspection, Management, Mode, Model, OnDeny,
+    PortRange, PurdueLevel, Service, Warning, Zone,
 };
 use serde_saphyr::Spanned;
 
@@ -112,10 +112,15 @@ pub fn load(path: &Path) -> Result<Model, ConfigError> {
         });
     }
     let text = std::fs::read_to_string(path).map_err(read)?;
-    parse(&text).map_err(|diagnostics| ConfigError::Invalid {
+    let mut model = parse(&text).map_err(|diagnostics| ConfigError::Invalid {
         path: path.to_owned(),
         diagnostics,
-    })
+    })?;
+    // Policies and register maps are named relative to the file that names them.
+    if let Some(dir) = path.parent() {
+        model.resolve_paths(dir);
+    }
+    Ok(model)
 }
 
 /// Parses and validates `zones.yaml` text. Duplicate keys are errors (serde-saphyr's default policy).

@@ -5,11 +5,12 @@
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::net::IpAddr;
+use std::path::PathBuf;
 
 use ipnet::IpNet;
 use serde_saphyr::Spanned;
 
-use super::raw::{RawAsset, RawConduit, RawFile, RawGateway, RawZone};
+use super::raw::{RawAsset, RawConduit, RawFile, RawGateway, RawInspection, RawZone};
 use super::{Diagnostic, Pos};
 
 /// Longest zone, asset or conduit name; keeps nftables object names and rule comments short.
@@ -78,6 +79,8 @@ pub struct Asset {
     pub address: IpAddr,
     pub kind: AssetKind,
     pub description: Option<String>,
+    /// Device profile (register map) as written; relative to the zones.yaml directory.
+    pub register_map: Option<PathBuf>,
     pub defined_at: Pos,
 }
 
@@ -93,7 +96,45 @@ pub struct Conduit {
     pub sources: Vec<Endpoint>,
     /// Empty: the whole responder zone.
     pub destinations: Vec<Endpoint>,
+    /// Present exactly when the conduit has deep-inspected services.
+    pub inspection: Option<Inspection>,
     pub defined_at: Pos,
+}
+
+/// How the proxy judges a conduit's requests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inspection {
+    /// The .rego file, as written; relative to the zones.yaml directory.
+    pub policy: PathBuf,
+    pub mode: Mode,
+    pub on_deny: OnDeny,
+}
+
+/// `enforce`: refuse what policy denies. `monitor`: decide and record, but forward everything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Enforce,
+    Monitor,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Enforce => "enforce",
+            Mode::Monitor => "monitor",
+        }
+    }
+}
+
+/// What a client gets for a denied request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnDeny {
+    /// Modbus exception 0x01 Illegal Function.
+    IllegalFunction,
+    /// Modbus exception 0x02 Illegal Data Address.
+    IllegalDataAddress,
+    /// Close the client's connection.
+    Close,
 }
 
 /// A narrowing of a conduit end: a named asset or a network inside the zone.
@@ -294,6 +335,32 @@ impl Model {
 
     pub fn asset(&self, name: &str) -> Option<&Asset> {
         self.assets.iter().find(|a| a.name == name)
+    }
+
+    /// The asset with this address, if one is named.
+    pub fn asset_at(&self, address: IpAddr) -> Option<&Asset> {
+        self.assets.iter().find(|a| a.address == address)
+    }
+
+    /// The zone whose networks hold this address.
+    pub fn zone_of(&self, address: IpAddr) -> Option<&Zone> {
+        self.zones
+            .iter()
+            .find(|z| z.networks.iter().any(|n| n.contains(&address)))
+    }
+
+    /// Makes relative policy and register map paths relative to `dir` (the zones.yaml directory).
+    pub fn resolve_paths(&mut self, dir: &std::path::Path) {
+        for a in &mut self.assets {
+            if let Some(m) = &mut a.register_map {
+                *m = dir.join(&*m);
+            }
+        }
+        for c in &mut self.conduits {
+            if let Some(i) = &mut c.inspection {
+                i.policy = dir.join(&i.policy);
+            }
+        }
     }
 
     /// Conduits that are legal but deserve a second look (IEC 62443-3-2 zone and conduit review).
@@ -660,6 +727,7 @@ fn assets(raw: &RawFile, zones: &[Zone], p: &mut Problems) -> Vec<Asset> {
             address,
             kind,
             description,
+            register_map,
         } = &a.value;
         if raw.zones.keys().any(|z| z.value == *name) {
             p.at(
@@ -735,6 +803,7 @@ fn assets(raw: &RawFile, zones: &[Zone], p: &mut Problems) -> Vec<Asset> {
                 address: addr,
                 kind,
                 description: description.clone(),
+                register_map: register_map.as_ref().map(|m| PathBuf::from(&m.value)),
                 defined_at: Pos::of(key),
             });
         }
@@ -754,6 +823,7 @@ fn conduits(raw: &RawFile, zones: &[Zone], assets: &[Asset], p: &mut Problems) -
             services,
             sources,
             destinations,
+            inspection,
         } = &c.value;
         let zone = |s: &Spanned<String>, p: &mut Problems| {
             let z = zones.iter().find(|z| z.name == s.value);
@@ -808,11 +878,36 @@ fn conduits(raw: &RawFile, zones: &[Zone], assets: &[Asset], p: &mut Problems) -
         let destinations = to_zone
             .map(|z| endpoints(name, "destinations", destinations, z, assets, raw, p))
             .unwrap_or_default();
+        let inspected = parsed.iter().any(Service::is_inspected);
+        let inspection = match (inspection, inspected) {
+            (Some(i), true) => self::inspection(name, &i.value, p),
+            (Some(i), false) => {
+                p.at(
+                    i,
+                    format!("conduit `{name}` has `inspection:` but no modbus or opcua service"),
+                    Some(
+                        "only deep-inspected services are judged by a policy; remove the block"
+                            .into(),
+                    ),
+                );
+                None
+            }
+            (None, true) => {
+                p.at(
+                    key,
+                    format!("conduit `{name}` carries deep-inspected services but names no policy"),
+                    Some("add `inspection: {policy: policies/<file>.rego}`; without one every request would be refused".into()),
+                );
+                None
+            }
+            (None, false) => None,
+        };
         out.push(Conduit {
             name: name.clone(),
             description: description.clone(),
             from: from.value.clone(),
             to: to.value.clone(),
+            inspection,
             services: parsed,
             sources,
             destinations,
@@ -820,6 +915,50 @@ fn conduits(raw: &RawFile, zones: &[Zone], assets: &[Asset], p: &mut Problems) -
         });
     }
     out
+}
+
+fn inspection(conduit: &str, raw: &RawInspection, p: &mut Problems) -> Option<Inspection> {
+    let mode = match raw.mode.as_ref().map(|m| (m, m.value.as_str())) {
+        None | Some((_, "enforce")) => Mode::Enforce,
+        Some((_, "monitor")) => Mode::Monitor,
+        Some((m, other)) => {
+            p.at(
+                m,
+                format!("conduit `{conduit}`: unknown inspection mode `{other}`"),
+                Some(
+                    "use `enforce` (refuse what policy denies) or `monitor` (record, forward all)"
+                        .into(),
+                ),
+            );
+            return None;
+        }
+    };
+    let on_deny = match raw.on_deny.as_ref().map(|d| (d, d.value.as_str())) {
+        None | Some((_, "illegal-function")) => OnDeny::IllegalFunction,
+        Some((_, "illegal-data-address")) => OnDeny::IllegalDataAddress,
+        Some((_, "close")) => OnDeny::Close,
+        Some((d, other)) => {
+            p.at(
+                d,
+                format!("conduit `{conduit}`: unknown on_deny `{other}`"),
+                Some("use `illegal-function` (exception 01), `illegal-data-address` (exception 02) or `close`".into()),
+            );
+            return None;
+        }
+    };
+    if raw.policy.value.trim().is_empty() {
+        p.at(
+            &raw.policy,
+            format!("conduit `{conduit}`: inspection.policy is empty"),
+            None,
+        );
+        return None;
+    }
+    Some(Inspection {
+        policy: PathBuf::from(&raw.policy.value),
+        mode,
+        on_deny,
+    })
 }
 
 fn endpoints(
@@ -974,8 +1113,13 @@ mod tests {
     use crate::config::parse;
 
     fn one_service(s: &str) -> Result<Service, String> {
+        let inspection = if s.starts_with("modbus") || s.starts_with("opcua") {
+            ", inspection: {policy: p.rego}"
+        } else {
+            ""
+        };
         let yaml = format!(
-            "zones:\n  a: {{level: 3, security_level: 2, networks: [10.1.0.0/24]}}\n  b: {{level: 2, security_level: 2, networks: [10.2.0.0/24]}}\nconduits:\n  c: {{from: a, to: b, services: ['{s}']}}\n"
+            "zones:\n  a: {{level: 3, security_level: 2, networks: [10.1.0.0/24]}}\n  b: {{level: 2, security_level: 2, networks: [10.2.0.0/24]}}\nconduits:\n  c: {{from: a, to: b, services: ['{s}']{inspection}}}\n"
         );
         match parse(&yaml) {
             Ok(m) => Ok(m.conduits[0].services[0]),

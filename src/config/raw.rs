@@ -86,6 +86,9 @@ pub struct RawAsset {
     pub kind: Spanned<String>,
     #[serde(default)]
     pub description: Option<String>,
+    /// Device profile naming the asset's registers (path relative to zones.yaml).
+    #[serde(default)]
+    pub register_map: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -100,4 +103,21 @@ pub struct RawConduit {
     pub sources: Vec<Spanned<String>>,
     #[serde(default)]
     pub destinations: Vec<Spanned<String>>,
+    /// Required for conduits with deep-inspected services (modbus, opcua).
+    #[serde(default)]
+    pub inspection: Option<Spanned<RawInspection>>,
+}
+
+/// How the proxy judges a conduit's requests.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawInspection {
+    /// A .rego file (path relative to zones.yaml); decisions come from `data.<package>.decision`.
+    pub policy: Spanned<String>,
+    /// `enforce` (default) or `monitor`.
+    #[serde(default)]
+    pub mode: Option<Spanned<String>>,
+    /// `illegal-function` (default), `illegal-data-address` or `close`.
+    #[serde(default)]
+    pub on_deny: Option<Spanned<String>>,
 }

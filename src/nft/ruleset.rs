@@ -8,9 +8,13 @@ use crate::config::{Conduit, Endpoint, Model, PortRange, Service, Zone};
 
 /// The one table zonegate owns. It is replaced whole on every apply and nothing else is touched.
 pub const TABLE: &str = "zonegate";
-/// Packet mark of traffic handed to (or sent by) the deep-inspection proxy. Policy routing for
-/// this mark delivers TPROXY'd packets locally; the proxy sets it on its upstream sockets.
+/// Packet mark of traffic diverted to the deep-inspection proxy. Policy routing for this mark
+/// delivers TPROXY'd packets (and device replies to the proxy's transparent sockets) locally.
 pub const PROXY_MARK: u32 = 0x5a47;
+/// Packet mark the proxy sets on its own connections to devices, so that the output chain lets
+/// exactly those out. It must differ from [`PROXY_MARK`], or policy routing would send the
+/// proxy's SYNs to loopback.
+pub const UPSTREAM_MARK: u32 = 0x5a48;
 /// Counter of packets dropped in the forward path (between zones).
 pub const DROP_FORWARD_COUNTER: &str = "drop_forward";
 /// Counter of packets to the gateway itself that were dropped.
@@ -269,7 +273,7 @@ pub fn render(model: &Model) -> Ruleset {
                             ],
                             &format!("{comment} to inspection proxy"),
                         ));
-                        let mut up = vec![Match::Mark(PROXY_MARK)];
+                        let mut up = vec![Match::Mark(UPSTREAM_MARK)];
                         up.extend(to_matches(to, c, family, true));
                         if !up.iter().any(|m| matches!(m, Match::Daddr(..))) {
                             up.insert(0, Match::NfProto(family));
@@ -576,7 +580,7 @@ assets:
   plc: {zone: ctl, address: 10.20.0.5, kind: plc}
 conduits:
   web: {from: ops, to: ctl, services: [tcp/8000-8010, udp/161, icmp]}
-  mb: {from: ops, to: ctl, destinations: [plc], services: [modbus]}
+  mb: {from: ops, to: ctl, destinations: [plc], services: [modbus], inspection: {policy: p.rego}}
   cellweb: {from: ops, to: cell, services: [tcp/80]}
 ";
 

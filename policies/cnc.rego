@@ -1,0 +1,120 @@
+# HMI / DNC -> CNC (conduit hmi-cnc): what the operations zone may do to the machining centres.
+#
+# - Reads of the four Modbus tables are allowed.
+# - Writes are allowed only to the feed override (0..120 %), the spindle override (50..120 %) and
+#   the program number (one of the released programs). Every register a write touches must be
+#   named by the register map (profiles/cnc.yaml) and written whole; one refused register
+#   refuses the whole request. Commands (cycle start, door unlock ...) and offsets are refused.
+# - Broadcasts (unit 0), FC 08 diagnostics and FC 43 are refused; anything else by default.
+#
+# The first matching clause of `decision` decides. Input schema, and the Rego the gateway's VM
+# evaluates like OPA: policies/README.md.
+package zonegate.cnc
+
+import rego.v1
+
+# Writable registers with their allowed ranges, in the register map's units.
+override_limits := {
+	"feed_override": {"min": 0, "max": 120},
+	"spindle_override": {"min": 50, "max": 120},
+}
+
+# NC programs released for production (O-numbers); the DNC server loads their text.
+released_programs := {1000, 1001, 1002, 2000, 2010}
+
+tables := {"coils", "discrete_inputs", "holding_registers", "input_registers"}
+
+default decision := {
+	"allow": false,
+	"reason": "no rule allows this request",
+	"rule": "cnc.default",
+}
+
+decision := refuse("cnc.unit.broadcast", "broadcast requests (unit 0) are refused") if {
+	input.modbus.unit_id == 0
+} else := {"allow": true, "reason": "", "rule": "cnc.read"} if {
+	# Reads first: they are most of the traffic (the literal saves the VM a function call).
+	input.modbus.access == "read"
+	input.modbus.table in tables
+} else := refuse("cnc.function.diagnostics", "FC 08 diagnostics are refused") if {
+	input.modbus.function.code == 8
+} else := refuse(
+	"cnc.function.encapsulated_interface",
+	sprintf("FC 43 %s is refused", [input.modbus.function.name]),
+) if {
+	input.modbus.function.code == 43
+} else := refuse(
+	"cnc.function.not_allowed",
+	sprintf("%s (FC %d) is not allowed on this conduit", [input.modbus.function.name, input.modbus.function.code]),
+) if {
+	input.modbus.access != "write"
+} else := refuse(
+	"cnc.write.undecodable",
+	"the write names no registers (no register map, or a function without one)",
+) if {
+	not input.modbus.registers
+} else := refuse(
+	"cnc.write.unmapped",
+	sprintf("write to address(es) %v that the register map does not name", [input.modbus.unmapped]),
+) if {
+	count(input.modbus.unmapped) > 0
+} else := refuse(
+	"cnc.write.partial",
+	sprintf("write covers only part of %s", [concat(", ", input.modbus.partial)]),
+) if {
+	count(input.modbus.partial) > 0
+} else := register_refusals[0] if {
+	count(register_refusals) > 0
+} else := permit(write_rule) if {
+	input.modbus.unmapped == []
+	input.modbus.partial == []
+	count(input.modbus.registers) > 0
+	count(register_refusals) == 0
+}
+
+# Why each written register is refused, in address order; empty when all are allowed.
+register_refusals := [verdict |
+	some reg in input.modbus.registers
+	verdict := register_verdict(reg)
+	verdict.allow == false
+]
+
+# The verdict on one written register; defined for every register.
+register_verdict(reg) := permit("") if {
+	reg.name == "program_number"
+	reg.value in released_programs
+} else := refuse(
+	"cnc.write.program_not_released",
+	sprintf("program %v is not released for production", [reg.value]),
+) if {
+	reg.name == "program_number"
+} else := refuse(
+	"cnc.write.forbidden_register",
+	sprintf("%s is not writable from operations", [reg.name]),
+) if {
+	not reg.name in object.keys(override_limits)
+} else := permit("") if {
+	within(reg.value, override_limits[reg.name])
+} else := refuse(
+	"cnc.write.out_of_range",
+	sprintf("%s %v %s is outside %v..%v", [
+		reg.name, reg.value, object.get(reg, "unit", ""),
+		override_limits[reg.name].min, override_limits[reg.name].max,
+	]),
+)
+
+within(value, limit) if {
+	is_number(value)
+	value >= limit.min
+	value <= limit.max
+}
+
+write_rule := "cnc.write.program" if {
+	every reg in input.modbus.registers {
+		reg.name == "program_number"
+	}
+} else := "cnc.write.override"
+
+permit(rule) := {"allow": true, "reason": "", "rule": rule}
+
+refuse(rule, reason) := {"allow": false, "reason": reason, "rule": rule}

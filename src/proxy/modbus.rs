@@ -1,0 +1,629 @@
+//! One Modbus/TCP session through the gateway: requests from the client are parsed, judged by the
+//! conduit's policy and forwarded or refused; responses from the device are matched to the
+//! requests in flight by transaction id and only then passed back.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use crate::audit::{self, Audit, Event, EventMeta};
+use crate::config::{Conduit, Mode, OnDeny};
+use std::collections::HashMap;
+
+use crate::policy::{ConnectionInput, Decision, Evaluator, Peer, Policy, RegisterMap};
+use crate::proto::modbus::{
+    self, EXCEPTION_GATEWAY_PATH_UNAVAILABLE, EXCEPTION_GATEWAY_TARGET_FAILED,
+    EXCEPTION_ILLEGAL_DATA_ADDRESS, EXCEPTION_ILLEGAL_FUNCTION, MAX_ADU_LEN, ModbusError, Response,
+};
+use crate::site::Site;
+
+/// Requests forwarded and not yet answered, per connection. Beyond it the client is not read
+/// until the device answers (a request flood cannot queue up at the device).
+pub const MAX_IN_FLIGHT: usize = 16;
+/// How long the device has to answer; then the client gets 0x0B Gateway Target Device Failed
+/// to Respond.
+pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the device has to accept the connection; then requests get 0x0A Gateway Path
+/// Unavailable.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Decisions remembered per connection. Policies are pure functions of their input, and for one
+/// connection the input is fixed but for the request itself, so a request seen before (polling
+/// reads, a repeated heartbeat) needs no second evaluation. Cleared whole when full.
+pub const MAX_CACHED_DECISIONS: usize = 512;
+/// Allowed reads are audited as one count per conduit and connection at most this often (and
+/// when the connection ends), not one event each: polling would drown the SOC.
+pub const READ_SUMMARY_INTERVAL: Duration = Duration::from_secs(60);
+/// A connection with nothing in flight and nothing received for this long is closed.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// Read buffer per direction: room for a few whole frames, so one read can carry a batch.
+const BUF_LEN: usize = 8 * MAX_ADU_LEN;
+
+/// `d` from now (saturating: a deadline that cannot be represented is now).
+fn later(d: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(d).unwrap_or(now)
+}
+
+/// Everything a session needs about its conduit, resolved once per connection.
+#[derive(Debug)]
+pub struct Route {
+    pub site: Arc<Site>,
+    pub conduit: Conduit,
+    pub mode: Mode,
+    pub on_deny: OnDeny,
+    pub policy: Arc<Policy>,
+    pub register_map: Option<Arc<RegisterMap>>,
+    pub device_asset: Option<String>,
+    pub client_asset: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("client: {0}")]
+    Client(#[source] std::io::Error),
+    #[error("device: {0}")]
+    Device(#[source] std::io::Error),
+}
+
+/// A forwarded request awaiting its response.
+#[derive(Debug, Clone, Copy)]
+struct InFlight {
+    transaction_id: u16,
+    unit_id: u8,
+    function: u8,
+    deadline: Instant,
+}
+
+/// Why a session ended, for the log.
+#[derive(Debug, PartialEq, Eq)]
+enum End {
+    ClientClosed,
+    DeviceClosed,
+    Refused,
+    Idle,
+}
+
+pub async fn session(
+    mut client: TcpStream,
+    client_addr: SocketAddr,
+    device_addr: SocketAddr,
+    route: Route,
+    audit: Audit,
+) -> Result<(), SessionError> {
+    let mut s = Session::new(client_addr, device_addr, route, audit);
+    let mut device = match tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        super::connect_transparent(client_addr, device_addr),
+    )
+    .await
+    {
+        Ok(Ok(d)) => d,
+        Ok(Err(e)) => {
+            s.event_plain(
+                "modbus-device-unreachable",
+                "failure",
+                &format!("device unreachable: {e}"),
+            );
+            return s
+                .answer_all(&mut client, EXCEPTION_GATEWAY_PATH_UNAVAILABLE)
+                .await;
+        }
+        Err(_) => {
+            s.event_plain(
+                "modbus-device-unreachable",
+                "failure",
+                "device did not accept the connection in time",
+            );
+            return s
+                .answer_all(&mut client, EXCEPTION_GATEWAY_PATH_UNAVAILABLE)
+                .await;
+        }
+    };
+    let _ = client.set_nodelay(true);
+    let _ = device.set_nodelay(true);
+    let end = s.run(&mut client, &mut device).await;
+    s.report_reads();
+    let end = end?;
+    tracing::debug!(client = %client_addr, device = %device_addr, ?end, "modbus session ended");
+    Ok(())
+}
+
+/// The conduit's policy for one connection, with its decision cache.
+struct Judge {
+    evaluator: Evaluator,
+    input: ConnectionInput,
+    /// Decisions by request (unit id + PDU): see [`MAX_CACHED_DECISIONS`].
+    decisions: HashMap<Box<[u8]>, Arc<Decision>>,
+    key: Vec<u8>,
+}
+
+impl Judge {
+    /// The policy's decision for this request, from the cache when it was seen before.
+    fn decide(&mut self, frame: &modbus::RequestFrame<'_>) -> Arc<Decision> {
+        self.key.clear();
+        self.key.push(frame.header.unit_id);
+        self.key.extend_from_slice(frame.pdu);
+        if let Some(d) = self.decisions.get(self.key.as_slice()) {
+            return d.clone();
+        }
+        let input = self.input.modbus_input(frame.header.unit_id, &frame.body);
+        let decision = Arc::new(self.evaluator.decide(input));
+        if self.decisions.len() >= MAX_CACHED_DECISIONS {
+            self.decisions.clear();
+        }
+        self.decisions
+            .insert(self.key.as_slice().into(), decision.clone());
+        decision
+    }
+}
+
+struct Session {
+    client_addr: SocketAddr,
+    device_addr: SocketAddr,
+    route: Route,
+    audit: Audit,
+    judge: Judge,
+    /// Allowed reads not yet audited, and when they were last reported.
+    reads_allowed: u64,
+    reads_reported: Instant,
+    in_flight: Vec<InFlight>,
+    from_client: Box<[u8; BUF_LEN]>,
+    from_client_len: usize,
+    from_device: Box<[u8; BUF_LEN]>,
+    from_device_len: usize,
+    to_device: Vec<u8>,
+    to_client: Vec<u8>,
+}
+
+impl Session {
+    fn new(
+        client_addr: SocketAddr,
+        device_addr: SocketAddr,
+        route: Route,
+        audit: Audit,
+    ) -> Session {
+        let model = &route.site.model;
+        let peer = |addr: SocketAddr, port: Option<u16>| {
+            let asset = model.asset_at(addr.ip());
+            Peer {
+                address: addr.ip(),
+                port,
+                zone: model.zone_of(addr.ip()).map_or("", |z| z.name.as_str()),
+                asset: asset.map(|a| a.name.as_str()),
+                kind: asset.map(|a| a.kind.as_str()),
+            }
+        };
+        let input = ConnectionInput::new(
+            &route.conduit.name,
+            route.mode.as_str(),
+            peer(client_addr, None),
+            peer(device_addr, Some(device_addr.port())),
+            route.register_map.clone(),
+        );
+        Session {
+            client_addr,
+            device_addr,
+            // The interpreter, not regorus 0.14.1's VM: the VM evaluates some Rego towards
+            // "defined" (see policy/mod.rs), and a gateway must not fail open. The decision
+            // cache pays for the difference on repeated requests.
+            judge: Judge {
+                evaluator: route.policy.interpreter(),
+                input,
+                decisions: HashMap::with_capacity(MAX_CACHED_DECISIONS),
+                key: Vec::with_capacity(MAX_ADU_LEN),
+            },
+            route,
+            audit,
+            reads_allowed: 0,
+            reads_reported: Instant::now(),
+            in_flight: Vec::with_capacity(MAX_IN_FLIGHT),
+            from_client: Box::new([0; BUF_LEN]),
+            from_client_len: 0,
+            from_device: Box::new([0; BUF_LEN]),
+            from_device_len: 0,
+            to_device: Vec::with_capacity(BUF_LEN),
+            to_client: Vec::with_capacity(BUF_LEN),
+        }
+    }
+
+    async fn run(
+        &mut self,
+        client: &mut TcpStream,
+        device: &mut TcpStream,
+    ) -> Result<End, SessionError> {
+        let mut idle_deadline = later(IDLE_TIMEOUT);
+        loop {
+            let next_deadline = self.in_flight.iter().map(|f| f.deadline).min();
+            let read_client =
+                self.in_flight.len() < MAX_IN_FLIGHT && self.from_client_len < BUF_LEN;
+            let read_device = self.from_device_len < BUF_LEN;
+            tokio::select! {
+                r = client.read(self.from_client.get_mut(self.from_client_len..).unwrap_or_default()), if read_client => {
+                    let n = r.map_err(SessionError::Client)?;
+                    if n == 0 {
+                        return Ok(End::ClientClosed);
+                    }
+                    self.from_client_len = self.from_client_len.saturating_add(n);
+                    idle_deadline = later(IDLE_TIMEOUT);
+                    let refused = self.requests();
+                    if self.reads_reported.elapsed() >= READ_SUMMARY_INTERVAL {
+                        self.report_reads();
+                    }
+                    self.flush(client, device).await?;
+                    if refused {
+                        return Ok(End::Refused);
+                    }
+                }
+                r = device.read(self.from_device.get_mut(self.from_device_len..).unwrap_or_default()), if read_device => {
+                    let n = r.map_err(SessionError::Device)?;
+                    if n == 0 {
+                        self.event_plain("modbus-device-closed", "failure", "the device closed the connection");
+                        return Ok(End::DeviceClosed);
+                    }
+                    self.from_device_len = self.from_device_len.saturating_add(n);
+                    let refused = self.responses();
+                    self.flush(client, device).await?;
+                    if refused {
+                        return Ok(End::Refused);
+                    }
+                }
+                _ = tokio::time::sleep_until(next_deadline.unwrap_or(idle_deadline)), if next_deadline.is_some() => {
+                    self.expire();
+                    self.flush(client, device).await?;
+                }
+                _ = tokio::time::sleep_until(idle_deadline), if next_deadline.is_none() => {
+                    return Ok(End::Idle);
+                }
+            }
+        }
+    }
+
+    /// Judges every complete request in the client buffer. True when the connection must close.
+    fn requests(&mut self) -> bool {
+        let mut used_total = 0usize;
+        let mut close = false;
+        loop {
+            let rest = self
+                .from_client
+                .get(used_total..self.from_client_len)
+                .unwrap_or_default();
+            match modbus::parse_request(rest) {
+                Ok(Some((frame, used))) => {
+                    let raw = rest.get(..used).unwrap_or_default();
+                    let header = frame.header;
+                    let function = frame.body.function_code();
+                    if self
+                        .in_flight
+                        .iter()
+                        .any(|f| f.transaction_id == header.transaction_id)
+                    {
+                        self.event_malformed(&format!(
+                            "transaction id {} reused while still in flight",
+                            header.transaction_id
+                        ));
+                        close = true;
+                        break;
+                    }
+                    let decision = self.judge.decide(&frame);
+                    let (forward, answer) = match (&*decision, self.route.mode) {
+                        (Decision::Allow { .. }, _) | (Decision::Deny { .. }, Mode::Monitor) => {
+                            (true, None)
+                        }
+                        (Decision::Deny { .. }, Mode::Enforce) => match self.route.on_deny {
+                            OnDeny::IllegalFunction => (false, Some(EXCEPTION_ILLEGAL_FUNCTION)),
+                            OnDeny::IllegalDataAddress => {
+                                (false, Some(EXCEPTION_ILLEGAL_DATA_ADDRESS))
+                            }
+                            OnDeny::Close => (false, None),
+                        },
+                    };
+                    if decision.is_allow() && frame.body.access() == modbus::Access::Read {
+                        self.reads_allowed = self.reads_allowed.saturating_add(1);
+                    } else {
+                        self.event_decision(&frame, &decision);
+                    }
+                    if forward {
+                        self.to_device.extend_from_slice(raw);
+                        self.in_flight.push(InFlight {
+                            transaction_id: header.transaction_id,
+                            unit_id: header.unit_id,
+                            function,
+                            deadline: later(RESPONSE_TIMEOUT),
+                        });
+                    } else if let Some(code) = answer {
+                        self.to_client
+                            .extend_from_slice(&modbus::exception_response(
+                                &header, function, code,
+                            ));
+                    } else {
+                        close = true;
+                        used_total = used_total.saturating_add(used);
+                        break;
+                    }
+                    used_total = used_total.saturating_add(used);
+                    if self.in_flight.len() >= MAX_IN_FLIGHT {
+                        break;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    // Framing can no longer be trusted: nothing more from this client reaches the device.
+                    self.event_parse_error(&e, rest);
+                    close = true;
+                    break;
+                }
+            }
+        }
+        self.from_client
+            .copy_within(used_total..self.from_client_len, 0);
+        self.from_client_len = self.from_client_len.saturating_sub(used_total);
+        close
+    }
+
+    /// Reports allowed reads counted since the last report, if any.
+    fn report_reads(&mut self) {
+        if self.reads_allowed == 0 {
+            return;
+        }
+        let count = self.reads_allowed;
+        self.reads_allowed = 0;
+        self.reads_reported = Instant::now();
+        let mut e = self.base_event("modbus-reads", "success", "allow", String::new());
+        e.modbus = Some(serde_json::json!({ "allowed_reads": count }));
+        self.audit.emit(e);
+    }
+
+    /// Passes back responses that answer a request in flight; drops the rest.
+    fn responses(&mut self) -> bool {
+        let mut used_total = 0usize;
+        let mut close = false;
+        loop {
+            let rest = self
+                .from_device
+                .get(used_total..self.from_device_len)
+                .unwrap_or_default();
+            match modbus::parse_response(rest) {
+                Ok(Some((frame, used))) => {
+                    let raw = rest.get(..used).unwrap_or_default();
+                    let function = match frame.body {
+                        Response::Normal { function, .. }
+                        | Response::Exception { function, .. } => function,
+                    };
+                    let pos = self.in_flight.iter().position(|f| {
+                        f.transaction_id == frame.header.transaction_id
+                            && f.unit_id == frame.header.unit_id
+                            && f.function == function
+                    });
+                    match pos {
+                        Some(i) => {
+                            self.in_flight.swap_remove(i);
+                            self.to_client.extend_from_slice(raw);
+                        }
+                        None => self.event_plain(
+                            "modbus-unsolicited-response",
+                            "failure",
+                            &format!(
+                                "response with transaction id {} function {function:#04x} matches no request in flight; dropped",
+                                frame.header.transaction_id
+                            ),
+                        ),
+                    }
+                    used_total = used_total.saturating_add(used);
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    self.event_plain(
+                        "modbus-malformed-response",
+                        "failure",
+                        &format!("malformed response from the device: {e}"),
+                    );
+                    close = true;
+                    break;
+                }
+            }
+        }
+        self.from_device
+            .copy_within(used_total..self.from_device_len, 0);
+        self.from_device_len = self.from_device_len.saturating_sub(used_total);
+        close
+    }
+
+    /// Requests the device did not answer in time get 0x0B.
+    fn expire(&mut self) {
+        let now = Instant::now();
+        let mut i = 0;
+        while let Some(f) = self.in_flight.get(i).copied() {
+            if f.deadline <= now {
+                self.in_flight.swap_remove(i);
+                let header = modbus::Mbap {
+                    transaction_id: f.transaction_id,
+                    protocol_id: 0,
+                    length: 3,
+                    unit_id: f.unit_id,
+                };
+                self.to_client
+                    .extend_from_slice(&modbus::exception_response(
+                        &header,
+                        f.function,
+                        EXCEPTION_GATEWAY_TARGET_FAILED,
+                    ));
+                self.event_plain(
+                    "modbus-device-timeout",
+                    "failure",
+                    &format!(
+                        "no response to transaction {} within {RESPONSE_TIMEOUT:?}",
+                        f.transaction_id
+                    ),
+                );
+            } else {
+                i = i.saturating_add(1);
+            }
+        }
+    }
+
+    async fn flush(
+        &mut self,
+        client: &mut TcpStream,
+        device: &mut TcpStream,
+    ) -> Result<(), SessionError> {
+        if !self.to_device.is_empty() {
+            device
+                .write_all(&self.to_device)
+                .await
+                .map_err(SessionError::Device)?;
+            self.to_device.clear();
+        }
+        if !self.to_client.is_empty() {
+            client
+                .write_all(&self.to_client)
+                .await
+                .map_err(SessionError::Client)?;
+            self.to_client.clear();
+        }
+        Ok(())
+    }
+
+    /// With no device to talk to, answer each well-formed request with `code` until the client
+    /// leaves (or idles out), so that it learns the path is down instead of hanging.
+    async fn answer_all(&mut self, client: &mut TcpStream, code: u8) -> Result<(), SessionError> {
+        loop {
+            let buf = self
+                .from_client
+                .get_mut(self.from_client_len..)
+                .unwrap_or_default();
+            let n = match tokio::time::timeout(IDLE_TIMEOUT, client.read(buf)).await {
+                Ok(r) => r.map_err(SessionError::Client)?,
+                Err(_) => return Ok(()),
+            };
+            if n == 0 {
+                return Ok(());
+            }
+            self.from_client_len = self.from_client_len.saturating_add(n);
+            let mut used_total = 0usize;
+            loop {
+                let rest = self
+                    .from_client
+                    .get(used_total..self.from_client_len)
+                    .unwrap_or_default();
+                match modbus::parse_request(rest) {
+                    Ok(Some((frame, used))) => {
+                        self.to_client
+                            .extend_from_slice(&modbus::exception_response(
+                                &frame.header,
+                                frame.body.function_code(),
+                                code,
+                            ));
+                        used_total = used_total.saturating_add(used);
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        self.event_parse_error(&e, rest);
+                        return Ok(());
+                    }
+                }
+            }
+            self.from_client
+                .copy_within(used_total..self.from_client_len, 0);
+            self.from_client_len = self.from_client_len.saturating_sub(used_total);
+            client
+                .write_all(&self.to_client)
+                .await
+                .map_err(SessionError::Client)?;
+            self.to_client.clear();
+        }
+    }
+
+    fn base_event(
+        &self,
+        action: &'static str,
+        outcome: &'static str,
+        decision: &'static str,
+        reason: String,
+    ) -> Event {
+        let model = &self.route.site.model;
+        let mut e = Event::now(
+            EventMeta {
+                kind: if outcome == "failure" {
+                    "alert"
+                } else {
+                    "event"
+                },
+                category: &["network", "intrusion_detection"],
+                action,
+                outcome,
+            },
+            audit::Zonegate {
+                conduit: Some(self.route.conduit.name.clone()),
+                decision,
+                reason,
+                mode: Some(self.route.mode.as_str()),
+                policy_revision: Some(self.route.policy.revision().to_owned()),
+            },
+        );
+        e.source = Some(audit::Endpoint::new(
+            self.client_addr,
+            model
+                .zone_of(self.client_addr.ip())
+                .map(|z| z.name.as_str()),
+            self.route.client_asset.as_deref(),
+        ));
+        e.destination = Some(audit::Endpoint::new(
+            self.device_addr,
+            model
+                .zone_of(self.device_addr.ip())
+                .map(|z| z.name.as_str()),
+            self.route.device_asset.as_deref(),
+        ));
+        e
+    }
+
+    fn event_plain(&self, action: &'static str, outcome: &'static str, reason: &str) {
+        let e = self.base_event(action, outcome, "refuse", reason.to_owned());
+        self.audit.emit(e);
+    }
+
+    fn event_malformed(&self, reason: &str) {
+        let e = self.base_event("modbus-malformed", "failure", "refuse", reason.to_owned());
+        self.audit.emit(e);
+    }
+
+    fn event_parse_error(&self, error: &ModbusError, bytes: &[u8]) {
+        let mut e = self.base_event("modbus-malformed", "failure", "refuse", error.to_string());
+        let head: String = bytes
+            .iter()
+            .take(MAX_ADU_LEN)
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        e.modbus = Some(serde_json::json!({ "error": error.kind(), "raw_hex": head }));
+        self.audit.emit(e);
+    }
+
+    fn event_decision(&self, frame: &modbus::RequestFrame<'_>, decision: &Decision) {
+        let (decision_name, outcome, reason, rule) = match (decision, self.route.mode) {
+            (Decision::Allow { rule }, _) => ("allow", "success", String::new(), rule.clone()),
+            (Decision::Deny { reason, rule }, Mode::Monitor) => {
+                ("would_deny", "success", reason.clone(), rule.clone())
+            }
+            (Decision::Deny { reason, rule }, Mode::Enforce) => {
+                ("deny", "failure", reason.clone(), rule.clone())
+            }
+        };
+        let mut e = self.base_event("modbus-request", outcome, decision_name, reason);
+        e.rule = Some(audit::Rule { name: rule });
+        let req = &frame.body;
+        e.modbus = Some(serde_json::json!({
+            "transaction_id": frame.header.transaction_id,
+            "unit_id": frame.header.unit_id,
+            "function": {"code": req.function_code(), "name": req.name()},
+            "access": req.access().as_str(),
+            "table": req.table().map(|t| t.as_str()),
+            "address": req.address(),
+            "quantity": req.quantity(),
+        }));
+        self.audit.emit(e);
+    }
+}

@@ -1,0 +1,119 @@
+//! A site: the validated model together with what it names on disk, compiled and checked: one
+//! policy per inspected conduit (compiled once per file) and one register map per device that has
+//! one. What `check` validates and what `run` enforces are the same object.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::config::{self, Conduit, ConfigError, Model, Service};
+use crate::policy::registers::RegisterMap;
+use crate::policy::{Policy, PolicyError};
+
+#[derive(Debug)]
+pub struct Site {
+    pub model: Model,
+    pub path: PathBuf,
+    policies: HashMap<String, Arc<Policy>>,
+    maps: HashMap<String, Arc<RegisterMap>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SiteError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("conduit `{conduit}`: policy {}: {source}", path.display())]
+    Policy {
+        conduit: String,
+        path: PathBuf,
+        #[source]
+        source: Box<PolicyError>,
+    },
+    #[error("asset `{asset}`: register map {}: {source}", path.display())]
+    RegisterMap {
+        asset: String,
+        path: PathBuf,
+        #[source]
+        source: Box<PolicyError>,
+    },
+}
+
+impl Site {
+    pub fn load(path: &Path) -> Result<Site, SiteError> {
+        let model = config::load(path)?;
+        let mut by_file: HashMap<PathBuf, Arc<Policy>> = HashMap::new();
+        let mut policies = HashMap::new();
+        for c in &model.conduits {
+            let Some(inspection) = &c.inspection else {
+                continue;
+            };
+            let policy = match by_file.get(&inspection.policy) {
+                Some(p) => p.clone(),
+                None => {
+                    let p = Arc::new(Policy::load(&inspection.policy).map_err(|source| {
+                        SiteError::Policy {
+                            conduit: c.name.clone(),
+                            path: inspection.policy.clone(),
+                            source: Box::new(source),
+                        }
+                    })?);
+                    by_file.insert(inspection.policy.clone(), p.clone());
+                    p
+                }
+            };
+            policies.insert(c.name.clone(), policy);
+        }
+        let mut maps = HashMap::new();
+        for a in &model.assets {
+            let Some(map_path) = &a.register_map else {
+                continue;
+            };
+            let map = RegisterMap::load(map_path).map_err(|source| SiteError::RegisterMap {
+                asset: a.name.clone(),
+                path: map_path.clone(),
+                source: Box::new(source),
+            })?;
+            maps.insert(a.name.clone(), Arc::new(map));
+        }
+        Ok(Site {
+            model,
+            path: path.to_owned(),
+            policies,
+            maps,
+        })
+    }
+
+    pub fn policy(&self, conduit: &str) -> Option<&Arc<Policy>> {
+        self.policies.get(conduit)
+    }
+
+    pub fn register_map(&self, asset: &str) -> Option<&Arc<RegisterMap>> {
+        self.maps.get(asset)
+    }
+
+    /// True when some conduit needs the deep-inspection proxy.
+    pub fn has_inspected_conduits(&self) -> bool {
+        self.model.conduits.iter().any(|c| c.inspection.is_some())
+    }
+
+    /// The conduit a diverted connection travels on: the one whose `modbus` service port, source
+    /// side and destination side all hold it. The kernel only diverts such connections; this is
+    /// the proxy's own check of the same thing.
+    pub fn modbus_conduit(&self, client: IpAddr, device: SocketAddr) -> Option<&Conduit> {
+        let from = self.model.zone_of(client)?;
+        let to = self.model.zone_of(device.ip())?;
+        self.model.conduits.iter().find(|c| {
+            c.from == from.name
+                && c.to == to.name
+                && c.services
+                    .iter()
+                    .any(|s| matches!(s, Service::Modbus { port } if *port == device.port()))
+                && (c.sources.is_empty() || c.sources.iter().any(|e| e.net().contains(&client)))
+                && (c.destinations.is_empty()
+                    || c.destinations
+                        .iter()
+                        .any(|e| e.net().contains(&device.ip())))
+        })
+    }
+}
