@@ -7,8 +7,10 @@
 #   refuses the whole request. Commands (cycle start, door unlock ...) and offsets are refused.
 # - Broadcasts (unit 0), FC 08 diagnostics and FC 43 are refused; anything else by default.
 #
-# The first matching clause of `decision` decides. Input schema, and the Rego the gateway's VM
-# evaluates like OPA: policies/README.md.
+# The first matching clause of `decision` decides. The gateway evaluates this for every request
+# it has not seen on the connection before, so the common cases come first and each clause does
+# little: table lookups, no function calls until a write is judged. Input schema:
+# policies/README.md.
 package zonegate.cnc
 
 import rego.v1
@@ -33,7 +35,7 @@ default decision := {
 decision := refuse("cnc.unit.broadcast", "broadcast requests (unit 0) are refused") if {
 	input.modbus.unit_id == 0
 } else := {"allow": true, "reason": "", "rule": "cnc.read"} if {
-	# Reads first: they are most of the traffic (the literal saves the VM a function call).
+	# Reads first: they are most of the traffic.
 	input.modbus.access == "read"
 	input.modbus.table in tables
 } else := refuse("cnc.function.diagnostics", "FC 08 diagnostics are refused") if {
@@ -63,58 +65,54 @@ decision := refuse("cnc.unit.broadcast", "broadcast requests (unit 0) are refuse
 	sprintf("write covers only part of %s", [concat(", ", input.modbus.partial)]),
 ) if {
 	count(input.modbus.partial) > 0
-} else := register_refusals[0] if {
-	count(register_refusals) > 0
-} else := permit(write_rule) if {
+} else := refusal(refused_registers[0]) if {
+	count(refused_registers) > 0
+} else := {"allow": true, "reason": "", "rule": "cnc.write.program"} if {
+	[reg] := input.modbus.registers
+	reg.name == "program_number"
+} else := {"allow": true, "reason": "", "rule": "cnc.write.override"} if {
 	input.modbus.unmapped == []
 	input.modbus.partial == []
 	count(input.modbus.registers) > 0
-	count(register_refusals) == 0
+	count(refused_registers) == 0
 }
 
-# Why each written register is refused, in address order; empty when all are allowed.
-register_refusals := [verdict |
+# The registers this write touches that operations may not write (with that value), in
+# address order.
+refused_registers := [reg |
 	some reg in input.modbus.registers
-	verdict := register_verdict(reg)
-	verdict.allow == false
+	not writable(reg)
 ]
 
-# The verdict on one written register; defined for every register.
-register_verdict(reg) := permit("") if {
+writable(reg) if {
 	reg.name == "program_number"
 	reg.value in released_programs
-} else := refuse(
+}
+
+writable(reg) if {
+	limit := override_limits[reg.name]
+	is_number(reg.value)
+	reg.value >= limit.min
+	reg.value <= limit.max
+}
+
+# Why `reg` is refused.
+refusal(reg) := refuse(
 	"cnc.write.program_not_released",
 	sprintf("program %v is not released for production", [reg.value]),
 ) if {
 	reg.name == "program_number"
-} else := refuse(
-	"cnc.write.forbidden_register",
-	sprintf("%s is not writable from operations", [reg.name]),
-) if {
-	not reg.name in object.keys(override_limits)
-} else := permit("") if {
-	within(reg.value, override_limits[reg.name])
 } else := refuse(
 	"cnc.write.out_of_range",
 	sprintf("%s %v %s is outside %v..%v", [
 		reg.name, reg.value, object.get(reg, "unit", ""),
 		override_limits[reg.name].min, override_limits[reg.name].max,
 	]),
+) if {
+	override_limits[reg.name]
+} else := refuse(
+	"cnc.write.forbidden_register",
+	sprintf("%s is not writable from operations", [reg.name]),
 )
-
-within(value, limit) if {
-	is_number(value)
-	value >= limit.min
-	value <= limit.max
-}
-
-write_rule := "cnc.write.program" if {
-	every reg in input.modbus.registers {
-		reg.name == "program_number"
-	}
-} else := "cnc.write.override"
-
-permit(rule) := {"allow": true, "reason": "", "rule": rule}
 
 refuse(rule, reason) := {"allow": false, "reason": reason, "rule": rule}

@@ -223,7 +223,7 @@ fn words(values: &[u16]) -> Vec<u8> {
 
 /// The same decision from the VM and from the interpreter.
 fn decide(policy: &Policy, input: &Value) -> Decision {
-    let vm = policy.evaluator().decide(input.clone());
+    let vm = policy.vm().decide(input.clone());
     let interpreted = policy.interpreter().decide(input.clone());
     assert_eq!(vm, interpreted, "VM and interpreter disagree on {input}");
     vm
@@ -707,11 +707,15 @@ fn evaluation_fails_closed() {
         "package t\nimport rego.v1\ndecision := {\"allow\": true} if input.modbus.unit_id == 7\n",
     )
     .unwrap();
-    for mut e in [undefined.evaluator(), undefined.interpreter()] {
+    for mut e in [undefined.vm(), undefined.interpreter()] {
         let d = e.decide(input.clone());
         assert_eq!(deny_reason(&d), "policy decision is undefined");
         assert_eq!(d.rule(), zonegate::policy::RULE_UNDEFINED);
     }
+    assert_eq!(
+        undefined.decide(input.clone()).rule(),
+        zonegate::policy::RULE_UNDEFINED
+    );
 
     for (name, decision) in [
         ("string", "{\"allow\": \"true\"}"),
@@ -724,7 +728,7 @@ fn evaluation_fails_closed() {
             &format!("package t\nimport rego.v1\ndecision := {decision}\n"),
         )
         .unwrap();
-        for mut e in [p.evaluator(), p.interpreter()] {
+        for mut e in [p.vm(), p.interpreter()] {
             let d = e.decide(input.clone());
             assert!(!d.is_allow(), "{name}: {d:?}");
             assert_eq!(d.rule(), zonegate::policy::RULE_MALFORMED, "{name}");
@@ -736,15 +740,21 @@ fn evaluation_fails_closed() {
         "package t\nimport rego.v1\ndecision := {\"allow\": true} if {\n\tcount([x | some x in numbers.range(1, 1000); some y in numbers.range(1, 1000); x == y]) > 0\n}\n",
     )
     .unwrap();
-    let started = Instant::now();
-    let d = runaway.evaluator().decide(input.clone());
-    assert_eq!(deny_reason(&d), REASON_BUDGET);
-    assert_eq!(d.rule(), zonegate::policy::RULE_BUDGET);
-    assert!(
-        started.elapsed().as_millis() < 1000,
-        "{:?}",
-        started.elapsed()
-    );
+    // The gateway's own path (the per-worker interpreter) and the VM alike.
+    let decisions: [&dyn Fn() -> Decision; 2] = [&|| runaway.decide(input.clone()), &|| {
+        runaway.vm().decide(input.clone())
+    }];
+    for decide in decisions {
+        let started = Instant::now();
+        let d = decide();
+        assert_eq!(deny_reason(&d), REASON_BUDGET);
+        assert_eq!(d.rule(), zonegate::policy::RULE_BUDGET);
+        assert!(
+            started.elapsed().as_millis() < 1000,
+            "{:?}",
+            started.elapsed()
+        );
+    }
 
     // An evaluation error: a builtin given the wrong type fails, not allows.
     let error = Policy::from_source(
@@ -752,7 +762,7 @@ fn evaluation_fails_closed() {
         "package t\nimport rego.v1\ndecision := {\"allow\": true, \"rule\": 5}\n",
     )
     .unwrap();
-    let d = error.evaluator().decide(input);
+    let d = error.vm().decide(input);
     assert_eq!(d.rule(), zonegate::policy::RULE_MALFORMED);
 }
 
@@ -891,99 +901,4 @@ fn register_map_errors_name_line_and_column() {
         + 1;
     assert!(e.contains(&format!(":{line}:")), "{e}");
     assert!(e.contains("overlaps `reactive_power_setpoint`"), "{e}");
-}
-
-// ---------------------------------------------------------------- timing
-
-/// `cargo test --release --test policy -- --ignored --nocapture timing`
-#[test]
-#[ignore]
-fn timing() {
-    let policy = bess();
-    let conn = scada_to_inverter(Some(bess_map()));
-    let bytes = words(&[0, 15000, 0xFFFF, 0xF830]);
-    let request = Request::WriteMultipleRegisters {
-        address: 100,
-        quantity: 4,
-        values: Registers::new(&bytes),
-    };
-    let read = Request::ReadHoldingRegisters {
-        address: 100,
-        quantity: 4,
-    };
-    let deny_bytes = words(&[0, 30000]);
-    let deny = Request::WriteMultipleRegisters {
-        address: 100,
-        quantity: 2,
-        values: Registers::new(&deny_bytes),
-    };
-    const N: u32 = 100_000;
-    let time = |label: &str, n: u32, mut f: Box<dyn FnMut() + '_>| {
-        for _ in 0..n / 10 {
-            f();
-        }
-        let t = Instant::now();
-        for _ in 0..n {
-            f();
-        }
-        println!(
-            "{label:<44} {:>8.2} us",
-            t.elapsed().as_secs_f64() * 1e6 / f64::from(n)
-        );
-    };
-    time(
-        "build input (FC16, 2 setpoints)",
-        N,
-        Box::new(|| {
-            std::hint::black_box(conn.modbus_input(1, &request));
-        }),
-    );
-    let map = bess_map();
-    time(
-        "decode only",
-        N,
-        Box::new(|| {
-            std::hint::black_box(zonegate::policy::decode(&map, &request));
-        }),
-    );
-    let input = conn.modbus_input(1, &request);
-    for (label, req) in [
-        ("write allowed", &request),
-        ("read", &read),
-        ("write denied", &deny),
-    ] {
-        let input = conn.modbus_input(1, req);
-        let mut vm = policy.evaluator();
-        time(
-            &format!("decide VM, {label}"),
-            N,
-            Box::new(|| {
-                std::hint::black_box(vm.decide(input.clone()));
-            }),
-        );
-        let mut interp = policy.interpreter();
-        time(
-            &format!("decide interpreter, {label}"),
-            N / 10,
-            Box::new(|| {
-                std::hint::black_box(interp.decide(input.clone()));
-            }),
-        );
-    }
-    let mut vm = policy.evaluator();
-    time(
-        "build input + decide VM, write allowed",
-        N,
-        Box::new(|| {
-            std::hint::black_box(vm.decide(conn.modbus_input(1, &request)));
-        }),
-    );
-    time(
-        "policy.evaluator()",
-        N / 10,
-        Box::new(|| {
-            std::hint::black_box(policy.evaluator());
-        }),
-    );
-    drop(input);
 }

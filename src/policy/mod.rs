@@ -1,5 +1,12 @@
-//! Rego policy: one compiled policy per `.rego` file, evaluated by regorus's bytecode VM (RVM),
-//! one [`Evaluator`] per worker, returning [`Decision::Allow`] or [`Decision::Deny`].
+//! Rego policy: one compiled policy per `.rego` file, evaluated by regorus's interpreter, one per
+//! policy and worker thread ([`Policy::decide`]), returning [`Decision::Allow`] or
+//! [`Decision::Deny`].
+//!
+//! Not by regorus's bytecode VM (RVM), although it is 3-4x faster: the VM of regorus 0.14.1
+//! evaluates some Rego towards "defined" (below), so a policy could allow there what it denies,
+//! and a gateway must not fail open. The proxy's per-connection decision cache makes up for most
+//! of the difference. Policies are still compiled for the VM and cross-checked against it, so
+//! that they keep their meaning when a fixed regorus lets the gateway switch.
 //!
 //! A policy is a `.rego` file whose package `P` defines one rule `decision`; the gateway
 //! evaluates `data.P.decision` for every inspected request. The decision is an object
@@ -14,10 +21,11 @@
 //! two `decision` rules is refused when it is loaded.
 //!
 //! The VM of regorus 0.14.1 evaluates some Rego differently from the interpreter, always towards
-//! "defined" (an undefined expression in `every` counts as true; `x := undefined` does not stop a
-//! body; comprehensions collect undefined elements). `zonegate policy test` therefore has the VM
-//! decide every input the tests give a policy and fails tests where it disagrees with the
-//! interpreter ([`run_tests`]); `policies/README.md` tells policy authors what to avoid.
+//! "defined" (`x := undefined` does not stop a body when `x` is not used again; an undefined
+//! expression in `every` can count as true; comprehensions collect undefined elements).
+//! `zonegate policy test` has the VM decide every input the tests give a policy and fails tests
+//! where it disagrees with the interpreter ([`run_tests`]); `policies/README.md` tells policy
+//! authors what to avoid.
 //!
 //! # The Modbus policy input
 //!
@@ -71,10 +79,11 @@ mod input;
 pub mod registers;
 mod testing;
 
+use std::cell::RefCell;
 use std::fmt;
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use regorus::languages::rego::compiler::Compiler;
@@ -406,7 +415,7 @@ impl Policy {
             }),
         };
         // The VM must accept the program as it will for every worker.
-        if let Backend::Broken(message) = policy.evaluator().backend {
+        if let Backend::Broken(message) = policy.vm().backend {
             return Err(invalid(name, message));
         }
         Ok(policy)
@@ -427,8 +436,32 @@ impl Policy {
         &self.inner.revision
     }
 
+    /// The gateway's decision on `input`: regorus's interpreter, one per policy and worker
+    /// thread, made on the thread's first decision and kept while the policy lives (the
+    /// interpreter needs `&mut` to evaluate, and one warm copy per thread beats one per
+    /// connection in both time and memory).
+    pub fn decide(&self, input: Value) -> Decision {
+        WORKER_INTERPRETERS.with(|cell| {
+            let Ok(mut mine) = cell.try_borrow_mut() else {
+                // Not reachable (deciding never re-enters), but never worth a panic.
+                return self.interpreter().decide(input);
+            };
+            let here = Arc::as_ptr(&self.inner);
+            // Holding a `Weak` keeps the allocation, so an equal pointer is this policy.
+            if let Some((_, evaluator)) = mine.iter_mut().find(|(w, _)| w.as_ptr() == here) {
+                return evaluator.decide(input);
+            }
+            // Policies replaced by a reload are gone: drop their interpreters now.
+            mine.retain(|(w, _)| w.strong_count() > 0);
+            let mut evaluator = self.interpreter();
+            let decision = evaluator.decide(input);
+            mine.push((Arc::downgrade(&self.inner), evaluator));
+            decision
+        })
+    }
+
     /// A VM for one worker or connection; cheap (a few allocations, no compilation).
-    pub fn evaluator(&self) -> Evaluator {
+    pub fn vm(&self) -> Evaluator {
         let mut vm = RegoVM::new_with_policy(self.inner.compiled.clone());
         vm.load_program(self.inner.program.clone());
         vm.set_max_instructions(MAX_POLICY_STEPS);
@@ -451,6 +484,11 @@ impl Policy {
             entry: self.inner.entry.clone(),
         }
     }
+}
+
+thread_local! {
+    /// [`Policy::decide`]'s interpreters on this thread, by policy.
+    static WORKER_INTERPRETERS: RefCell<Vec<(Weak<Inner>, Evaluator)>> = const { RefCell::new(Vec::new()) };
 }
 
 fn timer_config() -> ExecutionTimerConfig {
@@ -571,7 +609,7 @@ mod tests {
         .unwrap();
         assert_eq!(p.package(), "t");
         assert_eq!(p.revision().len(), 64);
-        for mut e in [p.evaluator(), p.interpreter()] {
+        for mut e in [p.vm(), p.interpreter()] {
             let yes = e.decide(Value::from_json_str(r#"{"x": 1}"#).unwrap());
             assert_eq!(
                 yes,
@@ -591,13 +629,36 @@ mod tests {
     }
 
     #[test]
+    fn each_policy_decides_with_its_own_worker_interpreter() {
+        let source = |allow: bool| {
+            format!(
+                "package t\nimport rego.v1\ndecision := {{\"allow\": {allow}, \"rule\": \"r{allow}\"}}\n"
+            )
+        };
+        let input = || Value::new_object();
+        let yes = Policy::from_source("yes.rego", &source(true)).unwrap();
+        let no = Policy::from_source("no.rego", &source(false)).unwrap();
+        for _ in 0..3 {
+            assert!(yes.decide(input()).is_allow());
+            assert!(!no.decide(input()).is_allow());
+        }
+        // A reload replaces a policy: the new one must not inherit the old one's interpreter.
+        drop(yes);
+        let replaced = Policy::from_source("yes.rego", &source(false)).unwrap();
+        assert_eq!(replaced.decide(input()).rule(), "rfalse");
+        // Another thread has interpreters of its own.
+        let on_worker = std::thread::spawn(move || replaced.decide(input()).rule().to_owned());
+        assert_eq!(on_worker.join().unwrap(), "rfalse");
+    }
+
+    #[test]
     fn fails_closed() {
         let undefined = Policy::from_source(
             "u.rego",
             "package u\nimport rego.v1\ndecision := {\"allow\": true} if input.x == 1\n",
         )
         .unwrap();
-        let d = undefined.evaluator().decide(Value::new_object());
+        let d = undefined.vm().decide(Value::new_object());
         assert_eq!(deny_reason(&d), "policy decision is undefined");
         assert_eq!(d.rule(), RULE_UNDEFINED);
 
@@ -606,7 +667,7 @@ mod tests {
             "package b\nimport rego.v1\ndecision := {\"allow\": \"yes\"}\n",
         )
         .unwrap();
-        let d = no_bool.evaluator().decide(Value::new_object());
+        let d = no_bool.vm().decide(Value::new_object());
         assert_eq!(deny_reason(&d), "policy decision has no boolean `allow`");
         let d = no_bool.interpreter().decide(Value::new_object());
         assert_eq!(deny_reason(&d), "policy decision has no boolean `allow`");
@@ -616,7 +677,7 @@ mod tests {
             "package r\nimport rego.v1\ndecision := {\"allow\": true} if {\n  count([x | some x in numbers.range(1, 200000); x > 0]) > 1\n}\n",
         )
         .unwrap();
-        let d = runaway.evaluator().decide(Value::new_object());
+        let d = runaway.vm().decide(Value::new_object());
         assert_eq!(deny_reason(&d), REASON_BUDGET);
         assert_eq!(d.rule(), RULE_BUDGET);
     }

@@ -5,7 +5,7 @@
 //! rule head of a `*_test.rego` file is evaluated as `data.<package>.<rule>` by the interpreter
 //! (the VM does not support `with`), and a test passes iff it evaluates to `true`. Every policy
 //! file that declares `decision` is also loaded the way the gateway loads it ([`Policy`]), so a
-//! policy the VM cannot compile fails here, not in production.
+//! policy that would not load fails here, not in production.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -166,7 +166,7 @@ pub fn run_tests(paths: &[PathBuf]) -> TestRun {
                 .unwrap_or_default();
             let outcome = match result {
                 _ if !disagreement.is_empty() => TestOutcome::Fail(format!(
-                    "the gateway's VM and the interpreter disagree: {}",
+                    "regorus's VM and interpreter disagree: {}",
                     disagreement.join("; ")
                 )),
                 Ok(Value::Bool(true)) => TestOutcome::Pass,
@@ -254,7 +254,7 @@ fn vm_check(
                 .unwrap_or(Value::Undefined)
         };
         let (input, interpreted) = (first(0), first(1));
-        let vm = policy.evaluator().decide(input.clone());
+        let vm = policy.vm().decide(input.clone());
         let expected = Decision::from_value(&interpreted);
         if vm != expected
             && let Ok(mut d) = disagreements.lock()
@@ -373,10 +373,7 @@ mod tests {
         };
         match by_name("p_test.test_b_refused") {
             Some(TestOutcome::Fail(reason)) => {
-                assert!(
-                    reason.contains("VM and the interpreter disagree"),
-                    "{reason}"
-                );
+                assert!(reason.contains("VM and interpreter disagree"), "{reason}");
             }
             other => panic!("{other:?}"),
         }

@@ -14,7 +14,7 @@ use crate::audit::{self, Audit, Event, EventMeta};
 use crate::config::{Conduit, Mode, OnDeny};
 use std::collections::HashMap;
 
-use crate::policy::{ConnectionInput, Decision, Evaluator, Peer, Policy, RegisterMap};
+use crate::policy::{ConnectionInput, Decision, Peer, Policy, RegisterMap};
 use crate::proto::modbus::{
     self, EXCEPTION_GATEWAY_PATH_UNAVAILABLE, EXCEPTION_GATEWAY_TARGET_FAILED,
     EXCEPTION_ILLEGAL_DATA_ADDRESS, EXCEPTION_ILLEGAL_FUNCTION, MAX_ADU_LEN, ModbusError, Response,
@@ -42,10 +42,9 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// Read buffer per direction: room for a few whole frames, so one read can carry a batch.
 const BUF_LEN: usize = 8 * MAX_ADU_LEN;
 
-/// `d` from now (saturating: a deadline that cannot be represented is now).
-fn later(d: Duration) -> Instant {
-    let now = Instant::now();
-    now.checked_add(d).unwrap_or(now)
+/// `d` after `t` (saturating: a deadline that cannot be represented is `t`).
+fn after(t: Instant, d: Duration) -> Instant {
+    t.checked_add(d).unwrap_or(t)
 }
 
 /// Everything a session needs about its conduit, resolved once per connection.
@@ -134,7 +133,7 @@ pub async fn session(
 
 /// The conduit's policy for one connection, with its decision cache.
 struct Judge {
-    evaluator: Evaluator,
+    policy: Arc<Policy>,
     input: ConnectionInput,
     /// Decisions by request (unit id + PDU): see [`MAX_CACHED_DECISIONS`].
     decisions: HashMap<Box<[u8]>, Arc<Decision>>,
@@ -151,7 +150,7 @@ impl Judge {
             return d.clone();
         }
         let input = self.input.modbus_input(frame.header.unit_id, &frame.body);
-        let decision = Arc::new(self.evaluator.decide(input));
+        let decision = Arc::new(self.policy.decide(input));
         if self.decisions.len() >= MAX_CACHED_DECISIONS {
             self.decisions.clear();
         }
@@ -207,11 +206,8 @@ impl Session {
         Session {
             client_addr,
             device_addr,
-            // The interpreter, not regorus 0.14.1's VM: the VM evaluates some Rego towards
-            // "defined" (see policy/mod.rs), and a gateway must not fail open. The decision
-            // cache pays for the difference on repeated requests.
             judge: Judge {
-                evaluator: route.policy.interpreter(),
+                policy: route.policy.clone(),
                 input,
                 decisions: HashMap::with_capacity(MAX_CACHED_DECISIONS),
                 key: Vec::with_capacity(MAX_ADU_LEN),
@@ -235,9 +231,15 @@ impl Session {
         client: &mut TcpStream,
         device: &mut TcpStream,
     ) -> Result<End, SessionError> {
-        let mut idle_deadline = later(IDLE_TIMEOUT);
+        // One timer per session, never earlier than needed by much and rarely moved: it is
+        // brought forward only when a request's deadline falls before it (the first request after
+        // a quiet spell), and each time it fires it works out what is really due and is pushed
+        // back, which tokio does without taking the timer driver's lock. Setting a timer per
+        // request costs more than the request's own parsing.
+        let mut last_activity = Instant::now();
+        let timer = tokio::time::sleep_until(after(last_activity, IDLE_TIMEOUT));
+        tokio::pin!(timer);
         loop {
-            let next_deadline = self.in_flight.iter().map(|f| f.deadline).min();
             let read_client =
                 self.in_flight.len() < MAX_IN_FLIGHT && self.from_client_len < BUF_LEN;
             let read_device = self.from_device_len < BUF_LEN;
@@ -248,9 +250,14 @@ impl Session {
                         return Ok(End::ClientClosed);
                     }
                     self.from_client_len = self.from_client_len.saturating_add(n);
-                    idle_deadline = later(IDLE_TIMEOUT);
-                    let refused = self.requests();
-                    if self.reads_reported.elapsed() >= READ_SUMMARY_INTERVAL {
+                    last_activity = Instant::now();
+                    let refused = self.requests(last_activity);
+                    if let Some(due) = self.in_flight.iter().map(|f| f.deadline).min()
+                        && due < timer.deadline()
+                    {
+                        timer.as_mut().reset(due);
+                    }
+                    if last_activity.saturating_duration_since(self.reads_reported) >= READ_SUMMARY_INTERVAL {
                         self.report_reads();
                     }
                     self.flush(client, device).await?;
@@ -271,19 +278,24 @@ impl Session {
                         return Ok(End::Refused);
                     }
                 }
-                _ = tokio::time::sleep_until(next_deadline.unwrap_or(idle_deadline)), if next_deadline.is_some() => {
-                    self.expire();
+                () = &mut timer => {
+                    let now = Instant::now();
+                    self.expire(now);
+                    let idle = after(last_activity, IDLE_TIMEOUT);
+                    let next = match self.in_flight.iter().map(|f| f.deadline).min() {
+                        Some(due) => due,
+                        None if now >= idle => return Ok(End::Idle),
+                        None => idle,
+                    };
+                    timer.as_mut().reset(next);
                     self.flush(client, device).await?;
-                }
-                _ = tokio::time::sleep_until(idle_deadline), if next_deadline.is_none() => {
-                    return Ok(End::Idle);
                 }
             }
         }
     }
 
     /// Judges every complete request in the client buffer. True when the connection must close.
-    fn requests(&mut self) -> bool {
+    fn requests(&mut self, now: Instant) -> bool {
         let mut used_total = 0usize;
         let mut close = false;
         loop {
@@ -332,7 +344,7 @@ impl Session {
                             transaction_id: header.transaction_id,
                             unit_id: header.unit_id,
                             function,
-                            deadline: later(RESPONSE_TIMEOUT),
+                            deadline: after(now, RESPONSE_TIMEOUT),
                         });
                     } else if let Some(code) = answer {
                         self.to_client
@@ -432,9 +444,8 @@ impl Session {
         close
     }
 
-    /// Requests the device did not answer in time get 0x0B.
-    fn expire(&mut self) {
-        let now = Instant::now();
+    /// Requests the device did not answer by `now` get 0x0B.
+    fn expire(&mut self, now: Instant) {
         let mut i = 0;
         while let Some(f) = self.in_flight.get(i).copied() {
             if f.deadline <= now {
