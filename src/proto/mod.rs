@@ -2,3 +2,4 @@
 //! checked arithmetic. A parser returns `Ok(None)` while a frame is incomplete.
 
 pub mod modbus;
+pub mod opcua;
