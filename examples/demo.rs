@@ -1,6 +1,7 @@
 //! The demo plant: the shipped zones.yaml (or another) enforced by `zonegate run` in a gateway
 //! namespace, with one namespace per zone. It opens a few connections across the gateway, shows
-//! which pass and which are dropped, prints the kernel's counters, and removes everything.
+//! which pass and which are dropped, sends Modbus and OPC UA requests through the inspection
+//! proxy, prints their audit events and the kernel's counters, and removes everything.
 //!
 //! Run it through `scripts/demo` (it installs what is needed and runs as root):
 //!     scripts/demo            # show, then clean up
@@ -24,6 +25,37 @@ use std::time::{Duration, Instant};
 use plant::{Plant, Probe, tcp_echo, tcp_probe, udp_echo, udp_probe};
 
 const WAIT: Duration = Duration::from_millis(1500);
+
+/// OPC UA steps of one HMI session, what they show, and whether opcua.rego allows them.
+type OpcUaCase = (&'static str, fn() -> serde_json::Value, bool);
+
+const OPCUA_CASES: &[OpcUaCase] = &[
+    (
+        "read the feed override",
+        || serde_json::json!({"op": "read", "node": "ns=2;s=Machine.FeedOverride"}),
+        true,
+    ),
+    (
+        "set the feed override to 110 % (within 0..120)",
+        || serde_json::json!({"op": "write", "node": "ns=2;s=Machine.FeedOverride", "value": 110.0, "type": "Double"}),
+        true,
+    ),
+    (
+        "change the tool offset (not writable from operations)",
+        || serde_json::json!({"op": "write", "node": "ns=2;s=Machine.ToolOffset", "value": 0.5, "type": "Double"}),
+        false,
+    ),
+    (
+        "call Unlock (not an allowed method)",
+        || serde_json::json!({"op": "call", "object": "ns=2;s=Machine", "method": "ns=2;s=Machine.Unlock", "args": []}),
+        false,
+    ),
+    (
+        "select released program 1001, same session",
+        || serde_json::json!({"op": "call", "object": "ns=2;s=Machine", "method": "ns=2;s=Machine.SelectProgram", "args": [{"value": 1001, "type": "UInt32"}]}),
+        true,
+    ),
+];
 
 struct Case {
     what: &'static str,
@@ -319,6 +351,76 @@ fn main() {
     }
 
     println!(
+        "\n== OPC UA through the inspection proxy (asyncua HMI -> asyncua cnc-1, SecurityPolicy None)"
+    );
+    let mut server = Command::new("ip")
+        .args(["netns", "exec", &plant.zone_ns("cnc-cell"), &python])
+        .arg(format!("{repo}/tests/peers/opcua_server.py"))
+        .args([
+            "--host",
+            "10.22.0.11",
+            "--port",
+            "4840",
+            "--security",
+            "None",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the asyncua server (scripts/setup installs it)");
+    let mut ready = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(server.stdout.take().unwrap()),
+        &mut ready,
+    )
+    .unwrap();
+    let steps: Vec<serde_json::Value> = OPCUA_CASES.iter().map(|(_, step, _)| step()).collect();
+    let out = Command::new("ip")
+        .args(["netns", "exec", &plant.zone_ns("operations"), &python])
+        .arg(format!("{repo}/tests/peers/opcua_client.py"))
+        .args([
+            "--url",
+            "opc.tcp://10.22.0.11:4840/cnc",
+            "--bind",
+            "10.30.0.11",
+            "--timeout",
+            "3",
+            "--steps",
+            &serde_json::Value::from(steps).to_string(),
+        ])
+        .output()
+        .unwrap();
+    let results: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .filter(|r: &serde_json::Value| !r["step"].is_null())
+        .collect();
+    for (i, (what, _, expect_ok)) in OPCUA_CASES.iter().enumerate() {
+        let result = results.get(i).cloned().unwrap_or_default();
+        let ok = result["ok"] == true;
+        let verdict = if ok {
+            "ALLOWED".to_owned()
+        } else {
+            format!(
+                "REFUSED ({})",
+                result["status"].as_str().unwrap_or("no answer")
+            )
+        };
+        if ok != *expect_ok {
+            wrong += 1;
+        }
+        println!(
+            "   {verdict:<31} {what}{}",
+            if ok == *expect_ok {
+                ""
+            } else {
+                "   <-- NOT AS policies/opcua.rego SAYS"
+            }
+        );
+    }
+    let _ = server.kill();
+    let _ = server.wait();
+
+    println!(
         "\n== audit events of those requests ({})",
         audit_log.display()
     );
@@ -332,6 +434,31 @@ fn main() {
             println!(
                 "   {:<6} {} allowed read(s), counted rather than logged one by one",
                 "allow", e["modbus"]["allowed_reads"]
+            );
+        }
+        if e["event"]["action"] == "opcua-reads" {
+            println!(
+                "   {:<6} {} allowed OPC UA read/browse/session request(s), counted",
+                "allow", e["opcua"]["allowed_requests"]
+            );
+        }
+        if e["event"]["action"] == "opcua-channel" || e["event"]["action"] == "opcua-request" {
+            let what = match e["opcua"]["service"].as_str() {
+                Some(service) => format!(
+                    "opcua {service} {}",
+                    e["opcua"]["nodes"][0].as_str().unwrap_or_default()
+                ),
+                None => format!(
+                    "opcua channel {}",
+                    e["opcua"]["security_policy"].as_str().unwrap_or_default()
+                ),
+            };
+            println!(
+                "   {:<6} {:<44} {:<30} {}",
+                e["zonegate"]["decision"].as_str().unwrap_or_default(),
+                what,
+                e["rule"]["name"].as_str().unwrap_or_default(),
+                e["zonegate"]["reason"].as_str().unwrap_or_default()
             );
         }
         if e["event"]["action"] == "modbus-request" {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use crate::audit::{Audit, Sink};
 use crate::nft::{self, NftError};
-use crate::proxy::{self, ModbusProxy, ProxyError};
+use crate::proxy::{self, Protocol, Proxy, ProxyError};
 use crate::site::Site;
 
 /// How often the ruleset in the kernel is compared with the one applied. Someone running
@@ -40,8 +40,19 @@ pub async fn run(site: Site, audit_sink: Sink) -> Result<(), ControlError> {
     let mut proxy_task = None;
     if site.has_inspected_conduits() {
         proxy::routing::install().map_err(ProxyError::from)?;
-        let modbus = ModbusProxy::bind(model.gateway.modbus_proxy_port)?;
-        proxy_task = Some(tokio::spawn(modbus.serve(site.clone(), audit.clone())));
+        let limit = proxy::connection_limit();
+        let mut proxies = tokio::task::JoinSet::new();
+        for (protocol, port) in [
+            (Protocol::Modbus, model.gateway.modbus_proxy_port),
+            (Protocol::OpcUa, model.gateway.opcua_proxy_port),
+        ] {
+            if !site.inspects(protocol) {
+                continue;
+            }
+            let proxy = Proxy::bind(protocol, port)?;
+            proxies.spawn(proxy.serve(site.clone(), audit.clone(), limit.clone()));
+        }
+        proxy_task = Some(proxies);
     }
     let ruleset = nft::render(model);
     nft::apply(&ruleset)?;
@@ -71,8 +82,8 @@ pub async fn run(site: Site, audit_sink: Sink) -> Result<(), ControlError> {
             }
         }
     }
-    if let Some(task) = proxy_task {
-        task.abort();
+    if let Some(mut proxies) = proxy_task {
+        proxies.abort_all();
     }
     tracing::info!("stopping; the ruleset stays in force");
     Ok(())

@@ -15,7 +15,10 @@ use crate::policy::{Policy, PolicyError};
 pub struct Site {
     pub model: Model,
     pub path: PathBuf,
+    /// By conduit: the policy for Modbus requests.
     policies: HashMap<String, Arc<Policy>>,
+    /// By conduit: the policy for OPC UA channels and requests.
+    opcua_policies: HashMap<String, Arc<Policy>>,
     maps: HashMap<String, Arc<RegisterMap>>,
 }
 
@@ -43,26 +46,31 @@ impl Site {
     pub fn load(path: &Path) -> Result<Site, SiteError> {
         let model = config::load(path)?;
         let mut by_file: HashMap<PathBuf, Arc<Policy>> = HashMap::new();
+        let mut load = |conduit: &str, path: &PathBuf| -> Result<Arc<Policy>, SiteError> {
+            if let Some(p) = by_file.get(path) {
+                return Ok(p.clone());
+            }
+            let p = Arc::new(Policy::load(path).map_err(|source| SiteError::Policy {
+                conduit: conduit.to_owned(),
+                path: path.clone(),
+                source: Box::new(source),
+            })?);
+            by_file.insert(path.clone(), p.clone());
+            Ok(p)
+        };
         let mut policies = HashMap::new();
+        let mut opcua_policies = HashMap::new();
         for c in &model.conduits {
             let Some(inspection) = &c.inspection else {
                 continue;
             };
-            let policy = match by_file.get(&inspection.policy) {
-                Some(p) => p.clone(),
-                None => {
-                    let p = Arc::new(Policy::load(&inspection.policy).map_err(|source| {
-                        SiteError::Policy {
-                            conduit: c.name.clone(),
-                            path: inspection.policy.clone(),
-                            source: Box::new(source),
-                        }
-                    })?);
-                    by_file.insert(inspection.policy.clone(), p.clone());
-                    p
-                }
+            let policy = load(&c.name, &inspection.policy)?;
+            let opcua = match &inspection.opcua_policy {
+                Some(path) => load(&c.name, path)?,
+                None => policy.clone(),
             };
             policies.insert(c.name.clone(), policy);
+            opcua_policies.insert(c.name.clone(), opcua);
         }
         let mut maps = HashMap::new();
         for a in &model.assets {
@@ -80,12 +88,19 @@ impl Site {
             model,
             path: path.to_owned(),
             policies,
+            opcua_policies,
             maps,
         })
     }
 
+    /// The policy that judges the conduit's Modbus requests.
     pub fn policy(&self, conduit: &str) -> Option<&Arc<Policy>> {
         self.policies.get(conduit)
+    }
+
+    /// The policy that judges the conduit's OPC UA channels and requests.
+    pub fn opcua_policy(&self, conduit: &str) -> Option<&Arc<Policy>> {
+        self.opcua_policies.get(conduit)
     }
 
     pub fn register_map(&self, asset: &str) -> Option<&Arc<RegisterMap>> {
@@ -97,18 +112,53 @@ impl Site {
         self.model.conduits.iter().any(|c| c.inspection.is_some())
     }
 
-    /// The conduit a diverted connection travels on: the one whose `modbus` service port, source
-    /// side and destination side all hold it. The kernel only diverts such connections; this is
+    /// True when some conduit carries `protocol` to the proxy.
+    pub fn inspects(&self, protocol: crate::proxy::Protocol) -> bool {
+        self.model
+            .conduits
+            .iter()
+            .flat_map(|c| &c.services)
+            .any(|s| {
+                matches!(
+                    (s, protocol),
+                    (Service::Modbus { .. }, crate::proxy::Protocol::Modbus)
+                        | (Service::OpcUa { .. }, crate::proxy::Protocol::OpcUa)
+                )
+            })
+    }
+
+    /// The conduit a diverted Modbus connection travels on: the one whose `modbus` service port,
+    /// source side and destination side all hold it. The kernel only diverts such connections; this is
     /// the proxy's own check of the same thing.
     pub fn modbus_conduit(&self, client: IpAddr, device: SocketAddr) -> Option<&Conduit> {
+        self.inspected_conduit(
+            client,
+            device,
+            |s| matches!(s, Service::Modbus { port } if *port == device.port()),
+        )
+    }
+
+    /// The same for an `opcua` service.
+    pub fn opcua_conduit(&self, client: IpAddr, device: SocketAddr) -> Option<&Conduit> {
+        self.inspected_conduit(
+            client,
+            device,
+            |s| matches!(s, Service::OpcUa { port } if *port == device.port()),
+        )
+    }
+
+    fn inspected_conduit(
+        &self,
+        client: IpAddr,
+        device: SocketAddr,
+        service: impl Fn(&Service) -> bool,
+    ) -> Option<&Conduit> {
         let from = self.model.zone_of(client)?;
         let to = self.model.zone_of(device.ip())?;
         self.model.conduits.iter().find(|c| {
             c.from == from.name
                 && c.to == to.name
-                && c.services
-                    .iter()
-                    .any(|s| matches!(s, Service::Modbus { port } if *port == device.port()))
+                && c.services.iter().any(&service)
                 && (c.sources.is_empty() || c.sources.iter().any(|e| e.net().contains(&client)))
                 && (c.destinations.is_empty()
                     || c.destinations

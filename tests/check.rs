@@ -164,6 +164,12 @@ const BROKEN: &[Broken] = &[
         17,
         "has `inspection:` but no modbus or opcua service",
     ),
+    broken(
+        "opcua-policy-without-opcua.yaml",
+        57,
+        60,
+        "conduit `scada-bess` has `inspection.opcua_policy` but no opcua service",
+    ),
 ];
 
 fn data(path: &str) -> PathBuf {

@@ -1,7 +1,7 @@
 //! Audit events: one JSON line per security-relevant fact, written by one task behind a bounded
 //! queue so that a slow disk never stalls the data path. Field names follow Elastic Common Schema
 //! (`@timestamp`, `event.*`, `source.*`, `destination.*`, `rule.name`) plus zonegate's own
-//! (`zonegate.*`, `modbus.*`). The audit issue adds syslog/TLS sinks, tamper evidence and spooling.
+//! (`zonegate.*`, `modbus.*`, `opcua.*`). The audit issue adds syslog/TLS sinks, tamper evidence and spooling.
 
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -51,6 +51,8 @@ pub struct Event {
     pub zonegate: Zonegate,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub modbus: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub opcua: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -113,6 +115,7 @@ impl Event {
             rule: None,
             zonegate,
             modbus: None,
+            opcua: None,
         }
     }
 }

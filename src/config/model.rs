@@ -104,8 +104,11 @@ pub struct Conduit {
 /// How the proxy judges a conduit's requests.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Inspection {
-    /// The .rego file, as written; relative to the zones.yaml directory.
+    /// The .rego file, as written; relative to the zones.yaml directory. It judges Modbus
+    /// requests, and OPC UA ones when there is no `opcua_policy`.
     pub policy: PathBuf,
+    /// The .rego file that judges OPC UA channels and requests, if not `policy`.
+    pub opcua_policy: Option<PathBuf>,
     pub mode: Mode,
     pub on_deny: OnDeny,
 }
@@ -359,6 +362,9 @@ impl Model {
         for c in &mut self.conduits {
             if let Some(i) = &mut c.inspection {
                 i.policy = dir.join(&i.policy);
+                if let Some(p) = &mut i.opcua_policy {
+                    *p = dir.join(&*p);
+                }
             }
         }
     }
@@ -880,7 +886,20 @@ fn conduits(raw: &RawFile, zones: &[Zone], assets: &[Asset], p: &mut Problems) -
             .unwrap_or_default();
         let inspected = parsed.iter().any(Service::is_inspected);
         let inspection = match (inspection, inspected) {
-            (Some(i), true) => self::inspection(name, &i.value, p),
+            (Some(i), true) => {
+                let opcua = parsed.iter().any(|s| matches!(s, Service::OpcUa { .. }));
+                match &i.value.opcua_policy {
+                    Some(op) if !opcua => {
+                        p.at(
+                            op,
+                            format!("conduit `{name}` has `inspection.opcua_policy` but no opcua service"),
+                            Some("remove it, or add `opcua` to the conduit's services".into()),
+                        );
+                        None
+                    }
+                    _ => self::inspection(name, &i.value, p),
+                }
+            }
             (Some(i), false) => {
                 p.at(
                     i,
@@ -946,16 +965,24 @@ fn inspection(conduit: &str, raw: &RawInspection, p: &mut Problems) -> Option<In
             return None;
         }
     };
-    if raw.policy.value.trim().is_empty() {
-        p.at(
-            &raw.policy,
-            format!("conduit `{conduit}`: inspection.policy is empty"),
-            None,
-        );
-        return None;
+    for (field, value) in [
+        ("policy", Some(&raw.policy)),
+        ("opcua_policy", raw.opcua_policy.as_ref()),
+    ] {
+        if let Some(v) = value
+            && v.value.trim().is_empty()
+        {
+            p.at(
+                v,
+                format!("conduit `{conduit}`: inspection.{field} is empty"),
+                None,
+            );
+            return None;
+        }
     }
     Some(Inspection {
         policy: PathBuf::from(&raw.policy.value),
+        opcua_policy: raw.opcua_policy.as_ref().map(|v| PathBuf::from(&v.value)),
         mode,
         on_deny,
     })

@@ -114,6 +114,9 @@ pub struct RawConduit {
 pub struct RawInspection {
     /// A .rego file (path relative to zones.yaml); decisions come from `data.<package>.decision`.
     pub policy: Spanned<String>,
+    /// The policy for the conduit's OPC UA channels and requests, when it is not `policy`.
+    #[serde(default)]
+    pub opcua_policy: Option<Spanned<String>>,
     /// `enforce` (default) or `monitor`.
     #[serde(default)]
     pub mode: Option<Spanned<String>>,

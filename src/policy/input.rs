@@ -21,6 +21,7 @@ pub(crate) struct Keys {
     pub source: Value,
     pub destination: Value,
     pub modbus: Value,
+    pub opcua: Value,
     pub address: Value,
     pub port: Value,
     pub zone: Value,
@@ -63,6 +64,7 @@ pub(crate) fn keys() -> &'static Keys {
             source: s("source"),
             destination: s("destination"),
             modbus: s("modbus"),
+            opcua: s("opcua"),
             address: s("address"),
             port: s("port"),
             zone: s("zone"),
@@ -167,6 +169,19 @@ impl ConnectionInput {
 
     pub fn register_map(&self) -> Option<&RegisterMap> {
         self.map.as_deref()
+    }
+
+    /// The whole input document for OPC UA: the connection's fields and `opcua` (built by
+    /// [`super::opcua`]).
+    pub fn opcua_input(&self, opcua: Value) -> Value {
+        let k = keys();
+        let mut top = BTreeMap::new();
+        top.insert(k.conduit.clone(), self.conduit.clone());
+        top.insert(k.mode.clone(), self.mode.clone());
+        top.insert(k.source.clone(), self.source.clone());
+        top.insert(k.destination.clone(), self.destination.clone());
+        top.insert(k.opcua.clone(), opcua);
+        Value::from(top)
     }
 
     /// The whole input document for one request to unit `unit_id`.

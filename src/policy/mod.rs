@@ -76,6 +76,7 @@
 //! - Extra fields: `sub_function` (0x08), `mei_type` (0x2B), `and_mask`/`or_mask` (0x16).
 
 mod input;
+pub mod opcua;
 pub mod registers;
 mod testing;
 

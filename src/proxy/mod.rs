@@ -4,16 +4,18 @@
 //! access lists keep working), marked so that the kernel lets it out and brings replies back.
 
 pub mod modbus;
+pub mod opcua;
 pub mod routing;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 
-use socket2::{Domain, Protocol, Socket, Type};
+use socket2::{Domain, Socket, Type};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::Semaphore;
 
 use crate::audit::{self, Audit, Event, EventMeta};
+use crate::config::Mode;
 use crate::nft::ruleset::UPSTREAM_MARK;
 use crate::site::Site;
 
@@ -35,15 +37,23 @@ pub enum ProxyError {
     Routing(#[from] routing::RoutingError),
 }
 
-/// A listening Modbus proxy (IPv4 and IPv6).
+/// The protocols the proxy inspects, one divert port each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Modbus,
+    OpcUa,
+}
+
+/// A listening proxy for one protocol (IPv4 and IPv6).
 #[derive(Debug)]
-pub struct ModbusProxy {
+pub struct Proxy {
+    protocol: Protocol,
     listeners: Vec<TcpListener>,
 }
 
-impl ModbusProxy {
-    /// Binds transparent listeners on the Modbus divert port.
-    pub fn bind(port: u16) -> Result<ModbusProxy, ProxyError> {
+impl Proxy {
+    /// Binds transparent listeners on the protocol's divert port.
+    pub fn bind(protocol: Protocol, port: u16) -> Result<Proxy, ProxyError> {
         let mut listeners = Vec::new();
         for ip in [
             IpAddr::V4(Ipv4Addr::UNSPECIFIED),
@@ -54,15 +64,19 @@ impl ModbusProxy {
                 transparent_listener(addr).map_err(|source| ProxyError::Listen { addr, source })?,
             );
         }
-        Ok(ModbusProxy { listeners })
+        Ok(Proxy {
+            protocol,
+            listeners,
+        })
     }
 
-    /// Accepts and serves connections until the task is dropped.
-    pub async fn serve(self, site: Arc<Site>, audit: Audit) {
-        let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    /// Accepts and serves connections until the task is dropped; `limit` holds one permit per
+    /// connection, shared by the proxies of all protocols.
+    pub async fn serve(self, site: Arc<Site>, audit: Audit, limit: Arc<Semaphore>) {
         let mut tasks = tokio::task::JoinSet::new();
         for listener in self.listeners {
             tasks.spawn(accept_loop(
+                self.protocol,
                 listener,
                 site.clone(),
                 audit.clone(),
@@ -73,7 +87,18 @@ impl ModbusProxy {
     }
 }
 
-async fn accept_loop(listener: TcpListener, site: Arc<Site>, audit: Audit, limit: Arc<Semaphore>) {
+/// The permits of [`MAX_CONNECTIONS`], for [`Proxy::serve`].
+pub fn connection_limit() -> Arc<Semaphore> {
+    Arc::new(Semaphore::new(MAX_CONNECTIONS))
+}
+
+async fn accept_loop(
+    protocol: Protocol,
+    listener: TcpListener,
+    site: Arc<Site>,
+    audit: Audit,
+    limit: Arc<Semaphore>,
+) {
     loop {
         let Ok(permit) = limit.clone().acquire_owned().await else {
             return;
@@ -88,7 +113,10 @@ async fn accept_loop(listener: TcpListener, site: Arc<Site>, audit: Audit, limit
         let site = site.clone();
         let audit = audit.clone();
         tokio::spawn(async move {
-            handle(stream, client, site, audit).await;
+            match protocol {
+                Protocol::Modbus => handle(stream, client, site, audit).await,
+                Protocol::OpcUa => handle_opcua(stream, client, site, audit).await,
+            }
             drop(permit);
         });
     }
@@ -102,29 +130,139 @@ async fn handle(stream: TcpStream, client: SocketAddr, site: Arc<Site>, audit: A
     };
     let client = normalize(client);
     let Some(route) = route(&site, client, device) else {
-        let mut e = Event::now(
-            EventMeta {
-                kind: "alert",
-                category: &["network", "intrusion_detection"],
-                action: "modbus-no-conduit",
-                outcome: "failure",
-            },
-            audit::Zonegate {
-                conduit: None,
-                decision: "refuse",
-                reason: "no modbus conduit joins this client and device".into(),
-                mode: None,
-                policy_revision: None,
-            },
+        no_conduit(
+            &audit,
+            "modbus-no-conduit",
+            "no modbus conduit joins this client and device",
+            client,
+            device,
         );
-        e.source = Some(audit::Endpoint::new(client, None, None));
-        e.destination = Some(audit::Endpoint::new(device, None, None));
-        audit.emit(e);
         return;
     };
     if let Err(e) = modbus::session(stream, client, device, route, audit).await {
         tracing::debug!(%client, %device, error = %e, "modbus session error");
     }
+}
+
+async fn handle_opcua(stream: TcpStream, client: SocketAddr, site: Arc<Site>, audit: Audit) {
+    let device = match stream.local_addr() {
+        Ok(a) => normalize(a),
+        Err(_) => return,
+    };
+    let client = normalize(client);
+    let Some(route) = opcua_route(&site, client, device) else {
+        no_conduit(
+            &audit,
+            "opcua-no-conduit",
+            "no opcua conduit joins this client and device",
+            client,
+            device,
+        );
+        return;
+    };
+    if let Err(e) = opcua::session(stream, client, device, route, audit).await {
+        tracing::debug!(%client, %device, error = %e, "opcua session error");
+    }
+}
+
+fn opcua_route(site: &Arc<Site>, client: SocketAddr, device: SocketAddr) -> Option<opcua::Route> {
+    let conduit = site.opcua_conduit(client.ip(), device)?.clone();
+    let inspection = conduit.inspection.clone()?;
+    let policy = site.opcua_policy(&conduit.name)?.clone();
+    Some(opcua::Route {
+        site: site.clone(),
+        mode: inspection.mode,
+        on_deny: inspection.on_deny,
+        policy,
+        client_asset: site.model.asset_at(client.ip()).map(|a| a.name.clone()),
+        device_asset: site.model.asset_at(device.ip()).map(|a| a.name.clone()),
+        conduit,
+    })
+}
+
+/// The two ends of a proxied connection and what judges it: what every audit event of a session
+/// names.
+pub(crate) struct Parties<'a> {
+    pub site: &'a Site,
+    pub conduit: &'a str,
+    pub mode: Mode,
+    pub policy_revision: &'a str,
+    pub client: SocketAddr,
+    pub client_asset: Option<&'a str>,
+    pub device: SocketAddr,
+    pub device_asset: Option<&'a str>,
+}
+
+impl Parties<'_> {
+    /// An event about this connection: `kind` is `alert` for failures.
+    pub fn event(
+        &self,
+        action: &'static str,
+        outcome: &'static str,
+        decision: &'static str,
+        reason: String,
+    ) -> Event {
+        let model = &self.site.model;
+        let mut e = Event::now(
+            EventMeta {
+                kind: if outcome == "failure" {
+                    "alert"
+                } else {
+                    "event"
+                },
+                category: &["network", "intrusion_detection"],
+                action,
+                outcome,
+            },
+            audit::Zonegate {
+                conduit: Some(self.conduit.to_owned()),
+                decision,
+                reason,
+                mode: Some(self.mode.as_str()),
+                policy_revision: Some(self.policy_revision.to_owned()),
+            },
+        );
+        let zone = |a: SocketAddr| model.zone_of(a.ip()).map(|z| z.name.as_str());
+        e.source = Some(audit::Endpoint::new(
+            self.client,
+            zone(self.client),
+            self.client_asset,
+        ));
+        e.destination = Some(audit::Endpoint::new(
+            self.device,
+            zone(self.device),
+            self.device_asset,
+        ));
+        e
+    }
+}
+
+/// A diverted connection that no conduit of its protocol explains: audited and closed.
+fn no_conduit(
+    audit: &Audit,
+    action: &'static str,
+    reason: &str,
+    client: SocketAddr,
+    device: SocketAddr,
+) {
+    let mut e = Event::now(
+        EventMeta {
+            kind: "alert",
+            category: &["network", "intrusion_detection"],
+            action,
+            outcome: "failure",
+        },
+        audit::Zonegate {
+            conduit: None,
+            decision: "refuse",
+            reason: reason.into(),
+            mode: None,
+            policy_revision: None,
+        },
+    );
+    e.source = Some(audit::Endpoint::new(client, None, None));
+    e.destination = Some(audit::Endpoint::new(device, None, None));
+    audit.emit(e);
 }
 
 fn route(site: &Arc<Site>, client: SocketAddr, device: SocketAddr) -> Option<modbus::Route> {
@@ -160,7 +298,11 @@ fn normalize(a: SocketAddr) -> SocketAddr {
 }
 
 fn transparent_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    let socket = Socket::new(
+        Domain::for_address(addr),
+        Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
     match addr {
         SocketAddr::V4(_) => socket.set_ip_transparent_v4(true)?,
         SocketAddr::V6(_) => {
@@ -184,7 +326,7 @@ pub async fn connect_transparent(
     let socket = Socket::new(
         Domain::for_address(device),
         Type::STREAM,
-        Some(Protocol::TCP),
+        Some(socket2::Protocol::TCP),
     )?;
     match device {
         SocketAddr::V4(_) => socket.set_ip_transparent_v4(true)?,

@@ -10,7 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use crate::audit::{self, Audit, Event, EventMeta};
+use crate::audit::{self, Audit, Event};
 use crate::config::{Conduit, Mode, OnDeny};
 use std::collections::HashMap;
 
@@ -555,41 +555,17 @@ impl Session {
         decision: &'static str,
         reason: String,
     ) -> Event {
-        let model = &self.route.site.model;
-        let mut e = Event::now(
-            EventMeta {
-                kind: if outcome == "failure" {
-                    "alert"
-                } else {
-                    "event"
-                },
-                category: &["network", "intrusion_detection"],
-                action,
-                outcome,
-            },
-            audit::Zonegate {
-                conduit: Some(self.route.conduit.name.clone()),
-                decision,
-                reason,
-                mode: Some(self.route.mode.as_str()),
-                policy_revision: Some(self.route.policy.revision().to_owned()),
-            },
-        );
-        e.source = Some(audit::Endpoint::new(
-            self.client_addr,
-            model
-                .zone_of(self.client_addr.ip())
-                .map(|z| z.name.as_str()),
-            self.route.client_asset.as_deref(),
-        ));
-        e.destination = Some(audit::Endpoint::new(
-            self.device_addr,
-            model
-                .zone_of(self.device_addr.ip())
-                .map(|z| z.name.as_str()),
-            self.route.device_asset.as_deref(),
-        ));
-        e
+        super::Parties {
+            site: &self.route.site,
+            conduit: &self.route.conduit.name,
+            mode: self.route.mode,
+            policy_revision: self.route.policy.revision(),
+            client: self.client_addr,
+            client_asset: self.route.client_asset.as_deref(),
+            device: self.device_addr,
+            device_asset: self.route.device_asset.as_deref(),
+        }
+        .event(action, outcome, decision, reason)
     }
 
     fn event_plain(&self, action: &'static str, outcome: &'static str, reason: &str) {

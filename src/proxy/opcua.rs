@@ -1,0 +1,959 @@
+//! One OPC UA connection through the gateway (OPC 10000-6 UA Binary over TCP).
+//!
+//! The client's Hello and the server's Acknowledge pass with their buffer sizes clamped to our
+//! limits, so that neither side may send a chunk or message the proxy would refuse. The client's
+//! OpenSecureChannel is judged at the `open` stage (security policy, certificate). Then every
+//! message the proxy can read (SecurityPolicy None, or Sign mode) is reassembled, decoded and
+//! judged before any of its chunks reach the server; a channel whose messages are encrypted is
+//! judged once at the `uninspected` stage and then passes as it is.
+//!
+//! A refused request on a None channel is answered with a ServiceFault and dropped, and from then
+//! on the proxy renumbers the chunks it forwards in both directions, so that each side still sees
+//! consecutive sequence numbers. On a signed channel nothing can be forged or renumbered: a
+//! refusal is an ERR message and the end of the connection.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use regorus::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use crate::audit::{self, Audit};
+use crate::config::{Conduit, Mode, OnDeny};
+use crate::policy::opcua::{
+    CertificateFacts, ChannelFacts, SecurityMode, Stage, access, channel_input, service_inputs,
+    session_identity,
+};
+use crate::policy::{ConnectionInput, Decision, Peer, Policy};
+use crate::proto::opcua::{
+    self, Acknowledge, Chunk, ChunkBody, ChunkType, HEADER_LEN, Hello, MAX_CHUNK_COUNT,
+    MAX_CHUNK_SIZE, MAX_MESSAGE_SIZE, MAX_PARTIAL_MESSAGES, OpcUaError, OpenHeader, Reassembler,
+    STATUS_BAD_COMMUNICATION_ERROR, STATUS_BAD_SECURITY_POLICY_REJECTED,
+    STATUS_BAD_TCP_MESSAGE_TYPE_INVALID, STATUS_BAD_USER_ACCESS_DENIED, SYMMETRIC_SEQUENCE_OFFSET,
+    SequenceHeader, ServiceRequest, SymmetricHeader, next_sequence_number,
+};
+use crate::site::Site;
+
+/// How long a client has to send its Hello.
+pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the server has to accept the connection; then the client gets an ERR.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// A connection on which nothing arrives from either side for this long is closed. OPC UA
+/// clients keep sessions alive with Publish or Read requests well within it.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// Allowed reads, browses and subscription requests are audited as one count per connection at
+/// most this often (and when it ends), not one event each.
+pub const READ_SUMMARY_INTERVAL: Duration = Duration::from_secs(60);
+/// Bytes read from one side and not yet judged: two whole chunks.
+const MAX_BUFFERED: usize = 2 * MAX_CHUNK_SIZE as usize;
+/// Read at least this much at a time.
+const READ_SIZE: usize = 16 * 1024;
+
+/// Everything a session needs about its conduit, resolved once per connection.
+#[derive(Debug)]
+pub struct Route {
+    pub site: Arc<Site>,
+    pub conduit: Conduit,
+    pub mode: Mode,
+    pub on_deny: OnDeny,
+    pub policy: Arc<Policy>,
+    pub client_asset: Option<String>,
+    pub device_asset: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("client: {0}")]
+    Client(#[source] std::io::Error),
+    #[error("server: {0}")]
+    Server(#[source] std::io::Error),
+}
+
+/// Where the connection is in the UA Connection Protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Nothing but a Hello may come from the client.
+    Hello,
+    /// Hello passed: the client opens a secure channel next.
+    Open,
+    /// A secure channel is open: messages may flow.
+    Channel,
+}
+
+/// Whether the proxy can read the channel's messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Readability {
+    /// A secured channel whose first message has not been decoded yet.
+    Unknown,
+    /// SecurityPolicy None, or Sign mode: every request is judged.
+    Readable,
+    /// Encrypted (SignAndEncrypt), let through uninspected by policy.
+    Uninspected,
+}
+
+/// What the caller does after a chunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flow {
+    Continue,
+    /// Flush what is queued, then close both connections.
+    Close,
+}
+
+/// Chunks of one client message, held back until the message is judged.
+#[derive(Debug)]
+struct Held {
+    request_id: u32,
+    bytes: Vec<u8>,
+    /// Lengths of the chunks in `bytes`, in order.
+    chunks: Vec<usize>,
+}
+
+pub async fn session(
+    mut client: TcpStream,
+    client_addr: SocketAddr,
+    device_addr: SocketAddr,
+    route: Route,
+    audit: Audit,
+) -> Result<(), SessionError> {
+    let mut s = Session::new(client_addr, device_addr, route, audit);
+    // The server sees nothing, not even a connection, before the client has sent a valid Hello.
+    match tokio::time::timeout(HELLO_TIMEOUT, s.hello(&mut client)).await {
+        Ok(Ok(true)) => {}
+        Ok(Ok(false)) => return Ok(()),
+        Ok(Err(e)) => return Err(e),
+        Err(_) => {
+            s.event_plain("opcua-hello-timeout", "no Hello within the time allowed");
+            return Ok(());
+        }
+    }
+    let connected = tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        super::connect_transparent(client_addr, device_addr),
+    )
+    .await;
+    let mut server = match connected {
+        Ok(Ok(d)) => d,
+        Ok(Err(e)) => {
+            return s
+                .unreachable(&mut client, &format!("server unreachable: {e}"))
+                .await;
+        }
+        Err(_) => {
+            return s
+                .unreachable(&mut client, "server did not accept the connection in time")
+                .await;
+        }
+    };
+    let _ = client.set_nodelay(true);
+    let _ = server.set_nodelay(true);
+    let end = s.run(&mut client, &mut server).await;
+    s.report_reads();
+    end
+}
+
+struct Session {
+    client_addr: SocketAddr,
+    device_addr: SocketAddr,
+    route: Route,
+    audit: Audit,
+    input: ConnectionInput,
+    channel: ChannelFacts,
+    phase: Phase,
+    readability: Readability,
+    reassembler: Reassembler,
+    held: Vec<Held>,
+    /// The last sequence number sent to each side, on a None channel (where the proxy keeps
+    /// them consecutive after dropping or adding a message).
+    last_to_server: Option<u32>,
+    last_to_client: Option<u32>,
+    /// Whether the proxy has dropped or added a message: from then on it renumbers.
+    renumber: bool,
+    reads_allowed: u64,
+    reads_reported: Instant,
+    from_client: Vec<u8>,
+    from_server: Vec<u8>,
+    to_server: Vec<u8>,
+    to_client: Vec<u8>,
+}
+
+impl Session {
+    fn new(client_addr: SocketAddr, device_addr: SocketAddr, route: Route, audit: Audit) -> Self {
+        let model = &route.site.model;
+        let peer = |addr: SocketAddr, port: Option<u16>| {
+            let asset = model.asset_at(addr.ip());
+            Peer {
+                address: addr.ip(),
+                port,
+                zone: model.zone_of(addr.ip()).map_or("", |z| z.name.as_str()),
+                asset: asset.map(|a| a.name.as_str()),
+                kind: asset.map(|a| a.kind.as_str()),
+            }
+        };
+        let input = ConnectionInput::new(
+            &route.conduit.name,
+            route.mode.as_str(),
+            peer(client_addr, None),
+            peer(device_addr, Some(device_addr.port())),
+            None,
+        );
+        Session {
+            client_addr,
+            device_addr,
+            route,
+            audit,
+            input,
+            channel: ChannelFacts::default(),
+            phase: Phase::Hello,
+            readability: Readability::Unknown,
+            reassembler: Reassembler::default(),
+            held: Vec::new(),
+            last_to_server: None,
+            last_to_client: None,
+            renumber: false,
+            reads_allowed: 0,
+            reads_reported: Instant::now(),
+            from_client: Vec::with_capacity(READ_SIZE),
+            from_server: Vec::with_capacity(READ_SIZE),
+            to_server: Vec::new(),
+            to_client: Vec::new(),
+        }
+    }
+
+    /// Reads until the client's Hello is judged: true when it passed (the clamped Hello waits in
+    /// `to_server`), false when the client left or was refused (and told so).
+    async fn hello(&mut self, client: &mut TcpStream) -> Result<bool, SessionError> {
+        loop {
+            reserve(&mut self.from_client);
+            if client
+                .read_buf(&mut self.from_client)
+                .await
+                .map_err(SessionError::Client)?
+                == 0
+            {
+                return Ok(false);
+            }
+            let flow = self.client_chunks();
+            if flow == Flow::Close || self.from_client.len() >= MAX_BUFFERED {
+                client
+                    .write_all(&self.to_client)
+                    .await
+                    .map_err(SessionError::Client)?;
+                return Ok(false);
+            }
+            if self.phase != Phase::Hello {
+                return Ok(true);
+            }
+        }
+    }
+
+    async fn run(
+        &mut self,
+        client: &mut TcpStream,
+        server: &mut TcpStream,
+    ) -> Result<(), SessionError> {
+        // One timer for the session, pushed back on activity (which tokio does without the
+        // timer driver's lock).
+        let idle = tokio::time::sleep(IDLE_TIMEOUT);
+        tokio::pin!(idle);
+        // The Hello (and whatever the client sent with it) was judged before the server was
+        // connected.
+        self.flush(client, server).await?;
+        loop {
+            let read_client = self.from_client.len() < MAX_BUFFERED;
+            let read_server = self.from_server.len() < MAX_BUFFERED;
+            reserve(&mut self.from_client);
+            reserve(&mut self.from_server);
+            let flow = tokio::select! {
+                r = client.read_buf(&mut self.from_client), if read_client => {
+                    if r.map_err(SessionError::Client)? == 0 {
+                        return Ok(());
+                    }
+                    self.client_chunks()
+                }
+                r = server.read_buf(&mut self.from_server), if read_server => {
+                    if r.map_err(SessionError::Server)? == 0 {
+                        self.flush(client, server).await?;
+                        return Ok(());
+                    }
+                    self.server_chunks()
+                }
+                () = &mut idle => Flow::Close,
+            };
+            let now = Instant::now();
+            idle.as_mut()
+                .reset(now.checked_add(IDLE_TIMEOUT).unwrap_or(now));
+            if now.saturating_duration_since(self.reads_reported) >= READ_SUMMARY_INTERVAL {
+                self.report_reads();
+            }
+            self.flush(client, server).await?;
+            if flow == Flow::Close {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn flush(
+        &mut self,
+        client: &mut TcpStream,
+        server: &mut TcpStream,
+    ) -> Result<(), SessionError> {
+        if !self.to_server.is_empty() {
+            server
+                .write_all(&self.to_server)
+                .await
+                .map_err(SessionError::Server)?;
+            self.to_server.clear();
+        }
+        if !self.to_client.is_empty() {
+            client
+                .write_all(&self.to_client)
+                .await
+                .map_err(SessionError::Client)?;
+            self.to_client.clear();
+        }
+        Ok(())
+    }
+
+    // ------------------------------------------------------------------ client -> server
+
+    /// Judges every whole chunk the client has sent.
+    fn client_chunks(&mut self) -> Flow {
+        let buf = std::mem::take(&mut self.from_client);
+        let mut used = 0usize;
+        let mut flow = Flow::Continue;
+        while flow == Flow::Continue {
+            let rest = buf.get(used..).unwrap_or_default();
+            match opcua::parse_chunk(rest, MAX_CHUNK_SIZE) {
+                Ok(Some((chunk, n))) => {
+                    flow = self.client_chunk(&chunk);
+                    used = used.saturating_add(n);
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    self.malformed("client", &e, rest);
+                    self.refuse_connection(e.status(), &e.to_string());
+                    flow = Flow::Close;
+                }
+            }
+        }
+        self.from_client = buf;
+        self.from_client.drain(..used.min(self.from_client.len()));
+        flow
+    }
+
+    fn client_chunk(&mut self, chunk: &Chunk<'_>) -> Flow {
+        match (self.phase, chunk.body) {
+            (Phase::Hello, ChunkBody::Hello(hello)) => {
+                self.channel.endpoint_url = hello.endpoint_url.to_owned();
+                self.to_server
+                    .extend_from_slice(&opcua::encode_hello(&clamp_hello(hello)));
+                self.phase = Phase::Open;
+                Flow::Continue
+            }
+            (Phase::Open | Phase::Channel, ChunkBody::Open(open)) => self.open(chunk, &open),
+            (Phase::Channel, ChunkBody::Message(header)) => self.message(chunk, &header),
+            (Phase::Channel, ChunkBody::Close(_)) => {
+                self.forward_to_server(chunk.bytes, SYMMETRIC_SEQUENCE_OFFSET);
+                Flow::Continue
+            }
+            (phase, _) => {
+                let what = chunk.header.message_type.as_str();
+                let expected = match phase {
+                    Phase::Hello => "a Hello",
+                    Phase::Open => "an OpenSecureChannel",
+                    Phase::Channel => "OpenSecureChannel, Message or CloseSecureChannel",
+                };
+                let reason = format!("client sent {what} where {expected} must come");
+                self.event_plain("opcua-protocol-violation", &reason);
+                self.refuse_connection(STATUS_BAD_TCP_MESSAGE_TYPE_INVALID, &reason);
+                Flow::Close
+            }
+        }
+    }
+
+    /// OPN from the client: the `open` stage.
+    fn open(&mut self, chunk: &Chunk<'_>, open: &OpenHeader<'_>) -> Flow {
+        let uri = open.security_policy_uri;
+        if self.phase == Phase::Channel && self.channel.security_policy_uri.as_deref() != Some(uri)
+        {
+            // A renewal keeps its channel's security policy (Part 4 5.5.2).
+            let reason = format!("a renewal switches the security policy to {uri}");
+            self.event_plain("opcua-protocol-violation", &reason);
+            self.refuse_connection(STATUS_BAD_SECURITY_POLICY_REJECTED, &reason);
+            return Flow::Close;
+        }
+        self.channel.security_policy_uri = Some(uri.to_owned());
+        self.channel.client_certificate =
+            open.sender_certificate.and_then(CertificateFacts::from_der);
+        if open.is_security_none() {
+            self.channel.security_mode = Some(SecurityMode::None);
+            self.readability = Readability::Readable;
+        }
+        let decision = self.decide(channel_input(Stage::Open, &self.channel));
+        self.event_channel("opcua-channel", Stage::Open, &decision);
+        if !decision.is_allow() && self.route.mode == Mode::Enforce {
+            self.refuse_connection(
+                STATUS_BAD_SECURITY_POLICY_REJECTED,
+                &format!("secure channel refused: {}", reason(&decision)),
+            );
+            return Flow::Close;
+        }
+        let offset = chunk.bytes.len().saturating_sub(open.rest.len());
+        self.forward_to_server(chunk.bytes, offset);
+        self.phase = Phase::Channel;
+        Flow::Continue
+    }
+
+    /// MSG from the client, on an open channel.
+    fn message(&mut self, chunk: &Chunk<'_>, header: &SymmetricHeader<'_>) -> Flow {
+        if self.readability == Readability::Uninspected {
+            self.to_server.extend_from_slice(chunk.bytes);
+            return Flow::Continue;
+        }
+        let mut chunk_held = false;
+        match self.read_message(chunk, header, &mut chunk_held) {
+            Ok(Some((sequence, request))) => self.judge(sequence, &request, header, chunk.bytes),
+            Ok(None) => Flow::Continue,
+            Err(e) if self.readability == Readability::Unknown => {
+                tracing::debug!(error = %e, "first message does not decode: an encrypted channel");
+                self.uninspected(chunk, chunk_held)
+            }
+            Err(e) => {
+                self.malformed("client", &e, chunk.bytes);
+                self.refuse_connection(e.status(), &e.to_string());
+                Flow::Close
+            }
+        }
+    }
+
+    /// The message a chunk completes, decoded; `None` while more chunks are due (the chunk is
+    /// held: `chunk_held`) or after an abort (the held chunks and the abort go to the server,
+    /// which discards them as the proxy does).
+    fn read_message(
+        &mut self,
+        chunk: &Chunk<'_>,
+        header: &SymmetricHeader<'_>,
+        chunk_held: &mut bool,
+    ) -> Result<Option<(SequenceHeader, ServiceRequest)>, OpcUaError> {
+        let signature = if self.channel.is_plaintext() {
+            0
+        } else {
+            let uri = self
+                .channel
+                .security_policy_uri
+                .as_deref()
+                .unwrap_or_default();
+            // A policy whose signature length is unknown cannot be read.
+            opcua::signature_len(uri).ok_or(OpcUaError::SequenceHeader { remaining: 0 })?
+        };
+        let (sequence, body) = opcua::parse_sequence_header(header.rest)?;
+        let body = body
+            .get(..body.len().saturating_sub(signature))
+            .unwrap_or_default();
+        let request_id = sequence.request_id;
+        let held = self.held.iter().position(|h| h.request_id == request_id);
+        match (chunk.header.chunk_type, held) {
+            // The common case: a message in one chunk, decoded where it lies.
+            (ChunkType::Final, None) => Ok(Some((sequence, opcua::decode_request(body)?))),
+            (ChunkType::Abort, _) => {
+                self.reassembler.push(request_id, ChunkType::Abort, body)?;
+                if let Some(i) = held {
+                    let h = self.held.swap_remove(i);
+                    self.forward_held(&h);
+                }
+                self.forward_to_server(chunk.bytes, SYMMETRIC_SEQUENCE_OFFSET);
+                Ok(None)
+            }
+            (chunk_type, _) => {
+                if held.is_none() && self.held.len() >= MAX_PARTIAL_MESSAGES {
+                    return Err(OpcUaError::TooManyPartialMessages {
+                        request_id,
+                        max: MAX_PARTIAL_MESSAGES,
+                    });
+                }
+                let message = self.reassembler.push(request_id, chunk_type, body)?;
+                let h = match held {
+                    Some(i) => self.held.get_mut(i),
+                    None => {
+                        self.held.push(Held {
+                            request_id,
+                            bytes: Vec::new(),
+                            chunks: Vec::new(),
+                        });
+                        self.held.last_mut()
+                    }
+                };
+                if let Some(h) = h {
+                    h.bytes.extend_from_slice(chunk.bytes);
+                    h.chunks.push(chunk.bytes.len());
+                    *chunk_held = true;
+                }
+                match message {
+                    Some(message) => Ok(Some((sequence, opcua::decode_request(&message)?))),
+                    None => Ok(None),
+                }
+            }
+        }
+    }
+
+    /// The first message of a secured channel does not decode: its messages are encrypted.
+    /// Judged once at the `uninspected` stage.
+    fn uninspected(&mut self, chunk: &Chunk<'_>, chunk_held: bool) -> Flow {
+        self.channel.security_mode = Some(SecurityMode::SignAndEncrypt);
+        self.reassembler = Reassembler::default();
+        let decision = self.decide(channel_input(Stage::Uninspected, &self.channel));
+        self.event_channel("opcua-uninspected", Stage::Uninspected, &decision);
+        if !decision.is_allow() && self.route.mode == Mode::Enforce {
+            self.refuse_connection(
+                STATUS_BAD_SECURITY_POLICY_REJECTED,
+                &format!("encrypted channel refused: {}", reason(&decision)),
+            );
+            return Flow::Close;
+        }
+        self.readability = Readability::Uninspected;
+        // What was held for decoding goes on as it came, then this chunk.
+        for h in std::mem::take(&mut self.held) {
+            self.to_server.extend_from_slice(&h.bytes);
+        }
+        if !chunk_held {
+            self.to_server.extend_from_slice(chunk.bytes);
+        }
+        Flow::Continue
+    }
+
+    /// A whole readable request: judged (item by item where the service has items), then
+    /// forwarded, or refused. `current` is the chunk that completed it.
+    fn judge(
+        &mut self,
+        sequence: SequenceHeader,
+        request: &ServiceRequest,
+        header: &SymmetricHeader<'_>,
+        current: &[u8],
+    ) -> Flow {
+        if self.readability == Readability::Unknown {
+            self.readability = Readability::Readable;
+            self.channel.security_mode = Some(SecurityMode::Sign);
+        }
+        // One decision per item; the first denial refuses the request whole.
+        let mut decision = None;
+        for item in service_inputs(&self.channel, request) {
+            let d = self.decide(item);
+            let deny = !d.is_allow();
+            decision = Some(d);
+            if deny {
+                break;
+            }
+        }
+        let decision = decision.unwrap_or_else(|| Decision::Deny {
+            reason: "the request has nothing to judge".into(),
+            rule: crate::policy::RULE_UNDEFINED.into(),
+        });
+        let summarized = matches!(
+            access(request.service),
+            "read" | "browse" | "subscribe" | "session" | "discovery"
+        );
+        if decision.is_allow() && summarized {
+            self.reads_allowed = self.reads_allowed.saturating_add(1);
+        } else {
+            self.event_request(sequence, request, &decision);
+        }
+        if decision.is_allow()
+            && let Some(identity) = session_identity(request)
+        {
+            self.channel.identity = Some(identity);
+        }
+        let held = self
+            .held
+            .iter()
+            .position(|h| h.request_id == sequence.request_id)
+            .map(|i| self.held.swap_remove(i));
+        if decision.is_allow() || self.route.mode == Mode::Monitor {
+            match &held {
+                Some(h) => self.forward_held(h),
+                None => self.forward_to_server(current, SYMMETRIC_SEQUENCE_OFFSET),
+            }
+            return Flow::Continue;
+        }
+        let why = format!("request refused: {}", reason(&decision));
+        if self.route.on_deny == OnDeny::Close || !self.channel.is_plaintext() {
+            // On a signed channel a fault cannot be forged, nor the sequence renumbered.
+            self.refuse_connection(STATUS_BAD_USER_ACCESS_DENIED, &why);
+            return Flow::Close;
+        }
+        // Dropped: the chunks after it are renumbered, and so are the server's after the fault.
+        self.renumber = true;
+        let number = self.last_to_client.map_or(1, next_sequence_number);
+        self.last_to_client = Some(number);
+        self.to_client
+            .extend_from_slice(&opcua::encode_service_fault(
+                header.secure_channel_id,
+                header.token_id,
+                number,
+                sequence.request_id,
+                request.request_handle,
+                STATUS_BAD_USER_ACCESS_DENIED,
+                ua_now(),
+            ));
+        Flow::Continue
+    }
+
+    fn forward_held(&mut self, held: &Held) {
+        let mut at = 0usize;
+        for len in &held.chunks {
+            let end = at.saturating_add(*len);
+            if let Some(bytes) = held.bytes.get(at..end) {
+                self.forward_to_server(bytes, SYMMETRIC_SEQUENCE_OFFSET);
+            }
+            at = end;
+        }
+    }
+
+    /// Queues a chunk for the server. On a None channel its sequence number (at `offset`) is
+    /// made the one after the last sent, once the proxy has dropped a message.
+    fn forward_to_server(&mut self, chunk: &[u8], offset: usize) {
+        let plaintext = self.channel.is_plaintext();
+        let last = forward(
+            &mut self.to_server,
+            chunk,
+            offset,
+            plaintext && self.renumber,
+            self.last_to_server,
+        );
+        if plaintext {
+            self.last_to_server = last.or(self.last_to_server);
+        }
+    }
+
+    fn forward_to_client(&mut self, chunk: &[u8], offset: usize) {
+        let plaintext = self.channel.is_plaintext();
+        let last = forward(
+            &mut self.to_client,
+            chunk,
+            offset,
+            plaintext && self.renumber,
+            self.last_to_client,
+        );
+        if plaintext {
+            self.last_to_client = last.or(self.last_to_client);
+        }
+    }
+
+    // ------------------------------------------------------------------ server -> client
+
+    /// Passes on every whole chunk the server has sent.
+    fn server_chunks(&mut self) -> Flow {
+        let buf = std::mem::take(&mut self.from_server);
+        let mut used = 0usize;
+        let mut flow = Flow::Continue;
+        while flow == Flow::Continue {
+            let rest = buf.get(used..).unwrap_or_default();
+            match opcua::parse_chunk(rest, MAX_CHUNK_SIZE) {
+                Ok(Some((chunk, n))) => {
+                    flow = self.server_chunk(&chunk);
+                    used = used.saturating_add(n);
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    self.malformed("server", &e, rest);
+                    self.refuse_connection(
+                        STATUS_BAD_COMMUNICATION_ERROR,
+                        "the server sent a malformed message",
+                    );
+                    flow = Flow::Close;
+                }
+            }
+        }
+        self.from_server = buf;
+        self.from_server.drain(..used.min(self.from_server.len()));
+        flow
+    }
+
+    fn server_chunk(&mut self, chunk: &Chunk<'_>) -> Flow {
+        match chunk.body {
+            ChunkBody::Acknowledge(ack) if self.phase != Phase::Hello => {
+                self.to_client
+                    .extend_from_slice(&opcua::encode_acknowledge(&clamp_acknowledge(ack)));
+                Flow::Continue
+            }
+            ChunkBody::Error(_) => {
+                self.to_client.extend_from_slice(chunk.bytes);
+                Flow::Close
+            }
+            ChunkBody::Open(open) => {
+                let offset = chunk.bytes.len().saturating_sub(open.rest.len());
+                self.forward_to_client(chunk.bytes, offset);
+                Flow::Continue
+            }
+            ChunkBody::Message(_) | ChunkBody::Close(_) => {
+                self.forward_to_client(chunk.bytes, SYMMETRIC_SEQUENCE_OFFSET);
+                Flow::Continue
+            }
+            ChunkBody::Hello(_) | ChunkBody::ReverseHello(_) | ChunkBody::Acknowledge(_) => {
+                let reason = format!(
+                    "server sent {} where it must not",
+                    chunk.header.message_type.as_str()
+                );
+                self.event_plain("opcua-protocol-violation", &reason);
+                self.refuse_connection(STATUS_BAD_COMMUNICATION_ERROR, &reason);
+                Flow::Close
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------ decisions and audit
+
+    fn decide(&self, opcua: Value) -> Decision {
+        self.route.policy.decide(self.input.opcua_input(opcua))
+    }
+
+    /// Tells the client why the connection ends (an ERR message); the caller closes it.
+    fn refuse_connection(&mut self, status: u32, reason: &str) {
+        self.to_client
+            .extend_from_slice(&opcua::encode_error(status, reason));
+    }
+
+    /// No server to talk to: the client learns it from an ERR instead of waiting.
+    async fn unreachable(
+        &mut self,
+        client: &mut TcpStream,
+        reason: &str,
+    ) -> Result<(), SessionError> {
+        self.event_plain("opcua-server-unreachable", reason);
+        client
+            .write_all(&opcua::encode_error(STATUS_BAD_COMMUNICATION_ERROR, reason))
+            .await
+            .map_err(SessionError::Client)
+    }
+
+    fn parties(&self) -> super::Parties<'_> {
+        super::Parties {
+            site: &self.route.site,
+            conduit: &self.route.conduit.name,
+            mode: self.route.mode,
+            policy_revision: self.route.policy.revision(),
+            client: self.client_addr,
+            client_asset: self.route.client_asset.as_deref(),
+            device: self.device_addr,
+            device_asset: self.route.device_asset.as_deref(),
+        }
+    }
+
+    fn channel_json(&self) -> serde_json::Value {
+        let c = &self.channel;
+        let mut o = serde_json::json!({
+            "endpoint_url": c.endpoint_url,
+            "security_policy": c.security_policy_uri.as_deref().map(opcua::security_policy_name),
+            "security_mode": c.security_mode.map(SecurityMode::as_str),
+        });
+        if let (Some(cert), Some(map)) = (&c.client_certificate, o.as_object_mut()) {
+            map.insert(
+                "client_certificate".into(),
+                serde_json::json!({
+                    "thumbprint": cert.thumbprint,
+                    "subject": cert.subject,
+                    "application_uri": cert.application_uri,
+                }),
+            );
+        }
+        o
+    }
+
+    fn event_channel(&self, action: &'static str, stage: Stage, decision: &Decision) {
+        let (name, outcome, reason, rule) = verdict(decision, self.route.mode);
+        let mut e = self.parties().event(action, outcome, name, reason);
+        e.rule = Some(audit::Rule { name: rule });
+        let mut detail = self.channel_json();
+        if let Some(map) = detail.as_object_mut() {
+            map.insert("stage".into(), stage.as_str().into());
+            if stage == Stage::Uninspected && decision.is_allow() {
+                map.insert("inspected".into(), serde_json::Value::Bool(false));
+            }
+        }
+        e.opcua = Some(detail);
+        self.audit.emit(e);
+    }
+
+    fn event_request(
+        &self,
+        sequence: SequenceHeader,
+        request: &ServiceRequest,
+        decision: &Decision,
+    ) {
+        let (name, outcome, reason, rule) = verdict(decision, self.route.mode);
+        let mut e = self.parties().event("opcua-request", outcome, name, reason);
+        e.rule = Some(audit::Rule { name: rule });
+        e.opcua = Some(serde_json::json!({
+            "service": request.service.name(),
+            "type_id": request.type_id,
+            "request_id": sequence.request_id,
+            "request_handle": request.request_handle,
+            "access": access(request.service),
+            "security_mode": self.channel.security_mode.map(SecurityMode::as_str),
+            "nodes": audit_nodes(request),
+        }));
+        self.audit.emit(e);
+    }
+
+    fn event_plain(&self, action: &'static str, reason: &str) {
+        let e = self
+            .parties()
+            .event(action, "failure", "refuse", reason.to_owned());
+        self.audit.emit(e);
+    }
+
+    fn malformed(&self, side: &str, error: &OpcUaError, bytes: &[u8]) {
+        let mut e = self
+            .parties()
+            .event("opcua-malformed", "failure", "refuse", error.to_string());
+        let head: String = bytes
+            .iter()
+            .take(HEADER_LEN.saturating_mul(8))
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        e.opcua = Some(serde_json::json!({ "error": error.kind(), "from": side, "raw_hex": head }));
+        self.audit.emit(e);
+    }
+
+    /// Reports allowed reads, browses and subscription requests counted since the last report.
+    fn report_reads(&mut self) {
+        if self.reads_allowed == 0 {
+            return;
+        }
+        let count = self.reads_allowed;
+        self.reads_allowed = 0;
+        self.reads_reported = Instant::now();
+        let mut e = self
+            .parties()
+            .event("opcua-reads", "success", "allow", String::new());
+        e.opcua = Some(serde_json::json!({ "allowed_requests": count }));
+        self.audit.emit(e);
+    }
+}
+
+/// Appends `chunk` to `out`; with `renumber`, gives it the sequence number after `last` (at
+/// `offset`). Returns the sequence number it carries now, if it has one.
+fn forward(
+    out: &mut Vec<u8>,
+    chunk: &[u8],
+    offset: usize,
+    renumber: bool,
+    last: Option<u32>,
+) -> Option<u32> {
+    let start = out.len();
+    out.extend_from_slice(chunk);
+    let end = offset.checked_add(4)?;
+    let field: [u8; 4] = chunk.get(offset..end)?.try_into().ok()?;
+    let original = u32::from_le_bytes(field);
+    let number = match (renumber, last) {
+        (true, Some(last)) => next_sequence_number(last),
+        _ => original,
+    };
+    if number != original
+        && let Some(slot) = out.get_mut(start.checked_add(offset)?..start.checked_add(end)?)
+    {
+        slot.copy_from_slice(&number.to_le_bytes());
+    }
+    Some(number)
+}
+
+/// The decision as audit events name it: (decision, outcome, reason, rule).
+fn verdict(decision: &Decision, mode: Mode) -> (&'static str, &'static str, String, String) {
+    match (decision, mode) {
+        (Decision::Allow { rule }, _) => ("allow", "success", String::new(), rule.clone()),
+        (Decision::Deny { reason, rule }, Mode::Monitor) => {
+            ("would_deny", "success", reason.clone(), rule.clone())
+        }
+        (Decision::Deny { reason, rule }, Mode::Enforce) => {
+            ("deny", "failure", reason.clone(), rule.clone())
+        }
+    }
+}
+
+fn reason(decision: &Decision) -> String {
+    match decision {
+        Decision::Deny { reason, rule } if reason.is_empty() => rule.clone(),
+        Decision::Deny { reason, .. } => reason.clone(),
+        Decision::Allow { rule } => rule.clone(),
+    }
+}
+
+/// The node ids a request names, for its audit event (at most a few).
+fn audit_nodes(request: &ServiceRequest) -> Vec<String> {
+    use crate::proto::opcua::DecodedRequest as R;
+    const MAX: usize = 16;
+    let list = |ids: Vec<String>| ids.into_iter().take(MAX).collect::<Vec<_>>();
+    match &request.request {
+        R::Write(r) => list(
+            r.nodes_to_write
+                .iter()
+                .flatten()
+                .map(|w| w.node_id.to_string())
+                .collect(),
+        ),
+        R::Call(r) => list(
+            r.methods_to_call
+                .iter()
+                .flatten()
+                .map(|c| c.method_id.to_string())
+                .collect(),
+        ),
+        R::DeleteNodes(r) => list(
+            r.nodes_to_delete
+                .iter()
+                .flatten()
+                .map(|n| n.node_id.to_string())
+                .collect(),
+        ),
+        _ => Vec::new(),
+    }
+}
+
+/// The client's Hello with buffer sizes within ours: the server then sends no chunk larger
+/// than [`MAX_CHUNK_SIZE`] and no message larger than [`MAX_MESSAGE_SIZE`].
+fn clamp_hello(h: Hello<'_>) -> Hello<'_> {
+    Hello {
+        receive_buffer_size: h.receive_buffer_size.min(MAX_CHUNK_SIZE),
+        send_buffer_size: h.send_buffer_size.min(MAX_CHUNK_SIZE),
+        max_message_size: cap(h.max_message_size, MAX_MESSAGE_SIZE),
+        max_chunk_count: cap(h.max_chunk_count, MAX_CHUNK_COUNT),
+        ..h
+    }
+}
+
+/// The server's Acknowledge, likewise for what the client sends.
+fn clamp_acknowledge(a: Acknowledge) -> Acknowledge {
+    Acknowledge {
+        receive_buffer_size: a.receive_buffer_size.min(MAX_CHUNK_SIZE),
+        send_buffer_size: a.send_buffer_size.min(MAX_CHUNK_SIZE),
+        max_message_size: cap(a.max_message_size, MAX_MESSAGE_SIZE),
+        max_chunk_count: cap(a.max_chunk_count, MAX_CHUNK_COUNT),
+        ..a
+    }
+}
+
+/// A negotiated limit within ours; 0 ("no limit") becomes ours.
+fn cap(value: u32, ours: usize) -> u32 {
+    let ours = u32::try_from(ours).unwrap_or(u32::MAX);
+    if value == 0 { ours } else { value.min(ours) }
+}
+
+/// Room for the next read.
+fn reserve(buf: &mut Vec<u8>) {
+    if buf.capacity().saturating_sub(buf.len()) < READ_SIZE / 2 {
+        buf.reserve(READ_SIZE);
+    }
+}
+
+/// Now as an OPC UA DateTime: 100 ns intervals since 1601-01-01 UTC.
+fn ua_now() -> i64 {
+    /// 1601-01-01 to 1970-01-01 in 100 ns intervals.
+    const UNIX_EPOCH_TICKS: i64 = 116_444_736_000_000_000;
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let ticks = i64::try_from(since.as_nanos() / 100).unwrap_or(i64::MAX);
+    ticks.saturating_add(UNIX_EPOCH_TICKS)
+}

@@ -1,0 +1,673 @@
+//! OPC UA through the gateway with real peers: an asyncua server as cnc-1, an asyncua client as
+//! the HMI, `zonegate run` enforcing the shipped zones.yaml and policies/opcua.rego (or a variant
+//! of it), and raw sockets for what no real client sends.
+#![allow(
+    clippy::arithmetic_side_effects,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+mod support;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use opcua_types::{
+    BinaryEncodable, ByteString, ContextOwned, MessageSecurityMode, NodeId, ObjectId,
+    OpenSecureChannelRequest, RequestHeader, SecurityTokenRequestType,
+};
+use serde_json::Value;
+use support::plant::{Plant, in_ns};
+use support::{ZONEGATE, shipped_zones};
+
+const REPO: &str = env!("CARGO_MANIFEST_DIR");
+const CNC: &str = "10.22.0.11";
+const HMI: &str = "10.30.0.11";
+const URL: &str = "opc.tcp://10.22.0.11:4840/cnc";
+const FEED: &str = "ns=2;s=Machine.FeedOverride";
+const SPINDLE: &str = "ns=2;s=Machine.SpindleOverride";
+const TOOL: &str = "ns=2;s=Machine.ToolOffset";
+const DOOR: &str = "ns=2;s=Machine.DoorUnlock";
+const PROGRAM: &str = "ns=2;s=Machine.ProgramNumber";
+
+fn python() -> String {
+    let p = format!("{REPO}/.venv/bin/python");
+    assert!(
+        Path::new(&p).exists(),
+        "{p} is missing: run scripts/setup (the README's test command does)"
+    );
+    p
+}
+
+/// A plant with zonegate running on `zones` and the asyncua CNC server on cnc-1.
+struct Cell {
+    plant: Plant,
+    dir: tempfile::TempDir,
+    server: Child,
+    /// zonegate's process id (`ip netns exec` execs it).
+    zonegate: u32,
+}
+
+impl Drop for Cell {
+    fn drop(&mut self) {
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+    }
+}
+
+impl Cell {
+    fn start(zones: &Path, dir: tempfile::TempDir) -> Cell {
+        let model = zonegate::config::load(zones).unwrap();
+        let plant = Plant::build(&model);
+        let audit = dir.path().join("audit.jsonl");
+        let zonegate = plant.spawn_in_gateway(&[
+            ZONEGATE,
+            "run",
+            zones.to_str().unwrap(),
+            "--audit-log",
+            audit.to_str().unwrap(),
+        ]);
+        let mut server = Command::new("ip")
+            .args(["netns", "exec", &plant.zone_ns("cnc-cell"), &python()])
+            .arg(format!("{REPO}/tests/peers/opcua_server.py"))
+            .args(["--host", CNC, "--port", "4840", "--journal"])
+            .arg(dir.path().join("server.jsonl"))
+            .arg("--cert-dir")
+            .arg(dir.path().join("server"))
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(server.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert!(line.starts_with("READY"), "server did not start: {line:?}");
+        let cell = Cell {
+            plant,
+            dir,
+            server,
+            zonegate,
+        };
+        cell.wait_for_proxy();
+        cell
+    }
+
+    /// zonegate is ready when its ruleset is in the kernel (the proxy listens before it applies).
+    fn wait_for_proxy(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !self
+            .plant
+            .gateway_cmd(&["nft", "list", "table", "inet", "zonegate"])
+            .status
+            .success()
+        {
+            assert!(Instant::now() < deadline, "zonegate did not come up");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The asyncua client as the HMI: `steps` in one session; (exit code, one JSON line each).
+    fn client(&self, security: &str, cert: Option<&str>, steps: Value) -> (i32, Vec<Value>) {
+        let mut cmd = Command::new("ip");
+        cmd.args([
+            "netns",
+            "exec",
+            &self.plant.zone_ns("operations"),
+            &python(),
+        ])
+        .arg(format!("{REPO}/tests/peers/opcua_client.py"))
+        .args(["--url", URL, "--bind", HMI, "--security", security])
+        .args(["--timeout", "5", "--steps", &steps.to_string()]);
+        if let Some(name) = cert {
+            let d = self.dir.path().join("certs");
+            cmd.arg("--cert")
+                .arg(d.join(format!("{name}.der")))
+                .arg("--key")
+                .arg(d.join(format!("{name}.key")))
+                .arg("--server-cert")
+                .arg(self.dir.path().join("server/server.der"));
+        }
+        let out = cmd.output().unwrap();
+        if std::env::var_os("OPCUA_TEST_DEBUG").is_some() {
+            eprintln!(
+                "client stdout:\n{}\nstderr:\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let lines = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect();
+        (out.status.code().unwrap_or(-1), lines)
+    }
+
+    /// The results of the steps (without the `connected` line).
+    fn steps(&self, security: &str, cert: Option<&str>, steps: Value) -> Vec<Value> {
+        let (code, lines) = self.client(security, cert, steps);
+        let results: Vec<Value> = lines.into_iter().filter(|l| !l["step"].is_null()).collect();
+        assert!(code == 0 || code == 2, "client exit {code}: {results:#?}");
+        results
+    }
+
+    fn journal(&self) -> Vec<Value> {
+        read_lines(&self.dir.path().join("server.jsonl"))
+    }
+
+    /// The server's own values, from its state file (not through the gateway).
+    fn value(&self, node: &str) -> Value {
+        let state: Value = serde_json::from_slice(
+            &std::fs::read(self.dir.path().join("server.jsonl.state")).unwrap(),
+        )
+        .unwrap();
+        state["values"][node].clone()
+    }
+
+    fn audit(&self) -> Vec<Value> {
+        read_lines(&self.dir.path().join("audit.jsonl"))
+    }
+
+    /// Waits until the audit log holds an event matching `pred` (the writer is asynchronous).
+    fn audit_event(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Some(e) = self.audit().into_iter().find(|e| pred(e)) {
+                return e;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no audit event: {what}; log:\n{:#?}",
+                self.audit()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Raw bytes from the HMI's address to cnc-1 through the gateway, on one connection: sends
+    /// each part (reading what comes back after each), then reads until the gateway closes.
+    /// Returns everything received and whether the connection was closed by the gateway.
+    fn raw(&self, parts: Vec<Vec<u8>>) -> (Vec<u8>, bool) {
+        in_ns(&self.plant.zone_ns("operations"), move || {
+            let socket = socket2::Socket::new(
+                socket2::Domain::IPV4,
+                socket2::Type::STREAM,
+                Some(socket2::Protocol::TCP),
+            )
+            .unwrap();
+            socket
+                .bind(&SocketAddr::new(HMI.parse().unwrap(), 0).into())
+                .unwrap();
+            socket
+                .connect_timeout(
+                    &SocketAddr::new(CNC.parse().unwrap(), 4840).into(),
+                    Duration::from_secs(3),
+                )
+                .unwrap();
+            let mut stream: TcpStream = socket.into();
+            stream
+                .set_read_timeout(Some(Duration::from_millis(1500)))
+                .unwrap();
+            let mut received = Vec::new();
+            let mut closed = false;
+            let mut buf = [0u8; 65536];
+            for part in parts {
+                if stream.write_all(&part).is_err() {
+                    closed = true;
+                    break;
+                }
+                match stream.read(&mut buf) {
+                    Ok(0) => {
+                        closed = true;
+                        break;
+                    }
+                    Ok(n) => received.extend_from_slice(&buf[..n]),
+                    Err(_) => {}
+                }
+            }
+            while !closed {
+                match stream.read(&mut buf) {
+                    Ok(0) | Err(_) => closed = true,
+                    Ok(n) => received.extend_from_slice(&buf[..n]),
+                }
+            }
+            (received, closed)
+        })
+    }
+}
+
+fn read_lines(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// The shipped zones.yaml with absolute policy and profile paths, and `opcua_policy` pointing at
+/// a copy of policies/opcua.rego with `settings` lines replaced (`(old line, new line)`).
+fn zones_with_opcua_policy(dir: &Path, settings: &[(&str, String)]) -> PathBuf {
+    let mut policy = std::fs::read_to_string(format!("{REPO}/policies/opcua.rego")).unwrap();
+    for (old, new) in settings {
+        assert!(policy.contains(old), "opcua.rego has no line {old:?}");
+        policy = policy.replace(old, new);
+    }
+    let policy_path = dir.join("opcua.rego");
+    std::fs::write(&policy_path, policy).unwrap();
+    let text = std::fs::read_to_string(shipped_zones())
+        .unwrap()
+        .replace(
+            "opcua_policy: policies/opcua.rego",
+            &format!("opcua_policy: {}", policy_path.display()),
+        )
+        .replace("policy: policies/", &format!("policy: {REPO}/policies/"))
+        .replace(
+            "register_map: profiles/",
+            &format!("register_map: {REPO}/profiles/"),
+        );
+    let path = dir.join("zones.yaml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn write(node: &str, value: Value, ty: &str) -> Value {
+    serde_json::json!({"op": "write", "node": node, "value": value, "type": ty})
+}
+
+fn read(node: &str) -> Value {
+    serde_json::json!({"op": "read", "node": node})
+}
+
+fn call(method: &str, args: Value) -> Value {
+    serde_json::json!({"op": "call", "object": "ns=2;s=Machine", "method": method, "args": args})
+}
+
+fn status(step: &Value) -> &str {
+    step["status"].as_str().unwrap_or("?")
+}
+
+// ---------------------------------------------------------------- SecurityPolicy None
+
+#[test]
+fn plaintext_requests_are_judged_and_a_refusal_keeps_the_session() {
+    let cell = Cell::start(&shipped_zones(), tempfile::tempdir().unwrap());
+
+    let r = cell.steps(
+        "None",
+        None,
+        serde_json::json!([
+            read(FEED),
+            write(FEED, 110.0.into(), "Double"),
+            // Forbidden node: refused with BadUserAccessDenied as a ServiceFault.
+            write(TOOL, 5.0.into(), "Double"),
+            // The same session goes on: reads and allowed writes still work.
+            read(FEED),
+            write(SPINDLE, 90.0.into(), "Double"),
+            // A forbidden method is refused the same way; an allowed one works.
+            call("ns=2;s=Machine.Unlock", serde_json::json!([])),
+            call("ns=2;s=Machine.SelectProgram", serde_json::json!([{"value": 1001, "type": "UInt32"}])),
+            // One forbidden node refuses the whole Write.
+            {"op": "write_many", "items": [
+                {"node": FEED, "value": 100.0, "type": "Double"},
+                {"node": DOOR, "value": true, "type": "Boolean"}
+            ]},
+            // Out of range (0..120 %).
+            write(FEED, 130.0.into(), "Double"),
+            read(FEED),
+        ]),
+    );
+    assert_eq!(r.len(), 10, "{r:#?}");
+    assert_eq!(r[0]["value"], 100.0, "{r:#?}");
+    assert_eq!(status(&r[1]), "Good", "{r:#?}");
+    assert_eq!(status(&r[2]), "BadUserAccessDenied", "{r:#?}");
+    assert_eq!(r[2]["service_fault"], true, "{r:#?}");
+    assert_eq!(r[3]["value"], 110.0, "{r:#?}");
+    assert_eq!(status(&r[4]), "Good", "{r:#?}");
+    assert_eq!(status(&r[5]), "BadUserAccessDenied", "{r:#?}");
+    assert_eq!(status(&r[6]), "Good", "{r:#?}");
+    assert_eq!(status(&r[7]), "BadUserAccessDenied", "{r:#?}");
+    assert_eq!(status(&r[8]), "BadUserAccessDenied", "{r:#?}");
+    assert_eq!(r[9]["value"], 110.0, "{r:#?}");
+
+    // The server holds what was allowed, and nothing else reached it.
+    assert_eq!(cell.value(FEED), 110.0);
+    assert_eq!(cell.value(SPINDLE), 90.0);
+    assert_eq!(cell.value(PROGRAM), 1001);
+    assert_eq!(cell.value(TOOL), 0.0);
+    assert_eq!(cell.value(DOOR), false);
+    let journal = cell.journal();
+    let writes: Vec<&str> = journal
+        .iter()
+        .filter(|e| e["event"] == "write")
+        .map(|e| e["node"].as_str().unwrap())
+        .collect();
+    assert_eq!(writes, [FEED, SPINDLE], "{journal:#?}");
+    let calls: Vec<&str> = journal
+        .iter()
+        .filter(|e| e["event"] == "call")
+        .map(|e| e["method"].as_str().unwrap())
+        .collect();
+    assert_eq!(calls, ["ns=2;s=Machine.SelectProgram"], "{journal:#?}");
+    // Transparent: the server saw the HMI's own address.
+    assert!(
+        journal
+            .iter()
+            .filter(|e| e["event"] == "connection")
+            .all(|e| e["peer"].as_str().unwrap().starts_with(&format!("{HMI}:"))),
+        "{journal:#?}"
+    );
+
+    // Each refusal and each allowed write is an audit event; the channel's opening too.
+    let denied = cell.audit_event("refused write to ToolOffset", |e| {
+        e["event"]["action"] == "opcua-request"
+            && e["zonegate"]["decision"] == "deny"
+            && e["opcua"]["nodes"][0] == TOOL
+    });
+    assert_eq!(
+        denied["rule"]["name"], "opcua.write.forbidden_node",
+        "{denied}"
+    );
+    assert_eq!(denied["source"]["asset"], "hmi");
+    assert_eq!(denied["destination"]["asset"], "cnc-1");
+    let unlock = cell.audit_event("refused Unlock", |e| {
+        e["event"]["action"] == "opcua-request" && e["opcua"]["nodes"][0] == "ns=2;s=Machine.Unlock"
+    });
+    assert_eq!(
+        unlock["rule"]["name"], "opcua.call.forbidden_method",
+        "{unlock}"
+    );
+    cell.audit_event("allowed write", |e| {
+        e["event"]["action"] == "opcua-request"
+            && e["zonegate"]["decision"] == "allow"
+            && e["opcua"]["service"] == "write"
+    });
+    let open = cell.audit_event("channel opened", |e| {
+        e["event"]["action"] == "opcua-channel"
+    });
+    assert_eq!(open["rule"]["name"], "opcua.channel.plaintext", "{open}");
+    assert_eq!(open["opcua"]["security_policy"], "None", "{open}");
+}
+
+// ---------------------------------------------------------------- secured channels
+
+#[test]
+fn a_conduit_that_requires_basic256sha256_and_a_known_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    // The certificates first: the policy names the allowed one by thumbprint.
+    let certs = tempfile::tempdir().unwrap();
+    let make = |name: &str| {
+        let out = Command::new(python())
+            .arg(format!("{REPO}/tests/peers/opcua_certs.py"))
+            .arg("--out")
+            .arg(dir.path().join("certs"))
+            .args([
+                "--name",
+                name,
+                "--uri",
+                &format!("urn:zonegate:test:{name}"),
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let info: Value = serde_json::from_slice(&out.stdout).unwrap();
+        info["sha1"].as_str().unwrap().to_owned()
+    };
+    let hmi = make("hmi");
+    let rogue = make("rogue");
+    let zones = zones_with_opcua_policy(
+        certs.path(),
+        &[
+            (
+                "plaintext_assets := {\"hmi\"}",
+                "plaintext_assets := set()".into(),
+            ),
+            (
+                "allowed_client_certificates := set()",
+                format!("allowed_client_certificates := {{\"{hmi}\"}}"),
+            ),
+            (
+                "allow_uninspected := false",
+                "allow_uninspected := true".into(),
+            ),
+        ],
+    );
+    let cell = Cell::start(&zones, dir);
+
+    // SecurityPolicy None is refused when the channel opens.
+    let (code, lines) = cell.client("None", None, serde_json::json!([read(FEED)]));
+    assert_eq!(code, 2, "{lines:#?}");
+    assert_eq!(lines[0]["ok"], false, "{lines:#?}");
+    let refused = cell.audit_event("None refused", |e| {
+        e["event"]["action"] == "opcua-channel" && e["zonegate"]["decision"] == "deny"
+    });
+    assert_eq!(
+        refused["rule"]["name"], "opcua.channel.plaintext",
+        "{refused}"
+    );
+
+    // SignAndEncrypt with the allowed certificate works end to end, uninspected by policy.
+    let r = cell.steps(
+        "Basic256Sha256_SignAndEncrypt",
+        Some("hmi"),
+        serde_json::json!([write(FEED, 111.0.into(), "Double"), read(FEED)]),
+    );
+    assert_eq!(status(&r[0]), "Good", "{r:#?}");
+    assert_eq!(r[1]["value"], 111.0, "{r:#?}");
+    assert_eq!(cell.value(FEED), 111.0);
+    let uninspected = cell.audit_event("uninspected channel", |e| {
+        e["event"]["action"] == "opcua-uninspected"
+    });
+    assert_eq!(uninspected["opcua"]["inspected"], false, "{uninspected}");
+    assert_eq!(
+        uninspected["opcua"]["client_certificate"]["thumbprint"],
+        hmi.as_str(),
+        "{uninspected}"
+    );
+
+    // Sign mode is readable: requests are judged; a refusal ends the connection (an ERR), since
+    // a fault cannot be forged on a signed channel.
+    let r = cell.steps(
+        "Basic256Sha256_Sign",
+        Some("hmi"),
+        serde_json::json!([
+            write(FEED, 112.0.into(), "Double"),
+            write(TOOL, 3.0.into(), "Double"),
+            read(FEED),
+        ]),
+    );
+    assert_eq!(status(&r[0]), "Good", "{r:#?}");
+    assert_ne!(status(&r[1]), "Good", "{r:#?}");
+    assert_eq!(cell.value(FEED), 112.0);
+    assert_eq!(cell.value(TOOL), 0.0);
+    cell.audit_event("refused write on a signed channel", |e| {
+        e["event"]["action"] == "opcua-request"
+            && e["zonegate"]["decision"] == "deny"
+            && e["opcua"]["security_mode"] == "Sign"
+    });
+
+    // Another certificate is refused when its channel opens: the server never sees it.
+    let (code, lines) = cell.client(
+        "Basic256Sha256_SignAndEncrypt",
+        Some("rogue"),
+        serde_json::json!([write(FEED, 1.0.into(), "Double")]),
+    );
+    assert_eq!(code, 2, "{lines:#?}");
+    assert_eq!(cell.value(FEED), 112.0);
+    assert!(
+        !cell
+            .journal()
+            .iter()
+            .any(|e| e["event"] == "channel" && e["client_cert"] == rogue.as_str()),
+        "{:#?}",
+        cell.journal()
+    );
+    let cert = cell.audit_event("rogue refused", |e| {
+        e["event"]["action"] == "opcua-channel"
+            && e["opcua"]["client_certificate"]["thumbprint"] == rogue.as_str()
+    });
+    assert_eq!(cert["rule"]["name"], "opcua.channel.certificate", "{cert}");
+}
+
+// ---------------------------------------------------------------- malformed input
+
+/// A HEL chunk (Part 6 7.1.2.3) for the cell's endpoint.
+fn hello() -> Vec<u8> {
+    let url = URL.as_bytes();
+    let mut b = Vec::new();
+    b.extend_from_slice(b"HELF");
+    b.extend_from_slice(&(32 + url.len() as u32).to_le_bytes()); // MessageSize
+    b.extend_from_slice(&0u32.to_le_bytes()); // ProtocolVersion
+    b.extend_from_slice(&65535u32.to_le_bytes()); // ReceiveBufferSize
+    b.extend_from_slice(&65535u32.to_le_bytes()); // SendBufferSize
+    b.extend_from_slice(&0u32.to_le_bytes()); // MaxMessageSize: no limit
+    b.extend_from_slice(&0u32.to_le_bytes()); // MaxChunkCount: no limit
+    b.extend_from_slice(&(url.len() as i32).to_le_bytes()); // EndpointUrl length
+    b.extend_from_slice(url);
+    b
+}
+
+/// An OPN chunk with SecurityPolicy None and a plaintext OpenSecureChannelRequest.
+fn open_none() -> Vec<u8> {
+    let owned = ContextOwned::default();
+    let ctx = owned.context();
+    let mut body = Vec::new();
+    NodeId::from(ObjectId::OpenSecureChannelRequest_Encoding_DefaultBinary as u32)
+        .encode(&mut body, &ctx)
+        .unwrap();
+    OpenSecureChannelRequest {
+        request_header: RequestHeader {
+            request_handle: 1,
+            timeout_hint: 10_000,
+            ..RequestHeader::default()
+        },
+        client_protocol_version: 0,
+        request_type: SecurityTokenRequestType::Issue,
+        security_mode: MessageSecurityMode::None,
+        client_nonce: ByteString::null(),
+        requested_lifetime: 600_000,
+    }
+    .encode(&mut body, &ctx)
+    .unwrap();
+    let uri = b"http://opcfoundation.org/UA/SecurityPolicy#None";
+    let mut b = Vec::new();
+    b.extend_from_slice(b"OPNF");
+    let size = 8 + 4 + 4 + uri.len() + 4 + 4 + 8 + body.len();
+    b.extend_from_slice(&(size as u32).to_le_bytes()); // MessageSize
+    b.extend_from_slice(&0u32.to_le_bytes()); // SecureChannelId: none yet
+    b.extend_from_slice(&(uri.len() as i32).to_le_bytes()); // SecurityPolicyUri
+    b.extend_from_slice(uri);
+    b.extend_from_slice(&(-1i32).to_le_bytes()); // SenderCertificate: null
+    b.extend_from_slice(&(-1i32).to_le_bytes()); // ReceiverCertificateThumbprint: null
+    b.extend_from_slice(&1u32.to_le_bytes()); // SequenceNumber
+    b.extend_from_slice(&1u32.to_le_bytes()); // RequestId
+    b.extend_from_slice(&body);
+    b
+}
+
+/// A MSG chunk of type `chunk_type` ('C' or 'F') carrying `body` for request 2.
+fn message_chunk(chunk_type: u8, sequence: u32, body: &[u8]) -> Vec<u8> {
+    let mut b = Vec::new();
+    b.extend_from_slice(b"MSG");
+    b.push(chunk_type);
+    b.extend_from_slice(&((24 + body.len()) as u32).to_le_bytes()); // MessageSize
+    b.extend_from_slice(&1u32.to_le_bytes()); // SecureChannelId
+    b.extend_from_slice(&1u32.to_le_bytes()); // TokenId
+    b.extend_from_slice(&sequence.to_le_bytes()); // SequenceNumber
+    b.extend_from_slice(&2u32.to_le_bytes()); // RequestId
+    b.extend_from_slice(body);
+    b
+}
+
+/// The status code of an ERR message among `received`, if there is one.
+fn err_status(received: &[u8]) -> Option<u32> {
+    let at = received.windows(4).position(|w| w == b"ERRF")?;
+    let code = received.get(at + 8..at + 12)?;
+    Some(u32::from_le_bytes(code.try_into().ok()?))
+}
+
+#[test]
+fn malformed_input_never_reaches_the_server() {
+    let cell = Cell::start(&shipped_zones(), tempfile::tempdir().unwrap());
+    let connections = || {
+        cell.journal()
+            .iter()
+            .filter(|e| e["event"] == "connection")
+            .count()
+    };
+
+    // A header claiming 4 GiB: refused as soon as its 8 bytes are in, before any buffering,
+    // and the server does not even see a connection.
+    let (got, closed) = cell.raw(vec![b"HELF\xff\xff\xff\xff".to_vec()]);
+    assert!(closed);
+    assert_eq!(err_status(&got), Some(0x8080_0000), "{got:02x?}"); // BadTcpMessageTooLarge
+    // An unknown message type.
+    let (got, closed) = cell.raw(vec![b"XYZF\x08\x00\x00\x00".to_vec()]);
+    assert!(closed);
+    assert_eq!(err_status(&got), Some(0x807E_0000), "{got:02x?}"); // BadTcpMessageTypeInvalid
+    // A truncated header, then the client leaves.
+    let (_, closed) = cell.raw(vec![b"HEL".to_vec()]);
+    assert!(closed);
+    // A Hello whose size covers less than its own fields.
+    let mut short = hello();
+    short[4..8].copy_from_slice(&20u32.to_le_bytes());
+    let (got, closed) = cell.raw(vec![short]);
+    assert!(closed);
+    assert!(err_status(&got).is_some(), "{got:02x?}");
+    assert_eq!(connections(), 0, "{:#?}", cell.journal());
+
+    // A message before any secure channel: the Hello passes, the MSG does not.
+    let (got, closed) = cell.raw(vec![hello(), message_chunk(b'F', 1, &[0u8; 16])]);
+    assert!(closed);
+    assert_eq!(err_status(&got), Some(0x807E_0000), "{got:02x?}");
+    // Too many chunks for one message: the proxy holds them back and refuses the 65th; none
+    // reaches the server.
+    let chunks: Vec<u8> = (0..65u32)
+        .flat_map(|i| message_chunk(b'C', 2 + i, &[0u8; 1000]))
+        .collect();
+    let (got, closed) = cell.raw(vec![hello(), open_none(), chunks]);
+    assert!(closed);
+    assert_eq!(err_status(&got), Some(0x8080_0000), "{got:02x?}");
+
+    let journal = cell.journal();
+    assert_eq!(connections(), 2, "{journal:#?}");
+    assert_eq!(
+        journal.iter().filter(|e| e["event"] == "channel").count(),
+        1,
+        "only the valid OPN reached the server: {journal:#?}"
+    );
+    assert!(
+        !journal
+            .iter()
+            .any(|e| ["session_created", "write", "call", "channel_error"]
+                .contains(&e["event"].as_str().unwrap_or(""))),
+        "{journal:#?}"
+    );
+    for kind in ["chunk_too_large", "message_type", "too_many_chunks"] {
+        cell.audit_event(kind, |e| {
+            e["event"]["action"] == "opcua-malformed" && e["opcua"]["error"] == kind
+        });
+    }
+    cell.audit_event("MSG before OPN", |e| {
+        e["event"]["action"] == "opcua-protocol-violation"
+    });
+
+    // The proxy is still up, and small: a real client works.
+    let r = cell.steps("None", None, serde_json::json!([read(FEED)]));
+    assert_eq!(r[0]["value"], 100.0, "{r:#?}");
+    let status = std::fs::read_to_string(format!("/proc/{}/status", cell.zonegate)).unwrap();
+    let rss_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap();
+    assert!(rss_kib < 64 * 1024, "zonegate peak RSS {rss_kib} KiB");
+}
