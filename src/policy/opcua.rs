@@ -117,10 +117,26 @@ pub struct ChannelFacts {
     pub identity: Option<(&'static str, Option<String>)>,
 }
 
+/// [`ChannelFacts`] as policy input values, made once per change of the facts rather than for
+/// every request.
+#[derive(Debug, Clone)]
+pub struct ChannelValues {
+    channel: Value,
+    session: Option<Value>,
+}
+
 impl ChannelFacts {
     /// True when the channel's security policy is None (its messages are plain and unsigned).
     pub fn is_plaintext(&self) -> bool {
         self.security_policy_uri.as_deref() == Some(SECURITY_POLICY_NONE)
+    }
+
+    /// `input.opcua.channel` and `input.opcua.session`.
+    pub fn values(&self) -> ChannelValues {
+        ChannelValues {
+            channel: self.to_value(),
+            session: self.session_value(),
+        }
     }
 
     fn to_value(&self) -> Value {
@@ -152,14 +168,14 @@ impl ChannelFacts {
 }
 
 /// The `opcua` object for the [`Stage::Open`] or [`Stage::Uninspected`] stage.
-pub fn channel_input(stage: Stage, channel: &ChannelFacts) -> Value {
+pub fn channel_input(stage: Stage, channel: &ChannelValues) -> Value {
     Value::from(base(stage, channel))
 }
 
 /// The `opcua` objects for one readable request: one per item for Write, Call, AddNodes,
 /// DeleteNodes, AddReferences, DeleteReferences and HistoryUpdate (one without an item field
 /// when the request has none, which policies refuse), one for every other service.
-pub fn service_inputs(channel: &ChannelFacts, request: &ServiceRequest) -> Vec<Value> {
+pub fn service_inputs(channel: &ChannelValues, request: &ServiceRequest) -> Vec<Value> {
     let service = request.service;
     let with_service = || {
         let mut o = base(Stage::Service, channel);
@@ -488,12 +504,12 @@ fn put(o: &mut BTreeMap<Value, Value>, k: &str, v: impl Into<Value>) {
 }
 
 /// `stage` and `channel` (and `session` once known): what every stage's document holds.
-fn base(stage: Stage, channel: &ChannelFacts) -> BTreeMap<Value, Value> {
+fn base(stage: Stage, channel: &ChannelValues) -> BTreeMap<Value, Value> {
     let mut o = BTreeMap::new();
     put(&mut o, "stage", stage.as_str());
-    o.insert(key("channel"), channel.to_value());
-    if let Some(session) = channel.session_value() {
-        o.insert(key("session"), session);
+    o.insert(key("channel"), channel.channel.clone());
+    if let Some(session) = &channel.session {
+        o.insert(key("session"), session.clone());
     }
     o
 }
@@ -638,7 +654,7 @@ mod tests {
             ]),
         };
         let inputs = service_inputs(
-            &channel(),
+            &channel().values(),
             &request(Service::Write, 673, DecodedRequest::Write(write)),
         );
         assert_eq!(inputs.len(), 2);
@@ -666,7 +682,7 @@ mod tests {
 
         // A Write without nodes still asks once, without an item: policies refuse that.
         let empty = service_inputs(
-            &channel(),
+            &channel().values(),
             &request(
                 Service::Write,
                 673,
@@ -688,7 +704,7 @@ mod tests {
             }]),
         };
         let inputs = service_inputs(
-            &channel(),
+            &channel().values(),
             &request(Service::Call, 712, DecodedRequest::Call(call)),
         );
         assert_eq!(inputs.len(), 1);
@@ -738,7 +754,7 @@ mod tests {
             ),
             ..ChannelFacts::default()
         };
-        let open = channel_input(Stage::Open, &secured);
+        let open = channel_input(Stage::Open, &secured.values());
         assert_eq!(get(&open, &["stage"]), &Value::from("open"));
         assert_eq!(
             get(&open, &["channel", "security_policy"]),
@@ -751,7 +767,7 @@ mod tests {
             &Value::Undefined
         );
         secured.security_mode = Some(SecurityMode::SignAndEncrypt);
-        let uninspected = channel_input(Stage::Uninspected, &secured);
+        let uninspected = channel_input(Stage::Uninspected, &secured.values());
         assert_eq!(
             get(&uninspected, &["channel", "security_mode"]),
             &Value::from("SignAndEncrypt")

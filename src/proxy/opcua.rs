@@ -12,6 +12,7 @@
 //! consecutive sequence numbers. On a signed channel nothing can be forged or renumbered: a
 //! refusal is an ERR message and the end of the connection.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,8 +25,8 @@ use tokio::time::Instant;
 use crate::audit::{self, Audit};
 use crate::config::{Conduit, Mode, OnDeny};
 use crate::policy::opcua::{
-    CertificateFacts, ChannelFacts, SecurityMode, Stage, access, channel_input, service_inputs,
-    session_identity,
+    CertificateFacts, ChannelFacts, ChannelValues, SecurityMode, Stage, access, channel_input,
+    service_inputs, session_identity,
 };
 use crate::policy::{ConnectionInput, Decision, Peer, Policy};
 use crate::proto::opcua::{
@@ -51,6 +52,8 @@ pub const READ_SUMMARY_INTERVAL: Duration = Duration::from_secs(60);
 const MAX_BUFFERED: usize = 2 * MAX_CHUNK_SIZE as usize;
 /// Read at least this much at a time.
 const READ_SIZE: usize = 16 * 1024;
+/// Decisions remembered per connection (see `Session::decisions`).
+pub const MAX_CACHED_DECISIONS: usize = 512;
 
 /// Everything a session needs about its conduit, resolved once per connection.
 #[derive(Debug)]
@@ -161,6 +164,12 @@ struct Session {
     audit: Audit,
     input: ConnectionInput,
     channel: ChannelFacts,
+    /// `channel` as policy input, made anew after it changes (`None` then).
+    channel_values: Option<ChannelValues>,
+    /// Decisions by policy input: a request the connection sent before (a cyclic Read,
+    /// Publish) needs no second evaluation; policies are pure functions of their input, which
+    /// holds no request handle or timestamp. Cleared whole when full.
+    decisions: BTreeMap<Value, Decision>,
     phase: Phase,
     readability: Readability,
     reassembler: Reassembler,
@@ -206,6 +215,8 @@ impl Session {
             audit,
             input,
             channel: ChannelFacts::default(),
+            channel_values: None,
+            decisions: BTreeMap::new(),
             phase: Phase::Hello,
             readability: Readability::Unknown,
             reassembler: Reassembler::default(),
@@ -392,7 +403,7 @@ impl Session {
             self.channel.security_mode = Some(SecurityMode::None);
             self.readability = Readability::Readable;
         }
-        let decision = self.decide(channel_input(Stage::Open, &self.channel));
+        let decision = self.decide_channel(Stage::Open);
         self.event_channel("opcua-channel", Stage::Open, &decision);
         if !decision.is_allow() && self.route.mode == Mode::Enforce {
             self.refuse_connection(
@@ -504,7 +515,7 @@ impl Session {
     fn uninspected(&mut self, chunk: &Chunk<'_>, chunk_held: bool) -> Flow {
         self.channel.security_mode = Some(SecurityMode::SignAndEncrypt);
         self.reassembler = Reassembler::default();
-        let decision = self.decide(channel_input(Stage::Uninspected, &self.channel));
+        let decision = self.decide_channel(Stage::Uninspected);
         self.event_channel("opcua-uninspected", Stage::Uninspected, &decision);
         if !decision.is_allow() && self.route.mode == Mode::Enforce {
             self.refuse_connection(
@@ -536,10 +547,12 @@ impl Session {
         if self.readability == Readability::Unknown {
             self.readability = Readability::Readable;
             self.channel.security_mode = Some(SecurityMode::Sign);
+            self.channel_values = None;
         }
         // One decision per item; the first denial refuses the request whole.
         let mut decision = None;
-        for item in service_inputs(&self.channel, request) {
+        let values = self.channel_values();
+        for item in service_inputs(&values, request) {
             let d = self.decide(item);
             let deny = !d.is_allow();
             decision = Some(d);
@@ -564,6 +577,7 @@ impl Session {
             && let Some(identity) = session_identity(request)
         {
             self.channel.identity = Some(identity);
+            self.channel_values = None;
         }
         let held = self
             .held
@@ -705,8 +719,36 @@ impl Session {
 
     // ------------------------------------------------------------------ decisions and audit
 
-    fn decide(&self, opcua: Value) -> Decision {
-        self.route.policy.decide(self.input.opcua_input(opcua))
+    /// The decision on one `opcua` input, from the cache when the connection asked it before.
+    fn decide(&mut self, opcua: Value) -> Decision {
+        if let Some(d) = self.decisions.get(&opcua) {
+            return d.clone();
+        }
+        let decision = self.route.policy.decide(self.input.opcua_input(opcua.clone()));
+        if self.decisions.len() >= MAX_CACHED_DECISIONS {
+            self.decisions.clear();
+        }
+        self.decisions.insert(opcua, decision.clone());
+        decision
+    }
+
+    fn decide_channel(&mut self, stage: Stage) -> Decision {
+        // The channel's facts have just changed.
+        self.channel_values = None;
+        let values = self.channel_values();
+        self.decide(channel_input(stage, &values))
+    }
+
+    /// The channel facts as policy input, made once after each change.
+    fn channel_values(&mut self) -> ChannelValues {
+        match &self.channel_values {
+            Some(v) => v.clone(),
+            None => {
+                let v = self.channel.values();
+                self.channel_values = Some(v.clone());
+                v
+            }
+        }
     }
 
     /// Tells the client why the connection ends (an ERR message); the caller closes it.
