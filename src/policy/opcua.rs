@@ -172,32 +172,38 @@ pub fn channel_input(stage: Stage, channel: &ChannelValues) -> Value {
     Value::from(base(stage, channel))
 }
 
-/// The `opcua` objects for one readable request: one per item for Write, Call, AddNodes,
-/// DeleteNodes, AddReferences, DeleteReferences and HistoryUpdate (one without an item field
-/// when the request has none, which policies refuse), one for every other service.
-pub fn service_inputs(channel: &ChannelValues, request: &ServiceRequest) -> Vec<Value> {
+/// What one decision at the [`Stage::Service`] stage is about: the `opcua` object's `service`,
+/// `type_id`, `access` and the item or `nodes`, without the channel's fields. It holds nothing
+/// else of the request (no handle, no timestamp), so equal items get equal decisions on one
+/// channel.
+pub type Item = BTreeMap<Value, Value>;
+
+/// The items of one readable request: one per item for Write, Call, AddNodes, DeleteNodes,
+/// AddReferences, DeleteReferences and HistoryUpdate (one without an item field when the request
+/// has none, which policies refuse), one for every other service.
+pub fn service_items(request: &ServiceRequest) -> Vec<Item> {
     let service = request.service;
     let with_service = || {
-        let mut o = base(Stage::Service, channel);
+        let mut o = BTreeMap::new();
         put(&mut o, "service", service.name());
         o.insert(key("type_id"), Value::from(request.type_id));
         put(&mut o, "access", access(service));
         o
     };
-    let per_item = |field: &str, items: Vec<Value>| -> Vec<Value> {
+    let per_item = |field: &str, items: Vec<Value>| -> Vec<Item> {
         if items.is_empty() {
-            return vec![Value::from(with_service())];
+            return vec![with_service()];
         }
         items
             .into_iter()
             .map(|item| {
                 let mut o = with_service();
                 o.insert(key(field), item);
-                Value::from(o)
+                o
             })
             .collect()
     };
-    let nodes = |ids: Vec<String>| -> Vec<Value> {
+    let nodes = |ids: Vec<String>| -> Vec<Item> {
         let mut o = with_service();
         let list: Vec<Value> = ids
             .into_iter()
@@ -205,7 +211,7 @@ pub fn service_inputs(channel: &ChannelValues, request: &ServiceRequest) -> Vec<
             .map(Value::from)
             .collect();
         o.insert(key("nodes"), Value::from(list));
-        vec![Value::from(o)]
+        vec![o]
     };
     match &request.request {
         DecodedRequest::Write(r) => per_item(
@@ -333,7 +339,7 @@ pub fn service_inputs(channel: &ChannelValues, request: &ServiceRequest) -> Vec<
                 _ => None,
             };
             o.insert(key("activate_session"), identity_value(token.kind(), user));
-            vec![Value::from(o)]
+            vec![o]
         }
         DecodedRequest::Read(r) => nodes(items(&r.nodes_to_read).map(read_node).collect()),
         DecodedRequest::Browse(r) => nodes(
@@ -359,10 +365,15 @@ pub fn service_inputs(channel: &ChannelValues, request: &ServiceRequest) -> Vec<
         DecodedRequest::RegisterNodes(r) => {
             nodes(items(&r.nodes_to_register).map(NodeId::to_string).collect())
         }
-        DecodedRequest::CreateSession(_) | DecodedRequest::Other => {
-            vec![Value::from(with_service())]
-        }
+        DecodedRequest::CreateSession(_) | DecodedRequest::Other => vec![with_service()],
     }
+}
+
+/// The `opcua` object for one item at the [`Stage::Service`] stage.
+pub fn service_input(channel: &ChannelValues, item: &Item) -> Value {
+    let mut o = base(Stage::Service, channel);
+    o.extend(item.iter().map(|(k, v)| (k.clone(), v.clone())));
+    Value::from(o)
 }
 
 /// The identity a session uses (the session identity kind of [`IdentityToken::kind`]).
@@ -631,6 +642,15 @@ mod tests {
         }
     }
 
+    /// The full `opcua` objects of a request's items.
+    fn service_inputs(channel: &ChannelFacts, request: &ServiceRequest) -> Vec<Value> {
+        let values = channel.values();
+        service_items(request)
+            .iter()
+            .map(|item| service_input(&values, item))
+            .collect()
+    }
+
     fn get<'a>(v: &'a Value, path: &[&str]) -> &'a Value {
         path.iter().fold(v, |v, k| &v[&Value::from(*k)])
     }
@@ -654,7 +674,7 @@ mod tests {
             ]),
         };
         let inputs = service_inputs(
-            &channel().values(),
+            &channel(),
             &request(Service::Write, 673, DecodedRequest::Write(write)),
         );
         assert_eq!(inputs.len(), 2);
@@ -682,7 +702,7 @@ mod tests {
 
         // A Write without nodes still asks once, without an item: policies refuse that.
         let empty = service_inputs(
-            &channel().values(),
+            &channel(),
             &request(
                 Service::Write,
                 673,
@@ -704,7 +724,7 @@ mod tests {
             }]),
         };
         let inputs = service_inputs(
-            &channel().values(),
+            &channel(),
             &request(Service::Call, 712, DecodedRequest::Call(call)),
         );
         assert_eq!(inputs.len(), 1);

@@ -25,8 +25,8 @@ use tokio::time::Instant;
 use crate::audit::{self, Audit};
 use crate::config::{Conduit, Mode, OnDeny};
 use crate::policy::opcua::{
-    CertificateFacts, ChannelFacts, ChannelValues, SecurityMode, Stage, access, channel_input,
-    service_inputs, session_identity,
+    CertificateFacts, ChannelFacts, ChannelValues, Item, SecurityMode, Stage, access,
+    channel_input, service_input, service_items, session_identity,
 };
 use crate::policy::{ConnectionInput, Decision, Peer, Policy};
 use crate::proto::opcua::{
@@ -166,10 +166,11 @@ struct Session {
     channel: ChannelFacts,
     /// `channel` as policy input, made anew after it changes (`None` then).
     channel_values: Option<ChannelValues>,
-    /// Decisions by policy input: a request the connection sent before (a cyclic Read,
-    /// Publish) needs no second evaluation; policies are pure functions of their input, which
-    /// holds no request handle or timestamp. Cleared whole when full.
-    decisions: BTreeMap<Value, Decision>,
+    /// Decisions by item, for the channel as it is now: a request the connection sent before
+    /// (a cyclic Read, Publish) needs no second evaluation; policies are pure functions of their
+    /// input, which holds no request handle or timestamp. Cleared when the channel's facts
+    /// change, and whole when full.
+    decisions: BTreeMap<Item, Decision>,
     phase: Phase,
     readability: Readability,
     reassembler: Reassembler,
@@ -547,13 +548,12 @@ impl Session {
         if self.readability == Readability::Unknown {
             self.readability = Readability::Readable;
             self.channel.security_mode = Some(SecurityMode::Sign);
-            self.channel_values = None;
+            self.channel_changed();
         }
         // One decision per item; the first denial refuses the request whole.
         let mut decision = None;
-        let values = self.channel_values();
-        for item in service_inputs(&values, request) {
-            let d = self.decide(item);
+        for item in service_items(request) {
+            let d = self.decide_item(item);
             let deny = !d.is_allow();
             decision = Some(d);
             if deny {
@@ -577,7 +577,7 @@ impl Session {
             && let Some(identity) = session_identity(request)
         {
             self.channel.identity = Some(identity);
-            self.channel_values = None;
+            self.channel_changed();
         }
         let held = self
             .held
@@ -719,22 +719,28 @@ impl Session {
 
     // ------------------------------------------------------------------ decisions and audit
 
-    /// The decision on one `opcua` input, from the cache when the connection asked it before.
-    fn decide(&mut self, opcua: Value) -> Decision {
-        if let Some(d) = self.decisions.get(&opcua) {
+    fn decide(&self, opcua: Value) -> Decision {
+        self.route.policy.decide(self.input.opcua_input(opcua))
+    }
+
+    /// The decision on one item of a request, from the cache when the connection asked it
+    /// before on this channel.
+    fn decide_item(&mut self, item: Item) -> Decision {
+        if let Some(d) = self.decisions.get(&item) {
             return d.clone();
         }
-        let decision = self.route.policy.decide(self.input.opcua_input(opcua.clone()));
+        let values = self.channel_values();
+        let decision = self.decide(service_input(&values, &item));
         if self.decisions.len() >= MAX_CACHED_DECISIONS {
             self.decisions.clear();
         }
-        self.decisions.insert(opcua, decision.clone());
+        self.decisions.insert(item, decision.clone());
         decision
     }
 
+    /// A decision at a channel stage; the channel's facts have just changed.
     fn decide_channel(&mut self, stage: Stage) -> Decision {
-        // The channel's facts have just changed.
-        self.channel_values = None;
+        self.channel_changed();
         let values = self.channel_values();
         self.decide(channel_input(stage, &values))
     }
@@ -749,6 +755,13 @@ impl Session {
                 v
             }
         }
+    }
+
+    /// After the channel's facts change: its input is made anew, and decisions taken on the old
+    /// facts are forgotten.
+    fn channel_changed(&mut self) {
+        self.channel_values = None;
+        self.decisions.clear();
     }
 
     /// Tells the client why the connection ends (an ERR message); the caller closes it.
