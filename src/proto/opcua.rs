@@ -18,8 +18,8 @@ use opcua_types::{
     ActivateSessionRequest, AddNodesRequest, AddReferencesRequest, AnonymousIdentityToken,
     BinaryDecodable, BrowseNextRequest, BrowseRequest, ByteString, ByteStringBody, CallRequest,
     CancelRequest, CloseSecureChannelRequest, CloseSessionRequest, Context,
-    CreateMonitoredItemsRequest, CreateSessionRequest, CreateSubscriptionRequest, DecodingOptions,
-    DeleteMonitoredItemsRequest, DeleteNodesRequest, DeleteReferencesRequest,
+    CreateMonitoredItemsRequest, CreateSessionRequest, CreateSubscriptionRequest, DataTypeId,
+    DecodingOptions, DeleteMonitoredItemsRequest, DeleteNodesRequest, DeleteReferencesRequest,
     DeleteSubscriptionsRequest, DepthGauge, DynEncodable, EncodingResult, ExpandedNodeId,
     ExtensionObject, FindServersOnNetworkRequest, FindServersRequest, GeneratedTypeLoader,
     GetEndpointsRequest, HistoryReadRequest, HistoryUpdateRequest, IssuedIdentityToken,
@@ -1609,11 +1609,14 @@ impl TypeLoader for ExactLengthLoader {
             ))));
         }
         let mut body = stream.take(u64::try_from(length).unwrap_or(u64::MAX));
-        let id = node_id
-            .as_u32()
-            .filter(|_| node_id.namespace == 0)
-            .and_then(|id| ObjectId::try_from(id).ok());
-        let loaded = match id {
+        let numeric = node_id.as_u32().filter(|_| node_id.namespace == 0);
+        // The type id of a body is its encoding's node. The crate also decodes a DataType's id in
+        // its place, which a server need not do: kept as bytes, the proxy sees no more than the
+        // server would.
+        if numeric.is_some_and(|id| DataTypeId::try_from(id).is_ok()) {
+            return Some(read_body(&mut body, length).map(|raw| raw_body(raw, node_id)));
+        }
+        let loaded = match numeric.and_then(|id| ObjectId::try_from(id).ok()) {
             // Argument's decoder pads ArrayDimensions with zeros up to ValueRank, whatever
             // ValueRank says: 2^31 - 1 would be 8 GiB. Its fields hold no recursion, so it can be
             // checked and decoded from a copy.
@@ -1856,6 +1859,19 @@ mod tests {
         ]);
         message.extend_from_slice(variant);
         message
+    }
+
+    /// The ExtensionObject that `write_message(variant)` writes, decoded.
+    fn written_object(variant: &[u8]) -> ExtensionObject {
+        let decoded = decode_request(&write_message(variant)).unwrap();
+        let DecodedRequest::Write(write) = decoded.request else {
+            panic!("{decoded:?}");
+        };
+        let value = write.nodes_to_write.unwrap().remove(0).value.value;
+        let Some(Variant::ExtensionObject(object)) = value else {
+            panic!("{value:?}");
+        };
+        object
     }
 
     fn context() -> ContextOwned {
@@ -2653,16 +2669,7 @@ mod tests {
         ];
         let mut exact = argument;
         exact[6] = 16;
-        let message = write_message(&exact[..exact.len() - 8]);
-        let decoded = decode_request(&message).unwrap();
-        let DecodedRequest::Write(write) = decoded.request else {
-            panic!();
-        };
-        let Some(Variant::ExtensionObject(object)) =
-            &write.nodes_to_write.as_ref().unwrap()[0].value.value
-        else {
-            panic!("{write:?}");
-        };
+        let object = written_object(&exact[..exact.len() - 8]);
         assert_eq!(object.inner_as::<Argument>().unwrap().name.as_ref(), "a");
 
         // 8 bytes beyond the body.
@@ -2685,15 +2692,7 @@ mod tests {
             0x03, 0x00, 0x00, 0x00, // body length 3
             0xAA, 0xBB, 0xCC, // body
         ];
-        let decoded = decode_request(&write_message(&unknown)).unwrap();
-        let DecodedRequest::Write(write) = decoded.request else {
-            panic!();
-        };
-        let Some(Variant::ExtensionObject(object)) =
-            &write.nodes_to_write.as_ref().unwrap()[0].value.value
-        else {
-            panic!();
-        };
+        let object = written_object(&unknown);
         assert_eq!(
             object
                 .inner_as::<ByteStringBody>()
@@ -2746,30 +2745,18 @@ mod tests {
         );
         // Rank 2, lengths unknown: fine.
         argument[17..21].copy_from_slice(&2_i32.to_le_bytes());
-        let decoded = decode_request(&write_message(&argument)).unwrap();
-        let DecodedRequest::Write(write) = decoded.request else {
-            panic!();
-        };
-        let Some(Variant::ExtensionObject(object)) =
-            &write.nodes_to_write.as_ref().unwrap()[0].value.value
-        else {
-            panic!();
-        };
-        let argument = object.inner_as::<Argument>().unwrap();
-        assert_eq!(argument.value_rank, 2);
-        assert_eq!(argument.array_dimensions, Some(vec![0, 0]));
+        let object = written_object(&argument);
+        let decoded = object.inner_as::<Argument>().unwrap();
+        assert_eq!(decoded.value_rank, 2);
+        assert_eq!(decoded.array_dimensions, Some(vec![0, 0]));
+        // The Argument's DataType id (296) in place of its encoding's: kept as bytes.
+        argument[3] = 0x28;
+        let object = written_object(&argument);
+        assert!(object.inner_is::<ByteStringBody>());
         // ProgramDiagnosticDataType (896) holds Arguments: kept as bytes.
         let mut diagnostic = unknown;
         diagnostic[2..5].copy_from_slice(&[0x00, 0x80, 0x03]); // ns 0, i=896
-        let decoded = decode_request(&write_message(&diagnostic)).unwrap();
-        let DecodedRequest::Write(write) = decoded.request else {
-            panic!();
-        };
-        let Some(Variant::ExtensionObject(object)) =
-            &write.nodes_to_write.as_ref().unwrap()[0].value.value
-        else {
-            panic!();
-        };
+        let object = written_object(&diagnostic);
         assert!(object.inner_is::<ByteStringBody>());
         // An array that claims 2^31 elements.
         let array = [
