@@ -101,8 +101,44 @@ impl PathKind {
     }
 }
 
+/// What the load generator sends.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Workload {
+    /// Modbus/TCP scada -> inverter-1: FC03 reads, every 10th an FC06 heartbeat.
+    Modbus,
+    /// OPC UA hmi -> cnc-1 (SecurityPolicy None): Read of one node.
+    OpcUaRead,
+    /// OPC UA hmi -> cnc-1: Write of one node (an allowed value).
+    OpcUaWrite,
+}
+
+impl Workload {
+    fn name(self) -> &'static str {
+        match self {
+            Workload::Modbus => "modbus",
+            Workload::OpcUaRead => "opcua read",
+            Workload::OpcUaWrite => "opcua write",
+        }
+    }
+
+    fn is_opcua(self) -> bool {
+        self != Workload::Modbus
+    }
+}
+
+/// OPC UA cells run at most this many connections: the asyncua server answers a few thousand
+/// requests a second, and more connections only queue at it.
+const OPCUA_MAX_CONNECTIONS: usize = 16;
+/// The OPC UA conduit under test, its ends, and the node read and written.
+const OPCUA_CONDUIT: &str = "hmi-cnc";
+const OPCUA_CLIENT_ASSET: &str = "hmi";
+const OPCUA_DEVICE_ASSET: &str = "cnc-1";
+const OPCUA_PORT: u16 = 4840;
+const OPCUA_NODE: &str = "Machine.FeedOverride";
+
 struct Args {
     seconds: u64,
+    protocols: Vec<&'static str>,
     rounds: u32,
     connections: Vec<usize>,
     paths: Vec<PathKind>,
@@ -114,11 +150,13 @@ const USAGE: &str =
   --rounds N         run every cell N times, interleaved, and pool them (default 3)
   --connections L    concurrent client connections, comma-separated (default 1,16,64)
   --paths L          which paths to run (default direct,relay,enforce,monitor); ratios need direct
+  --protocols L      modbus, opcua or both (default both; OPC UA: up to 16 connections, no monitor)
 Run it through scripts/bench (root, release build).";
 
 fn parse_args() -> Args {
     let mut args = Args {
         seconds: 3,
+        protocols: vec!["modbus", "opcua"],
         rounds: 3,
         connections: vec![1, 16, 64],
         paths: vec![
@@ -152,6 +190,14 @@ fn parse_args() -> Args {
                     .ok()
                     .filter(|s| *s > 0)
                     .unwrap_or_else(|| fail(format!("--seconds {value}: a positive integer")));
+            }
+            "--protocols" => {
+                args.protocols = value
+                    .split(',')
+                    .map(|p| ["modbus", "opcua"].into_iter().find(|k| *k == p.trim()))
+                    .collect::<Option<Vec<_>>>()
+                    .filter(|v| !v.is_empty())
+                    .unwrap_or_else(|| fail(format!("--protocols {value}: some of modbus,opcua")));
             }
             "--rounds" => {
                 args.rounds = value
@@ -272,6 +318,44 @@ fn zones_variant(dir: &Path, path: PathKind, port: u16) -> PathBuf {
         PathKind::Monitor => Some(Mode::Monitor),
     };
     assert_eq!(mode, expected, "{}: conduit {CONDUIT}", file.display());
+    file
+}
+
+/// The zones.yaml for an OPC UA cell: for `direct`, the shipped file (absolute paths) with the
+/// OPC UA conduit's `opcua` service as plain `tcp/4840` and no OPC UA policy; else the shipped
+/// file as the enforce variant has it.
+fn opcua_zones_variant(dir: &Path, path: PathKind, enforce: &Path) -> PathBuf {
+    if path != PathKind::Direct {
+        return enforce.to_owned();
+    }
+    let text = std::fs::read_to_string(enforce).unwrap();
+    let needle = "services: [modbus, opcua]";
+    assert!(
+        text.contains(needle),
+        "zones.yaml: conduit {OPCUA_CONDUIT} changed"
+    );
+    let text: String = text
+        .replace(needle, &format!("services: [modbus, tcp/{OPCUA_PORT}]"))
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("opcua_policy:"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let file = dir.join("zones-opcua-direct.yaml");
+    std::fs::write(&file, text).unwrap();
+    let model = zonegate::config::load(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    let conduit = model
+        .conduits
+        .iter()
+        .find(|c| c.name == OPCUA_CONDUIT)
+        .unwrap();
+    assert!(
+        conduit
+            .services
+            .iter()
+            .all(|s| !matches!(s, Service::OpcUa { .. })),
+        "{}: {OPCUA_CONDUIT} still inspects OPC UA",
+        file.display()
+    );
     file
 }
 
@@ -465,6 +549,67 @@ fn start_device(ns: &str, addr: SocketAddr) -> Device {
     Device { service, tid }
 }
 
+/// The asyncua CNC server of the integration tests (tests/peers/opcua_server.py), SecurityPolicy
+/// None only; stopped when dropped.
+struct OpcUaServer {
+    child: Child,
+    pid: u32,
+}
+
+impl OpcUaServer {
+    fn start(ns: &str, addr: SocketAddr) -> OpcUaServer {
+        let python = format!("{REPO}/.venv/bin/python");
+        assert!(
+            Path::new(&python).exists(),
+            "{python} is missing: run scripts/bench (its scripts/setup makes it)"
+        );
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", ns, &python])
+            .arg(format!("{REPO}/tests/peers/opcua_server.py"))
+            .args([
+                "--host",
+                &addr.ip().to_string(),
+                "--port",
+                &addr.port().to_string(),
+            ])
+            // No journal: it writes and flushes a line per request, which would be what is
+            // measured.
+            .args(["--security", "None"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start the OPC UA server: {e}"));
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        assert!(
+            line.starts_with("READY"),
+            "OPC UA server did not start: {line:?}"
+        );
+        let pid = child.id();
+        OpcUaServer { child, pid }
+    }
+}
+
+impl Drop for OpcUaServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn zone_of(model: &Model, asset: &str) -> String {
+    model
+        .assets
+        .iter()
+        .find(|a| a.name == asset)
+        .map(|a| a.zone.clone())
+        .unwrap_or_else(|| panic!("zones.yaml: no asset {asset}"))
+}
+
 // ---------------------------------------------------------------------------------------------
 // zonegate
 
@@ -505,9 +650,10 @@ impl Zonegate {
             );
             let model = zonegate::config::load(Path::new(zones)).unwrap();
             let me = std::env::current_exe().unwrap();
-            cmd.arg(&me)
-                .arg(RELAY_ARG)
-                .arg(model.gateway.modbus_proxy_port.to_string());
+            cmd.arg(&me).arg(RELAY_ARG).arg(format!(
+                "{},{}",
+                model.gateway.modbus_proxy_port, model.gateway.opcua_proxy_port
+            ));
             me.file_name()
                 .unwrap()
                 .to_string_lossy()
@@ -641,7 +787,7 @@ const RELAY_ARG: &str = "--relay";
 /// connects to the original destination from the client's address (as zonegate does), and copies
 /// bytes both ways without looking at them. The same runtime as `zonegate run` (multi-thread, one
 /// worker per CPU), so that the difference to zonegate is what inspection costs.
-fn relay_main(port: u16) -> ! {
+fn relay_main(ports: &[u16]) -> ! {
     zonegate::proxy::routing::install().unwrap_or_else(|e| panic!("relay: {e}"));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -649,10 +795,13 @@ fn relay_main(port: u16) -> ! {
         .unwrap();
     rt.block_on(async move {
         let mut listeners = tokio::task::JoinSet::new();
-        for ip in [
+        for (ip, &port) in [
             IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
             IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
-        ] {
+        ]
+        .iter()
+        .flat_map(|ip| ports.iter().map(move |p| (*ip, p)))
+        {
             let listener = relay_listener(SocketAddr::new(ip, port))
                 .unwrap_or_else(|e| panic!("relay: listen on port {port}: {e}"));
             listeners.spawn(async move {
@@ -699,16 +848,291 @@ fn relay_listener(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> 
 }
 
 // ---------------------------------------------------------------------------------------------
+// an OPC UA client for load (SecurityPolicy None)
+
+/// A minimal OPC UA client over one secure channel with SecurityPolicy None: Hello, open,
+/// create and activate an anonymous session, then Read or Write one node per request. Enough to
+/// load the proxy; async-opcua-types does the encoding.
+mod ua {
+    use std::io::Cursor;
+
+    use opcua_types::{
+        ActivateSessionRequest, ActivateSessionResponse, AnonymousIdentityToken,
+        ApplicationDescription, BinaryDecodable, BinaryEncodable, ByteString, ContextOwned,
+        CreateSessionRequest, CreateSessionResponse, DataValue, ExtensionObject,
+        MessageSecurityMode, NodeId, ObjectId, OpenSecureChannelRequest, OpenSecureChannelResponse,
+        ReadRequest, ReadResponse, ReadValueId, RequestHeader, SecurityTokenRequestType, UAString,
+        UserTokenType, Variant, WriteRequest, WriteResponse, WriteValue,
+    };
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    const NONE: &[u8] = b"http://opcfoundation.org/UA/SecurityPolicy#None";
+
+    pub struct Client {
+        stream: TcpStream,
+        ctx: ContextOwned,
+        channel_id: u32,
+        token_id: u32,
+        sequence: u32,
+        request_id: u32,
+        auth: NodeId,
+        buf: Vec<u8>,
+    }
+
+    type Result<T> = std::result::Result<T, String>;
+
+    impl Client {
+        pub async fn connect(stream: TcpStream, url: &str) -> Result<Client> {
+            let mut c = Client {
+                stream,
+                ctx: ContextOwned::default(),
+                channel_id: 0,
+                token_id: 0,
+                sequence: 0,
+                request_id: 0,
+                auth: NodeId::null(),
+                buf: Vec::with_capacity(65536),
+            };
+            // HEL (Part 6 7.1.2.3) -> ACK.
+            let mut hel = Vec::new();
+            hel.extend_from_slice(b"HELF");
+            hel.extend_from_slice(&(32 + url.len() as u32).to_le_bytes());
+            for v in [0u32, 65535, 65535, 0, 0] {
+                hel.extend_from_slice(&v.to_le_bytes());
+            }
+            hel.extend_from_slice(&(url.len() as i32).to_le_bytes());
+            hel.extend_from_slice(url.as_bytes());
+            c.stream.write_all(&hel).await.map_err(|e| e.to_string())?;
+            let ack = c.chunk().await?;
+            if !ack.starts_with(b"ACK") {
+                return Err(format!("expected ACK, got {:?}", ack.get(..3)));
+            }
+            // OPN with SecurityPolicy None.
+            let open = OpenSecureChannelRequest {
+                request_header: c.header(),
+                client_protocol_version: 0,
+                request_type: SecurityTokenRequestType::Issue,
+                security_mode: MessageSecurityMode::None,
+                client_nonce: ByteString::null(),
+                requested_lifetime: 3_600_000,
+            };
+            let body = c.body(
+                ObjectId::OpenSecureChannelRequest_Encoding_DefaultBinary,
+                &open,
+            );
+            let mut opn = Vec::new();
+            opn.extend_from_slice(b"OPNF");
+            let size = 8 + 4 + 4 + NONE.len() + 8 + 8 + body.len();
+            opn.extend_from_slice(&(size as u32).to_le_bytes());
+            opn.extend_from_slice(&0u32.to_le_bytes());
+            opn.extend_from_slice(&(NONE.len() as i32).to_le_bytes());
+            opn.extend_from_slice(NONE);
+            opn.extend_from_slice(&(-1i32).to_le_bytes());
+            opn.extend_from_slice(&(-1i32).to_le_bytes());
+            c.sequence += 1;
+            c.request_id += 1;
+            opn.extend_from_slice(&c.sequence.to_le_bytes());
+            opn.extend_from_slice(&c.request_id.to_le_bytes());
+            opn.extend_from_slice(&body);
+            c.stream.write_all(&opn).await.map_err(|e| e.to_string())?;
+            let reply = c.chunk().await?;
+            // Header 8, channel id 4, policy uri 4 + n, two null byte strings 8, sequence 8.
+            let at = 8 + 4 + 4 + NONE.len() + 8 + 8;
+            let response: OpenSecureChannelResponse =
+                c.decode(reply.get(at..).ok_or("short OPN response")?)?;
+            c.channel_id = response.security_token.channel_id;
+            c.token_id = response.security_token.token_id;
+            // CreateSession, ActivateSession (anonymous).
+            let create = CreateSessionRequest {
+                request_header: c.header(),
+                client_description: ApplicationDescription {
+                    application_uri: "urn:zonegate:bench".into(),
+                    ..ApplicationDescription::default()
+                },
+                endpoint_url: url.into(),
+                session_name: "zonegate bench".into(),
+                requested_session_timeout: 600_000.0,
+                ..CreateSessionRequest::default()
+            };
+            let created: CreateSessionResponse = c
+                .call(
+                    ObjectId::CreateSessionRequest_Encoding_DefaultBinary,
+                    &create,
+                )
+                .await?;
+            c.auth = created.authentication_token.clone();
+            let policy_id = created
+                .server_endpoints
+                .iter()
+                .flatten()
+                .flat_map(|e| e.user_identity_tokens.iter().flatten())
+                .find(|t| t.token_type == UserTokenType::Anonymous)
+                .map(|t| t.policy_id.clone())
+                .unwrap_or_else(|| UAString::from("anonymous"));
+            let activate = ActivateSessionRequest {
+                request_header: c.header(),
+                user_identity_token: ExtensionObject::from_message(AnonymousIdentityToken {
+                    policy_id,
+                }),
+                ..ActivateSessionRequest::default()
+            };
+            let _: ActivateSessionResponse = c
+                .call(
+                    ObjectId::ActivateSessionRequest_Encoding_DefaultBinary,
+                    &activate,
+                )
+                .await?;
+            Ok(c)
+        }
+
+        /// Reads the value of `node`; Err unless it is Good.
+        pub async fn read(&mut self, node: &NodeId) -> Result<()> {
+            let read = ReadRequest {
+                request_header: self.header(),
+                nodes_to_read: Some(vec![ReadValueId {
+                    node_id: node.clone(),
+                    attribute_id: 13,
+                    ..ReadValueId::default()
+                }]),
+                ..ReadRequest::default()
+            };
+            let r: ReadResponse = self
+                .call(ObjectId::ReadRequest_Encoding_DefaultBinary, &read)
+                .await?;
+            match r.results.as_deref() {
+                Some([v]) if v.status.is_none_or(|s| s.is_good()) => Ok(()),
+                other => Err(format!("read: {other:?}")),
+            }
+        }
+
+        /// Writes a Double to `node`; Err unless it is Good.
+        pub async fn write(&mut self, node: &NodeId, value: f64) -> Result<()> {
+            let write = WriteRequest {
+                request_header: self.header(),
+                nodes_to_write: Some(vec![WriteValue {
+                    node_id: node.clone(),
+                    attribute_id: 13,
+                    value: DataValue::value_only(Variant::Double(value)),
+                    ..WriteValue::default()
+                }]),
+            };
+            let r: WriteResponse = self
+                .call(ObjectId::WriteRequest_Encoding_DefaultBinary, &write)
+                .await?;
+            match r.results.as_deref() {
+                Some([s]) if s.is_good() => Ok(()),
+                other => Err(format!("write: {other:?}")),
+            }
+        }
+
+        fn header(&mut self) -> RequestHeader {
+            RequestHeader {
+                authentication_token: self.auth.clone(),
+                request_handle: self.request_id + 1,
+                timeout_hint: 5_000,
+                ..RequestHeader::default()
+            }
+        }
+
+        fn body<T: BinaryEncodable>(&self, type_id: ObjectId, message: &T) -> Vec<u8> {
+            let ctx = self.ctx.context();
+            let mut out = Vec::new();
+            let _ = NodeId::from(type_id as u32).encode(&mut out, &ctx);
+            let _ = message.encode(&mut out, &ctx);
+            out
+        }
+
+        fn decode<T: BinaryDecodable>(&self, bytes: &[u8]) -> Result<T> {
+            let ctx = self.ctx.context();
+            let mut cursor = Cursor::new(bytes);
+            let type_id = NodeId::decode(&mut cursor, &ctx).map_err(|e| e.to_string())?;
+            if type_id == NodeId::from(ObjectId::ServiceFault_Encoding_DefaultBinary as u32) {
+                return Err("ServiceFault".into());
+            }
+            T::decode(&mut cursor, &ctx).map_err(|e| e.to_string())
+        }
+
+        async fn call<Q: BinaryEncodable, R: BinaryDecodable>(
+            &mut self,
+            type_id: ObjectId,
+            request: &Q,
+        ) -> Result<R> {
+            let body = self.body(type_id, request);
+            self.sequence += 1;
+            self.request_id += 1;
+            let mut msg = Vec::with_capacity(24 + body.len());
+            msg.extend_from_slice(b"MSGF");
+            msg.extend_from_slice(&((24 + body.len()) as u32).to_le_bytes());
+            msg.extend_from_slice(&self.channel_id.to_le_bytes());
+            msg.extend_from_slice(&self.token_id.to_le_bytes());
+            msg.extend_from_slice(&self.sequence.to_le_bytes());
+            msg.extend_from_slice(&self.request_id.to_le_bytes());
+            msg.extend_from_slice(&body);
+            self.stream
+                .write_all(&msg)
+                .await
+                .map_err(|e| e.to_string())?;
+            let reply = self.chunk().await?;
+            if !reply.starts_with(b"MSGF") {
+                return Err(format!("expected MSGF, got {:?}", reply.get(..4)));
+            }
+            self.decode(reply.get(24..).ok_or("short MSG")?)
+        }
+
+        /// The next whole chunk from the peer.
+        async fn chunk(&mut self) -> Result<Vec<u8>> {
+            loop {
+                if self.buf.len() >= 8 {
+                    let size = u32::from_le_bytes(self.buf[4..8].try_into().unwrap()) as usize;
+                    if self.buf.len() >= size {
+                        let chunk: Vec<u8> = self.buf.drain(..size).collect();
+                        if chunk.starts_with(b"ERR") {
+                            return Err(format!("ERR {:02x?}", chunk.get(8..12)));
+                        }
+                        return Ok(chunk);
+                    }
+                }
+                if self
+                    .stream
+                    .read_buf(&mut self.buf)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    == 0
+                {
+                    return Err("connection closed".into());
+                }
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // the load generator
 
 #[derive(Clone)]
 struct LoadSpec {
+    workload: Workload,
     ns: String,
     src: IpAddr,
     dst: SocketAddr,
 }
 
-async fn connect(load: &LoadSpec) -> std::io::Result<tokio_modbus::client::Context> {
+/// One client connection of either protocol.
+enum Conn {
+    Modbus(tokio_modbus::client::Context),
+    Ua(Box<ua::Client>),
+}
+
+impl Conn {
+    async fn disconnect(self) {
+        if let Conn::Modbus(mut ctx) = self {
+            let _ = ctx.disconnect().await;
+        }
+    }
+}
+
+async fn connect(load: &LoadSpec) -> std::io::Result<Conn> {
     let socket = match load.src {
         IpAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
         IpAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
@@ -718,7 +1142,56 @@ async fn connect(load: &LoadSpec) -> std::io::Result<tokio_modbus::client::Conte
         .await
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
     stream.set_nodelay(true)?;
-    Ok(tokio_modbus::client::tcp::attach_slave(stream, Slave(UNIT)))
+    if load.workload.is_opcua() {
+        let url = format!("opc.tcp://{}/cnc", load.dst);
+        let client = tokio::time::timeout(REQUEST_TIMEOUT * 3, ua::Client::connect(stream, &url))
+            .await
+            .map_err(|_| {
+                std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "OPC UA session set-up timed out",
+                )
+            })?
+            .map_err(std::io::Error::other)?;
+        return Ok(Conn::Ua(Box::new(client)));
+    }
+    Ok(Conn::Modbus(tokio_modbus::client::tcp::attach_slave(
+        stream,
+        Slave(UNIT),
+    )))
+}
+
+/// The `n`th request of a connection: whether it is a write, and how it went.
+async fn next_request(conn: &mut Conn, workload: Workload, n: u64) -> (bool, Outcome) {
+    match conn {
+        Conn::Modbus(ctx) => {
+            let write = n.is_multiple_of(WRITE_EVERY).then_some(n as u16);
+            (write.is_some(), request(ctx, write).await)
+        }
+        Conn::Ua(client) => {
+            let node = opcua_types::NodeId::new(2, OPCUA_NODE);
+            let write = workload == Workload::OpcUaWrite;
+            let r = if write {
+                // Allowed by opcua.rego (0..120 %), and a new value every time (no decision
+                // comes from the connection's cache).
+                let value = 100.0 + (n as f64 * 1e-6) % 20.0;
+                tokio::time::timeout(REQUEST_TIMEOUT, client.write(&node, value)).await
+            } else {
+                tokio::time::timeout(REQUEST_TIMEOUT, client.read(&node)).await
+            };
+            let outcome = match r {
+                Ok(Ok(())) => Outcome::Ok,
+                Ok(Err(e))
+                    if e.starts_with("read:") || e.starts_with("write:") || e == "ServiceFault" =>
+                {
+                    Outcome::Exception(e)
+                }
+                Ok(Err(e)) => Outcome::Transport(e),
+                Err(_) => Outcome::Transport(format!("no answer within {REQUEST_TIMEOUT:?}")),
+            };
+            (write, outcome)
+        }
+    }
 }
 
 enum Outcome {
@@ -758,12 +1231,13 @@ fn probe(load: &LoadSpec) -> Result<(), String> {
     let l = load.clone();
     plant::in_ns(&load.ns, move || {
         current_thread_runtime().block_on(async move {
-            let mut ctx = connect(&l).await.map_err(|e| format!("connect: {e}"))?;
-            let r = match request(&mut ctx, None).await {
+            let mut conn = connect(&l).await.map_err(|e| format!("connect: {e}"))?;
+            // Request 1 is a read in every workload but OPC UA writes.
+            let r = match next_request(&mut conn, l.workload, 1).await.1 {
                 Outcome::Ok => Ok(()),
                 Outcome::Exception(e) | Outcome::Transport(e) => Err(e),
             };
-            let _ = ctx.disconnect().await;
+            conn.disconnect().await;
             r
         })
     })
@@ -800,7 +1274,7 @@ struct Window {
 /// Closed loop on one connection: the next request leaves when the previous answer is in.
 async fn client_loop(
     load: Arc<LoadSpec>,
-    ctx: tokio_modbus::client::Context,
+    ctx: Conn,
     index: u64,
     window: (Instant, Instant),
     capacity: usize,
@@ -830,14 +1304,13 @@ async fn client_loop(
             continue;
         };
         n += 1;
-        let write = n.is_multiple_of(WRITE_EVERY).then_some(n as u16);
         let start = Instant::now();
-        let outcome = request(c, write).await;
+        let (write, outcome) = next_request(c, load.workload, n).await;
         let end = Instant::now();
         match outcome {
             Outcome::Ok => {
                 st.completed += 1;
-                if write.is_some() {
+                if write {
                     st.writes += 1;
                 }
                 if end >= t0 && end < t1 {
@@ -856,8 +1329,8 @@ async fn client_loop(
             }
         }
     }
-    if let Some(mut c) = ctx {
-        let _ = c.disconnect().await;
+    if let Some(c) = ctx {
+        c.disconnect().await;
     }
     st
 }
@@ -916,6 +1389,7 @@ fn start_load(
 // one cell
 
 struct Cell {
+    workload: Workload,
     path: PathKind,
     conns: usize,
     window: Duration,
@@ -1027,12 +1501,13 @@ fn sleep_until(t: Instant) -> bool {
 
 /// Counts the audit file's request events and those that were not `allow`, once the writer has
 /// caught up (the count stops growing).
-fn audit_counts(path: &Path) -> (u64, u64) {
+fn audit_counts(path: &Path, action: &str) -> (u64, u64) {
     let mut last = (u64::MAX, 0);
     let deadline = Instant::now() + Duration::from_secs(5);
+    let needle = format!("\"action\":\"{action}\"");
     loop {
         let text = std::fs::read_to_string(path).unwrap_or_default();
-        let requests = text.matches("\"action\":\"modbus-request\"").count() as u64;
+        let requests = text.matches(&needle).count() as u64;
         let allowed = text.matches("\"decision\":\"allow\"").count() as u64;
         let now = (requests, requests.saturating_sub(allowed));
         if now.0 == last.0 || Instant::now() >= deadline {
@@ -1053,12 +1528,15 @@ fn run_cell(
     conns: usize,
     seconds: u64,
     load: &LoadSpec,
-    device: &Device,
+    device_stat: &str,
 ) -> Option<Cell> {
-    let tag = format!("{}-{conns}", path.name());
+    let tag = format!(
+        "{}-{}-{conns}",
+        load.workload.name().replace(' ', "-"),
+        path.name()
+    );
     let mut zg = Zonegate::start(plant, bin, zones, dir, path, &tag);
     zg.wait_ready(plant, load);
-    let device_stat = format!("/proc/self/task/{}/stat", device.tid);
 
     let (tx, rx) = mpsc::channel();
     let (release_tx, release_rx) = mpsc::channel::<()>();
@@ -1085,14 +1563,14 @@ fn run_cell(
     let before = (
         zg.cpu_split(),
         cpu_ticks(&client_stat),
-        cpu_ticks(&device_stat),
+        cpu_ticks(device_stat),
         machine_busy_ticks(),
     );
     interrupted |= !sleep_until(window.end);
     let after = (
         zg.cpu_split(),
         cpu_ticks(&client_stat),
-        cpu_ticks(&device_stat),
+        cpu_ticks(device_stat),
         machine_busy_ticks(),
     );
     // The load generator's thread may exit now.
@@ -1110,7 +1588,12 @@ fn run_cell(
     let (audit_requests, audit_not_allowed) = if !path.inspects() {
         (0, 0)
     } else {
-        audit_counts(&zg.audit)
+        let action = if load.workload.is_opcua() {
+            "opcua-request"
+        } else {
+            "modbus-request"
+        };
+        audit_counts(&zg.audit, action)
     };
     let audit_file = zg.audit.clone();
     let log = zg.stop();
@@ -1132,6 +1615,7 @@ fn run_cell(
     let zg_sys = delta(before.0.map(|t| t.1), after.0.map(|t| t.1));
     let mut latencies: Vec<u32> = Vec::with_capacity(stats.iter().map(|s| s.latencies.len()).sum());
     let mut cell = Cell {
+        workload: load.workload,
         path,
         conns,
         window: measured.max(Duration::from_millis(1)),
@@ -1273,16 +1757,17 @@ fn verdict(ok: bool) -> &'static str {
 }
 
 fn report(cells: &[Cell], tck: u64, device_served: u64, decisions: &str) {
-    let direct = |conns: usize| {
+    let direct_of = |w: Workload, conns: usize| {
         cells
             .iter()
-            .find(|c| c.path == PathKind::Direct && c.conns == conns)
+            .find(|c| c.path == PathKind::Direct && c.workload == w && c.conns == conns)
     };
     println!(
-        "| path | conns | req/s | vs direct | p50 us | p99 us | p99.9 us | proxy CPU us/req (user + sys) | machine CPU us/req | added vs direct us/req | proxy peak RSS MiB | errors |"
+        "| load | path | conns | req/s | vs direct | p50 us | p99 us | p99.9 us | proxy CPU us/req (user + sys) | machine CPU us/req | added vs direct us/req | proxy peak RSS MiB | errors |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
     for c in cells {
+        let direct = |conns| direct_of(c.workload, conns);
         let proxied = c.path != PathKind::Direct;
         let pcpu = if proxied && c.zonegate_cpu_ticks.is_some() && c.requests > 0 {
             format!(
@@ -1324,7 +1809,8 @@ fn report(cells: &[Cell], tck: u64, device_served: u64, decisions: &str) {
             errors.push_str(" (interrupted)");
         }
         println!(
-            "| {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            c.workload.name(),
             c.path.name(),
             c.conns,
             c.rate(),
@@ -1341,37 +1827,37 @@ fn report(cells: &[Cell], tck: u64, device_served: u64, decisions: &str) {
     }
     println!();
 
-    // Targets, from the numbers above.
-    let inspected: Vec<&Cell> = cells
+    // Targets (the Modbus issue's), from the numbers above.
+    let direct = |conns| direct_of(Workload::Modbus, conns);
+    let all_inspected: Vec<&Cell> = cells
         .iter()
         .filter(|c| c.path.inspects() && c.requests > 0)
         .collect();
-    let worst_cpu = inspected
+    let inspected: Vec<&Cell> = all_inspected
         .iter()
-        .filter_map(|c| Some((per_request_us(c.zonegate_cpu_ticks, tck, c.requests)?, c)))
-        .max_by(|a, b| a.0.total_cmp(&b.0));
-    match worst_cpu {
-        Some((us, c)) => println!(
-            "- CPU per checked request: {us:.1} us at worst ({} x{}) (target <= 10): {}",
-            c.path.name(),
-            c.conns,
-            verdict(us <= 10.0)
-        ),
-        None => println!("- CPU per checked request: not measured (no inspected run)"),
+        .copied()
+        .filter(|c| c.workload == Workload::Modbus)
+        .collect();
+    if inspected.is_empty() {
+        println!("- the Modbus targets: not measured (no inspected Modbus run)");
     }
     // The proxy process's CPU includes kernel work a real gateway does not do: each send runs the
     // receiving peer's TCP stack too (veth delivers in the sender's context). The relay pays the
     // same, so zonegate minus relay is what inspection itself costs.
-    let relay_cost: Vec<String> = inspected
+    let relay_cost: Vec<String> = all_inspected
         .iter()
         .filter_map(|c| {
-            let r = cells
-                .iter()
-                .find(|r| r.path == PathKind::Relay && r.conns == c.conns && r.requests > 0)?;
+            let r = cells.iter().find(|r| {
+                r.path == PathKind::Relay
+                    && r.workload == c.workload
+                    && r.conns == c.conns
+                    && r.requests > 0
+            })?;
             let zg = per_request_us(c.zonegate_cpu_ticks, tck, c.requests)?;
             let relay = per_request_us(r.zonegate_cpu_ticks, tck, r.requests)?;
             Some(format!(
-                "{} x{} {:.1} us ({zg:.1} - {relay:.1})",
+                "{} {} x{} {:.1} us ({zg:.1} - {relay:.1})",
+                c.workload.name(),
                 c.path.name(),
                 c.conns,
                 zg - relay
@@ -1384,58 +1870,73 @@ fn report(cells: &[Cell], tck: u64, device_served: u64, decisions: &str) {
             relay_cost.join("; ")
         );
     }
-    let one: Vec<String> = inspected
-        .iter()
-        .filter(|c| c.conns == 1)
-        .filter_map(|c| {
-            let d = direct(1)?;
-            let added = i64::from(c.p99()) - i64::from(d.p99());
-            Some(format!(
-                "{} {added} us ({}): {}",
+    if !inspected.is_empty() {
+        let worst_cpu = inspected
+            .iter()
+            .filter_map(|c| Some((per_request_us(c.zonegate_cpu_ticks, tck, c.requests)?, c)))
+            .max_by(|a, b| a.0.total_cmp(&b.0));
+        match worst_cpu {
+            Some((us, c)) => println!(
+                "- CPU per checked request: {us:.1} us at worst ({} x{}) (target <= 10): {}",
                 c.path.name(),
-                c.p99(),
-                verdict(added <= 100)
-            ))
-        })
-        .collect();
-    if one.is_empty() {
-        println!(
-            "- p99 added latency at 1 connection: not measured (needs direct and inspected runs with 1 connection)"
-        );
-    } else {
-        println!(
-            "- p99 added latency at 1 connection (target <= 100 us): {}",
-            one.join("; ")
-        );
-    }
-    let max_conns = cells.iter().map(|c| c.conns).max().unwrap_or(0);
-    let big: Vec<String> = inspected
-        .iter()
-        .filter(|c| c.conns == max_conns)
-        .filter_map(|c| {
-            let d = direct(max_conns)?;
-            let ratio = 100.0 * c.rate() / d.rate();
-            Some(format!(
-                "{} {ratio:.0} %: {}",
-                c.path.name(),
-                verdict(ratio >= 50.0)
-            ))
-        })
-        .collect();
-    if big.is_empty() {
-        println!(
-            "- throughput at {max_conns} connections vs direct: not measured (needs direct and inspected runs)"
-        );
-    } else {
-        println!(
-            "- throughput at {max_conns} connections vs direct (target >= 50 %{}): {}",
-            if max_conns == 64 {
-                ""
-            } else {
-                "; the target is for 64"
-            },
-            big.join("; ")
-        );
+                c.conns,
+                verdict(us <= 10.0)
+            ),
+            None => println!("- CPU per checked request: not measured (no inspected run)"),
+        }
+        let one: Vec<String> = inspected
+            .iter()
+            .filter(|c| c.conns == 1)
+            .filter_map(|c| {
+                let d = direct(1)?;
+                let added = i64::from(c.p99()) - i64::from(d.p99());
+                Some(format!(
+                    "{} {added} us ({}): {}",
+                    c.path.name(),
+                    c.p99(),
+                    verdict(added <= 100)
+                ))
+            })
+            .collect();
+        if one.is_empty() {
+            println!(
+                "- p99 added latency at 1 connection: not measured (needs direct and inspected runs with 1 connection)"
+            );
+        } else {
+            println!(
+                "- p99 added latency at 1 connection (target <= 100 us): {}",
+                one.join("; ")
+            );
+        }
+        let max_conns = inspected.iter().map(|c| c.conns).max().unwrap_or(0);
+        let big: Vec<String> = inspected
+            .iter()
+            .filter(|c| c.conns == max_conns)
+            .filter_map(|c| {
+                let d = direct(max_conns)?;
+                let ratio = 100.0 * c.rate() / d.rate();
+                Some(format!(
+                    "{} {ratio:.0} %: {}",
+                    c.path.name(),
+                    verdict(ratio >= 50.0)
+                ))
+            })
+            .collect();
+        if big.is_empty() {
+            println!(
+                "- throughput at {max_conns} connections vs direct: not measured (needs direct and inspected runs)"
+            );
+        } else {
+            println!(
+                "- throughput at {max_conns} connections vs direct (target >= 50 %{}): {}",
+                if max_conns == 64 {
+                    ""
+                } else {
+                    "; the target is for 64"
+                },
+                big.join("; ")
+            );
+        }
     }
     let errors: u64 = cells.iter().map(Cell::errors).sum();
     if errors == 0 {
@@ -1444,7 +1945,8 @@ fn report(cells: &[Cell], tck: u64, device_served: u64, decisions: &str) {
         println!("- errors: **{errors}** requests failed:");
         for c in cells.iter().filter(|c| c.errors() > 0) {
             println!(
-                "  - {} x{}: {}",
+                "  - {} {} x{}: {}",
+                c.workload.name(),
                 c.path.name(),
                 c.conns,
                 c.first_error.as_deref().unwrap_or("?")
@@ -1454,10 +1956,11 @@ fn report(cells: &[Cell], tck: u64, device_served: u64, decisions: &str) {
 
     // What else the run saw.
     let mut notes = Vec::new();
-    for c in &inspected {
+    for c in &all_inspected {
         if c.audit_requests < c.writes_all || c.audit_not_allowed > 0 {
             notes.push(format!(
-                "{} x{}: **audit log has {} request events ({} not `allow`) for {} answered writes** ({} requests in all)",
+                "{} {} x{}: **audit log has {} request events ({} not `allow`) for {} answered writes** ({} requests in all)",
+                c.workload.name(),
                 c.path.name(),
                 c.conns,
                 c.audit_requests,
@@ -1469,7 +1972,12 @@ fn report(cells: &[Cell], tck: u64, device_served: u64, decisions: &str) {
     }
     for c in cells {
         for l in c.log_problems.iter().take(3) {
-            notes.push(format!("{} x{}: zonegate log: {l}", c.path.name(), c.conns));
+            notes.push(format!(
+                "{} {} x{}: zonegate log: {l}",
+                c.workload.name(),
+                c.path.name(),
+                c.conns
+            ));
         }
         if c.log_problems.len() > 3 {
             notes.push(format!(
@@ -1515,29 +2023,35 @@ fn report(cells: &[Cell], tck: u64, device_served: u64, decisions: &str) {
     }
     let (events, answered_inspected) = cells
         .iter()
-        .filter(|c| c.path.inspects())
+        .filter(|c| c.path.inspects() && c.workload == Workload::Modbus)
         .fold((0, 0), |(e, a), c| {
             (e + c.audit_requests, a + c.completed_all)
         });
     if answered_inspected > 0 {
         println!(
-            "- audit log: {events} request events for {answered_inspected} answered inspected requests ({:.0} %; writes are {:.0} % of the mix)",
+            "- audit log (Modbus): {events} request events for {answered_inspected} answered inspected requests ({:.0} %; writes are {:.0} % of the mix)",
             100.0 * events as f64 / answered_inspected as f64,
             100.0 / WRITE_EVERY as f64
         );
     }
     println!("{decisions}");
-    let answered: u64 = cells.iter().map(|c| c.completed_all).sum();
+    let answered: u64 = cells
+        .iter()
+        .filter(|c| c.workload == Workload::Modbus)
+        .map(|c| c.completed_all)
+        .sum();
     println!(
-        "- device answered {device_served} requests in all (load generator counted {answered} answered, plus readiness probes)"
+        "- the Modbus device answered {device_served} requests in all (the load generator counted {answered} answered, plus readiness probes)"
     );
 }
 
 fn main() {
     let mut argv = std::env::args().skip(1);
     if argv.next().as_deref() == Some(RELAY_ARG) {
-        let port = argv.next().and_then(|p| p.parse().ok());
-        relay_main(port.unwrap_or_else(|| panic!("usage: bench {RELAY_ARG} PORT")));
+        let ports: Option<Vec<u16>> = argv
+            .next()
+            .and_then(|p| p.split(',').map(|p| p.parse().ok()).collect());
+        relay_main(&ports.unwrap_or_else(|| panic!("usage: bench {RELAY_ARG} PORT,...")));
     }
     let args = parse_args();
     let zonegate =
@@ -1601,44 +2115,87 @@ fn main() {
         .map(|a| a.zone.clone())
         .unwrap();
     let device = start_device(&plant.zone_ns(&device_zone), device_addr);
-    let load = LoadSpec {
+    let modbus_stat = format!("/proc/self/task/{}/stat", device.tid);
+    let modbus_load = LoadSpec {
+        workload: Workload::Modbus,
         ns: plant.zone_ns(&client_zone),
         src: client,
         dst: device_addr,
     };
+    // OPC UA: the asyncua server of the tests as cnc-1, an OPC UA client as the HMI.
+    let opcua = args.protocols.contains(&"opcua");
+    let mut opcua_server = None;
+    let mut opcua_cells: Vec<(Workload, PathKind, PathBuf)> = Vec::new();
+    let opcua_device = SocketAddr::new(asset_addr(&model, OPCUA_DEVICE_ASSET), OPCUA_PORT);
+    if opcua {
+        let enforce = zones_variant(dir.path(), PathKind::Enforce, port);
+        for path in args.paths.iter().filter(|p| **p != PathKind::Monitor) {
+            let zones = opcua_zones_variant(dir.path(), *path, &enforce);
+            for w in [Workload::OpcUaRead, Workload::OpcUaWrite] {
+                opcua_cells.push((w, *path, zones.clone()));
+            }
+        }
+        opcua_server = Some(OpcUaServer::start(
+            &plant.zone_ns(&zone_of(&model, OPCUA_DEVICE_ASSET)),
+            opcua_device,
+        ));
+    }
+    let opcua_stat = opcua_server
+        .as_ref()
+        .map(|s| format!("/proc/{}/stat", s.pid))
+        .unwrap_or_default();
+    let opcua_load = |workload| LoadSpec {
+        workload,
+        ns: plant.zone_ns(&zone_of(&model, OPCUA_CLIENT_ASSET)),
+        src: asset_addr(&model, OPCUA_CLIENT_ASSET),
+        dst: opcua_device,
+    };
+    let modbus = args.protocols.contains(&"modbus");
 
     // Rounds interleave the paths, so that a slow spell of the machine (other tenants of its
     // host) weighs on all of them alike; each cell's figures pool its rounds.
     let mut cells: Vec<Cell> = Vec::new();
     'outer: for round in 1..=args.rounds {
         for &conns in &args.connections {
-            for (path, zones) in &variants {
+            let modbus_cells = variants
+                .iter()
+                .filter(|_| modbus)
+                .map(|(path, zones)| (Workload::Modbus, *path, zones.clone()));
+            let opcua_cells = opcua_cells
+                .iter()
+                .filter(|_| conns <= OPCUA_MAX_CONNECTIONS)
+                .cloned();
+            for (workload, path, zones) in modbus_cells.chain(opcua_cells) {
                 if stopped() {
                     break 'outer;
                 }
                 eprintln!(
-                    "bench: round {round}/{}: {} x{conns}: {} s (+{} s warm-up)",
+                    "bench: round {round}/{}: {} {} x{conns}: {} s (+{} s warm-up)",
                     args.rounds,
+                    workload.name(),
                     path.name(),
                     args.seconds,
                     WARMUP.as_secs()
                 );
+                let (load, stat) = match workload {
+                    Workload::Modbus => (modbus_load.clone(), modbus_stat.as_str()),
+                    w => (opcua_load(w), opcua_stat.as_str()),
+                };
                 let cell = run_cell(
                     &plant,
                     &zonegate,
-                    zones,
+                    &zones,
                     dir.path(),
-                    *path,
+                    path,
                     conns,
                     args.seconds,
                     &load,
-                    &device,
+                    stat,
                 );
                 let Some(cell) = cell else { continue };
-                match cells
-                    .iter_mut()
-                    .find(|c| c.path == cell.path && c.conns == cell.conns)
-                {
+                match cells.iter_mut().find(|c| {
+                    c.workload == cell.workload && c.path == cell.path && c.conns == cell.conns
+                }) {
                     Some(pooled) => pooled.absorb(cell),
                     None => cells.push(cell),
                 }
@@ -1669,6 +2226,7 @@ fn main() {
         device.service.served.load(Ordering::Relaxed),
         &decisions,
     );
+    drop(opcua_server);
     drop(plant);
     if stopped() {
         std::process::exit(130);
