@@ -637,6 +637,18 @@ fn malformed_input_never_reaches_the_server() {
     assert!(closed);
     assert_eq!(err_status(&got), Some(0x8080_0000), "{got:02x?}");
 
+    // The server journals as it gets to its input: wait until both connections are gone.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while cell
+        .journal()
+        .iter()
+        .filter(|e| e["event"] == "disconnect")
+        .count()
+        < 2
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let journal = cell.journal();
     assert_eq!(connections(), 2, "{journal:#?}");
     assert_eq!(

@@ -11,12 +11,14 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 
 use socket2::{Domain, Socket, Type};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::Semaphore;
 
 use crate::audit::{self, Audit, Event, EventMeta};
-use crate::config::Mode;
+use crate::config::{Conduit, Mode, OnDeny};
 use crate::nft::ruleset::UPSTREAM_MARK;
+use crate::policy::{ConnectionInput, Decision, Peer, Policy, RegisterMap};
 use crate::site::Site;
 
 /// Proxied connections at once, all conduits together; further clients wait in the kernel's
@@ -139,7 +141,12 @@ async fn handle(stream: TcpStream, client: SocketAddr, site: Arc<Site>, audit: A
         );
         return;
     };
-    if let Err(e) = modbus::session(stream, client, device, route, audit).await {
+    let register_map = route
+        .device_asset
+        .as_deref()
+        .and_then(|a| site.register_map(a))
+        .cloned();
+    if let Err(e) = modbus::session(stream, client, device, route, register_map, audit).await {
         tracing::debug!(%client, %device, error = %e, "modbus session error");
     }
 }
@@ -165,38 +172,84 @@ async fn handle_opcua(stream: TcpStream, client: SocketAddr, site: Arc<Site>, au
     }
 }
 
-fn opcua_route(site: &Arc<Site>, client: SocketAddr, device: SocketAddr) -> Option<opcua::Route> {
-    let conduit = site.opcua_conduit(client.ip(), device)?.clone();
-    let inspection = conduit.inspection.clone()?;
-    let policy = site.opcua_policy(&conduit.name)?.clone();
-    Some(opcua::Route {
-        site: site.clone(),
-        mode: inspection.mode,
-        on_deny: inspection.on_deny,
-        policy,
-        client_asset: site.model.asset_at(client.ip()).map(|a| a.name.clone()),
-        device_asset: site.model.asset_at(device.ip()).map(|a| a.name.clone()),
+fn opcua_route(site: &Arc<Site>, client: SocketAddr, device: SocketAddr) -> Option<Route> {
+    let conduit = site.opcua_conduit(client.ip(), device)?;
+    Route::along(
+        site,
         conduit,
-    })
+        site.opcua_policy(&conduit.name)?,
+        client,
+        device,
+    )
 }
 
-/// The two ends of a proxied connection and what judges it: what every audit event of a session
-/// names.
-pub(crate) struct Parties<'a> {
-    pub site: &'a Site,
-    pub conduit: &'a str,
+/// What a session knows about its connection, resolved once when it is accepted: the conduit,
+/// the policy that judges it, and the assets at both ends.
+#[derive(Debug)]
+pub struct Route {
+    pub site: Arc<Site>,
+    pub conduit: Conduit,
     pub mode: Mode,
-    pub policy_revision: &'a str,
-    pub client: SocketAddr,
-    pub client_asset: Option<&'a str>,
-    pub device: SocketAddr,
-    pub device_asset: Option<&'a str>,
+    pub on_deny: OnDeny,
+    pub policy: Arc<Policy>,
+    pub client_asset: Option<String>,
+    pub device_asset: Option<String>,
 }
 
-impl Parties<'_> {
-    /// An event about this connection: `kind` is `alert` for failures.
+impl Route {
+    /// The route along `conduit` (which must be inspected) judged by `policy`.
+    fn along(
+        site: &Arc<Site>,
+        conduit: &Conduit,
+        policy: &Arc<Policy>,
+        client: SocketAddr,
+        device: SocketAddr,
+    ) -> Option<Route> {
+        let inspection = conduit.inspection.as_ref()?;
+        let asset = |a: SocketAddr| site.model.asset_at(a.ip()).map(|a| a.name.clone());
+        Some(Route {
+            site: site.clone(),
+            conduit: conduit.clone(),
+            mode: inspection.mode,
+            on_deny: inspection.on_deny,
+            policy: policy.clone(),
+            client_asset: asset(client),
+            device_asset: asset(device),
+        })
+    }
+
+    /// The policy input's fields fixed for the connection (and the device's register map).
+    pub fn input(
+        &self,
+        client: SocketAddr,
+        device: SocketAddr,
+        map: Option<Arc<RegisterMap>>,
+    ) -> ConnectionInput {
+        let model = &self.site.model;
+        let peer = |addr: SocketAddr, port: Option<u16>| {
+            let asset = model.asset_at(addr.ip());
+            Peer {
+                address: addr.ip(),
+                port,
+                zone: model.zone_of(addr.ip()).map_or("", |z| z.name.as_str()),
+                asset: asset.map(|a| a.name.as_str()),
+                kind: asset.map(|a| a.kind.as_str()),
+            }
+        };
+        ConnectionInput::new(
+            &self.conduit.name,
+            self.mode.as_str(),
+            peer(client, None),
+            peer(device, Some(device.port())),
+            map,
+        )
+    }
+
+    /// An audit event about this connection; `kind` is `alert` for failures.
     pub fn event(
         &self,
+        client: SocketAddr,
+        device: SocketAddr,
         action: &'static str,
         outcome: &'static str,
         decision: &'static str,
@@ -215,26 +268,72 @@ impl Parties<'_> {
                 outcome,
             },
             audit::Zonegate {
-                conduit: Some(self.conduit.to_owned()),
+                conduit: Some(self.conduit.name.clone()),
                 decision,
                 reason,
                 mode: Some(self.mode.as_str()),
-                policy_revision: Some(self.policy_revision.to_owned()),
+                policy_revision: Some(self.policy.revision().to_owned()),
             },
         );
         let zone = |a: SocketAddr| model.zone_of(a.ip()).map(|z| z.name.as_str());
         e.source = Some(audit::Endpoint::new(
-            self.client,
-            zone(self.client),
-            self.client_asset,
+            client,
+            zone(client),
+            self.client_asset.as_deref(),
         ));
         e.destination = Some(audit::Endpoint::new(
-            self.device,
-            zone(self.device),
-            self.device_asset,
+            device,
+            zone(device),
+            self.device_asset.as_deref(),
         ));
         e
     }
+}
+
+/// A decision as audit events name it in `mode`: (decision, outcome, reason, rule).
+pub fn verdict(decision: &Decision, mode: Mode) -> (&'static str, &'static str, String, String) {
+    match (decision, mode) {
+        (Decision::Allow { rule }, _) => ("allow", "success", String::new(), rule.clone()),
+        (Decision::Deny { reason, rule }, Mode::Monitor) => {
+            ("would_deny", "success", reason.clone(), rule.clone())
+        }
+        (Decision::Deny { reason, rule }, Mode::Enforce) => {
+            ("deny", "failure", reason.clone(), rule.clone())
+        }
+    }
+}
+
+/// Why a session ended in error.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("client: {0}")]
+    Client(#[source] std::io::Error),
+    #[error("device: {0}")]
+    Device(#[source] std::io::Error),
+}
+
+/// Writes what is queued for each side, the device first, and empties the queues.
+pub async fn flush(
+    client: &mut TcpStream,
+    to_client: &mut Vec<u8>,
+    device: &mut TcpStream,
+    to_device: &mut Vec<u8>,
+) -> Result<(), SessionError> {
+    if !to_device.is_empty() {
+        device
+            .write_all(to_device)
+            .await
+            .map_err(SessionError::Device)?;
+        to_device.clear();
+    }
+    if !to_client.is_empty() {
+        client
+            .write_all(to_client)
+            .await
+            .map_err(SessionError::Client)?;
+        to_client.clear();
+    }
+    Ok(())
 }
 
 /// A diverted connection that no conduit of its protocol explains: audited and closed.
@@ -265,25 +364,9 @@ fn no_conduit(
     audit.emit(e);
 }
 
-fn route(site: &Arc<Site>, client: SocketAddr, device: SocketAddr) -> Option<modbus::Route> {
-    let conduit = site.modbus_conduit(client.ip(), device)?.clone();
-    let inspection = conduit.inspection.clone()?;
-    let policy = site.policy(&conduit.name)?.clone();
-    let device_asset = site.model.asset_at(device.ip()).map(|a| a.name.clone());
-    let register_map = device_asset
-        .as_deref()
-        .and_then(|a| site.register_map(a))
-        .cloned();
-    Some(modbus::Route {
-        site: site.clone(),
-        mode: inspection.mode,
-        on_deny: inspection.on_deny,
-        policy,
-        register_map,
-        client_asset: site.model.asset_at(client.ip()).map(|a| a.name.clone()),
-        device_asset,
-        conduit,
-    })
+fn route(site: &Arc<Site>, client: SocketAddr, device: SocketAddr) -> Option<Route> {
+    let conduit = site.modbus_conduit(client.ip(), device)?;
+    Route::along(site, conduit, site.policy(&conduit.name)?, client, device)
 }
 
 /// IPv4 clients of a dual-stack socket appear as ::ffff:a.b.c.d; the model speaks plain IPv4.

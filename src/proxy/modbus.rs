@@ -2,6 +2,7 @@
 //! conduit's policy and forwarded or refused; responses from the device are matched to the
 //! requests in flight by transaction id and only then passed back.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,16 +11,14 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use super::{Route, SessionError};
 use crate::audit::{self, Audit, Event};
-use crate::config::{Conduit, Mode, OnDeny};
-use std::collections::HashMap;
-
-use crate::policy::{ConnectionInput, Decision, Peer, Policy, RegisterMap};
+use crate::config::{Mode, OnDeny};
+use crate::policy::{ConnectionInput, Decision, Policy, RegisterMap};
 use crate::proto::modbus::{
     self, EXCEPTION_GATEWAY_PATH_UNAVAILABLE, EXCEPTION_GATEWAY_TARGET_FAILED,
     EXCEPTION_ILLEGAL_DATA_ADDRESS, EXCEPTION_ILLEGAL_FUNCTION, MAX_ADU_LEN, ModbusError, Response,
 };
-use crate::site::Site;
 
 /// Requests forwarded and not yet answered, per connection. Beyond it the client is not read
 /// until the device answers (a request flood cannot queue up at the device).
@@ -47,27 +46,6 @@ fn after(t: Instant, d: Duration) -> Instant {
     t.checked_add(d).unwrap_or(t)
 }
 
-/// Everything a session needs about its conduit, resolved once per connection.
-#[derive(Debug)]
-pub struct Route {
-    pub site: Arc<Site>,
-    pub conduit: Conduit,
-    pub mode: Mode,
-    pub on_deny: OnDeny,
-    pub policy: Arc<Policy>,
-    pub register_map: Option<Arc<RegisterMap>>,
-    pub device_asset: Option<String>,
-    pub client_asset: Option<String>,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum SessionError {
-    #[error("client: {0}")]
-    Client(#[source] std::io::Error),
-    #[error("device: {0}")]
-    Device(#[source] std::io::Error),
-}
-
 /// A forwarded request awaiting its response.
 #[derive(Debug, Clone, Copy)]
 struct InFlight {
@@ -91,9 +69,10 @@ pub async fn session(
     client_addr: SocketAddr,
     device_addr: SocketAddr,
     route: Route,
+    register_map: Option<Arc<RegisterMap>>,
     audit: Audit,
 ) -> Result<(), SessionError> {
-    let mut s = Session::new(client_addr, device_addr, route, audit);
+    let mut s = Session::new(client_addr, device_addr, route, register_map, audit);
     let mut device = match tokio::time::timeout(
         CONNECT_TIMEOUT,
         super::connect_transparent(client_addr, device_addr),
@@ -183,26 +162,10 @@ impl Session {
         client_addr: SocketAddr,
         device_addr: SocketAddr,
         route: Route,
+        register_map: Option<Arc<RegisterMap>>,
         audit: Audit,
     ) -> Session {
-        let model = &route.site.model;
-        let peer = |addr: SocketAddr, port: Option<u16>| {
-            let asset = model.asset_at(addr.ip());
-            Peer {
-                address: addr.ip(),
-                port,
-                zone: model.zone_of(addr.ip()).map_or("", |z| z.name.as_str()),
-                asset: asset.map(|a| a.name.as_str()),
-                kind: asset.map(|a| a.kind.as_str()),
-            }
-        };
-        let input = ConnectionInput::new(
-            &route.conduit.name,
-            route.mode.as_str(),
-            peer(client_addr, None),
-            peer(device_addr, Some(device_addr.port())),
-            route.register_map.clone(),
-        );
+        let input = route.input(client_addr, device_addr, register_map);
         Session {
             client_addr,
             device_addr,
@@ -481,21 +444,7 @@ impl Session {
         client: &mut TcpStream,
         device: &mut TcpStream,
     ) -> Result<(), SessionError> {
-        if !self.to_device.is_empty() {
-            device
-                .write_all(&self.to_device)
-                .await
-                .map_err(SessionError::Device)?;
-            self.to_device.clear();
-        }
-        if !self.to_client.is_empty() {
-            client
-                .write_all(&self.to_client)
-                .await
-                .map_err(SessionError::Client)?;
-            self.to_client.clear();
-        }
-        Ok(())
+        super::flush(client, &mut self.to_client, device, &mut self.to_device).await
     }
 
     /// With no device to talk to, answer each well-formed request with `code` until the client
@@ -555,17 +504,14 @@ impl Session {
         decision: &'static str,
         reason: String,
     ) -> Event {
-        super::Parties {
-            site: &self.route.site,
-            conduit: &self.route.conduit.name,
-            mode: self.route.mode,
-            policy_revision: self.route.policy.revision(),
-            client: self.client_addr,
-            client_asset: self.route.client_asset.as_deref(),
-            device: self.device_addr,
-            device_asset: self.route.device_asset.as_deref(),
-        }
-        .event(action, outcome, decision, reason)
+        self.route.event(
+            self.client_addr,
+            self.device_addr,
+            action,
+            outcome,
+            decision,
+            reason,
+        )
     }
 
     fn event_plain(&self, action: &'static str, outcome: &'static str, reason: &str) {
@@ -590,15 +536,7 @@ impl Session {
     }
 
     fn event_decision(&self, frame: &modbus::RequestFrame<'_>, decision: &Decision) {
-        let (decision_name, outcome, reason, rule) = match (decision, self.route.mode) {
-            (Decision::Allow { rule }, _) => ("allow", "success", String::new(), rule.clone()),
-            (Decision::Deny { reason, rule }, Mode::Monitor) => {
-                ("would_deny", "success", reason.clone(), rule.clone())
-            }
-            (Decision::Deny { reason, rule }, Mode::Enforce) => {
-                ("deny", "failure", reason.clone(), rule.clone())
-            }
-        };
+        let (decision_name, outcome, reason, rule) = super::verdict(decision, self.route.mode);
         let mut e = self.base_event("modbus-request", outcome, decision_name, reason);
         e.rule = Some(audit::Rule { name: rule });
         let req = &frame.body;

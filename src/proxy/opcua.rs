@@ -14,7 +14,6 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use regorus::Value;
@@ -22,13 +21,14 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use super::{Route, SessionError};
 use crate::audit::{self, Audit};
-use crate::config::{Conduit, Mode, OnDeny};
+use crate::config::{Mode, OnDeny};
 use crate::policy::opcua::{
     CertificateFacts, ChannelFacts, ChannelValues, Item, SecurityMode, Stage, access,
     channel_input, service_input, service_items, session_identity,
 };
-use crate::policy::{ConnectionInput, Decision, Peer, Policy};
+use crate::policy::{ConnectionInput, Decision};
 use crate::proto::opcua::{
     self, Acknowledge, Chunk, ChunkBody, ChunkType, HEADER_LEN, Hello, MAX_CHUNK_COUNT,
     MAX_CHUNK_SIZE, MAX_MESSAGE_SIZE, MAX_PARTIAL_MESSAGES, OpcUaError, OpenHeader, Reassembler,
@@ -36,8 +36,6 @@ use crate::proto::opcua::{
     STATUS_BAD_TCP_MESSAGE_TYPE_INVALID, STATUS_BAD_USER_ACCESS_DENIED, SYMMETRIC_SEQUENCE_OFFSET,
     SequenceHeader, ServiceRequest, SymmetricHeader, next_sequence_number,
 };
-use crate::site::Site;
-
 /// How long a client has to send its Hello.
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the server has to accept the connection; then the client gets an ERR.
@@ -54,26 +52,6 @@ const MAX_BUFFERED: usize = 2 * MAX_CHUNK_SIZE as usize;
 const READ_SIZE: usize = 16 * 1024;
 /// Decisions remembered per connection (see `Session::decisions`).
 pub const MAX_CACHED_DECISIONS: usize = 512;
-
-/// Everything a session needs about its conduit, resolved once per connection.
-#[derive(Debug)]
-pub struct Route {
-    pub site: Arc<Site>,
-    pub conduit: Conduit,
-    pub mode: Mode,
-    pub on_deny: OnDeny,
-    pub policy: Arc<Policy>,
-    pub client_asset: Option<String>,
-    pub device_asset: Option<String>,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum SessionError {
-    #[error("client: {0}")]
-    Client(#[source] std::io::Error),
-    #[error("server: {0}")]
-    Server(#[source] std::io::Error),
-}
 
 /// Where the connection is in the UA Connection Protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,6 +73,13 @@ enum Readability {
     Readable,
     /// Encrypted (SignAndEncrypt), let through uninspected by policy.
     Uninspected,
+}
+
+/// Which end of the connection bytes came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Client,
+    Server,
 }
 
 /// What the caller does after a chunk.
@@ -191,24 +176,7 @@ struct Session {
 
 impl Session {
     fn new(client_addr: SocketAddr, device_addr: SocketAddr, route: Route, audit: Audit) -> Self {
-        let model = &route.site.model;
-        let peer = |addr: SocketAddr, port: Option<u16>| {
-            let asset = model.asset_at(addr.ip());
-            Peer {
-                address: addr.ip(),
-                port,
-                zone: model.zone_of(addr.ip()).map_or("", |z| z.name.as_str()),
-                asset: asset.map(|a| a.name.as_str()),
-                kind: asset.map(|a| a.kind.as_str()),
-            }
-        };
-        let input = ConnectionInput::new(
-            &route.conduit.name,
-            route.mode.as_str(),
-            peer(client_addr, None),
-            peer(device_addr, Some(device_addr.port())),
-            None,
-        );
+        let input = route.input(client_addr, device_addr, None);
         Session {
             client_addr,
             device_addr,
@@ -247,7 +215,7 @@ impl Session {
             {
                 return Ok(false);
             }
-            let flow = self.client_chunks();
+            let flow = self.chunks(Side::Client);
             if flow == Flow::Close || self.from_client.len() >= MAX_BUFFERED {
                 client
                     .write_all(&self.to_client)
@@ -283,14 +251,14 @@ impl Session {
                     if r.map_err(SessionError::Client)? == 0 {
                         return Ok(());
                     }
-                    self.client_chunks()
+                    self.chunks(Side::Client)
                 }
                 r = server.read_buf(&mut self.from_server), if read_server => {
-                    if r.map_err(SessionError::Server)? == 0 {
+                    if r.map_err(SessionError::Device)? == 0 {
                         self.flush(client, server).await?;
                         return Ok(());
                     }
-                    self.server_chunks()
+                    self.chunks(Side::Server)
                 }
                 () = &mut idle => Flow::Close,
             };
@@ -312,47 +280,50 @@ impl Session {
         client: &mut TcpStream,
         server: &mut TcpStream,
     ) -> Result<(), SessionError> {
-        if !self.to_server.is_empty() {
-            server
-                .write_all(&self.to_server)
-                .await
-                .map_err(SessionError::Server)?;
-            self.to_server.clear();
-        }
-        if !self.to_client.is_empty() {
-            client
-                .write_all(&self.to_client)
-                .await
-                .map_err(SessionError::Client)?;
-            self.to_client.clear();
-        }
-        Ok(())
+        super::flush(client, &mut self.to_client, server, &mut self.to_server).await
     }
 
     // ------------------------------------------------------------------ client -> server
 
-    /// Judges every whole chunk the client has sent.
-    fn client_chunks(&mut self) -> Flow {
-        let buf = std::mem::take(&mut self.from_client);
+    /// Handles every whole chunk that has come from `side`: judged (from the client) or passed
+    /// on (from the server).
+    fn chunks(&mut self, side: Side) -> Flow {
+        let buf = std::mem::take(match side {
+            Side::Client => &mut self.from_client,
+            Side::Server => &mut self.from_server,
+        });
         let mut used = 0usize;
         let mut flow = Flow::Continue;
         while flow == Flow::Continue {
             let rest = buf.get(used..).unwrap_or_default();
             match opcua::parse_chunk(rest, MAX_CHUNK_SIZE) {
                 Ok(Some((chunk, n))) => {
-                    flow = self.client_chunk(&chunk);
+                    flow = match side {
+                        Side::Client => self.client_chunk(&chunk),
+                        Side::Server => self.server_chunk(&chunk),
+                    };
                     used = used.saturating_add(n);
                 }
                 Ok(None) => break,
                 Err(e) => {
-                    self.malformed("client", &e, rest);
-                    self.refuse_connection(e.status(), &e.to_string());
+                    self.malformed(side, &e, rest);
+                    match side {
+                        Side::Client => self.refuse_connection(e.status(), &e.to_string()),
+                        Side::Server => self.refuse_connection(
+                            STATUS_BAD_COMMUNICATION_ERROR,
+                            "the server sent a malformed message",
+                        ),
+                    }
                     flow = Flow::Close;
                 }
             }
         }
-        self.from_client = buf;
-        self.from_client.drain(..used.min(self.from_client.len()));
+        let mut buf = buf;
+        buf.drain(..used.min(buf.len()));
+        match side {
+            Side::Client => self.from_client = buf,
+            Side::Server => self.from_server = buf,
+        }
         flow
     }
 
@@ -434,7 +405,7 @@ impl Session {
                 self.uninspected(chunk, chunk_held)
             }
             Err(e) => {
-                self.malformed("client", &e, chunk.bytes);
+                self.malformed(Side::Client, &e, chunk.bytes);
                 self.refuse_connection(e.status(), &e.to_string());
                 Flow::Close
             }
@@ -657,34 +628,6 @@ impl Session {
 
     // ------------------------------------------------------------------ server -> client
 
-    /// Passes on every whole chunk the server has sent.
-    fn server_chunks(&mut self) -> Flow {
-        let buf = std::mem::take(&mut self.from_server);
-        let mut used = 0usize;
-        let mut flow = Flow::Continue;
-        while flow == Flow::Continue {
-            let rest = buf.get(used..).unwrap_or_default();
-            match opcua::parse_chunk(rest, MAX_CHUNK_SIZE) {
-                Ok(Some((chunk, n))) => {
-                    flow = self.server_chunk(&chunk);
-                    used = used.saturating_add(n);
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    self.malformed("server", &e, rest);
-                    self.refuse_connection(
-                        STATUS_BAD_COMMUNICATION_ERROR,
-                        "the server sent a malformed message",
-                    );
-                    flow = Flow::Close;
-                }
-            }
-        }
-        self.from_server = buf;
-        self.from_server.drain(..used.min(self.from_server.len()));
-        flow
-    }
-
     fn server_chunk(&mut self, chunk: &Chunk<'_>) -> Flow {
         match chunk.body {
             ChunkBody::Acknowledge(ack) if self.phase != Phase::Hello => {
@@ -783,17 +726,21 @@ impl Session {
             .map_err(SessionError::Client)
     }
 
-    fn parties(&self) -> super::Parties<'_> {
-        super::Parties {
-            site: &self.route.site,
-            conduit: &self.route.conduit.name,
-            mode: self.route.mode,
-            policy_revision: self.route.policy.revision(),
-            client: self.client_addr,
-            client_asset: self.route.client_asset.as_deref(),
-            device: self.device_addr,
-            device_asset: self.route.device_asset.as_deref(),
-        }
+    fn event(
+        &self,
+        action: &'static str,
+        outcome: &'static str,
+        decision: &'static str,
+        reason: String,
+    ) -> audit::Event {
+        self.route.event(
+            self.client_addr,
+            self.device_addr,
+            action,
+            outcome,
+            decision,
+            reason,
+        )
     }
 
     fn channel_json(&self) -> serde_json::Value {
@@ -817,8 +764,8 @@ impl Session {
     }
 
     fn event_channel(&self, action: &'static str, stage: Stage, decision: &Decision) {
-        let (name, outcome, reason, rule) = verdict(decision, self.route.mode);
-        let mut e = self.parties().event(action, outcome, name, reason);
+        let (name, outcome, reason, rule) = super::verdict(decision, self.route.mode);
+        let mut e = self.event(action, outcome, name, reason);
         e.rule = Some(audit::Rule { name: rule });
         let mut detail = self.channel_json();
         if let Some(map) = detail.as_object_mut() {
@@ -837,8 +784,8 @@ impl Session {
         request: &ServiceRequest,
         decision: &Decision,
     ) {
-        let (name, outcome, reason, rule) = verdict(decision, self.route.mode);
-        let mut e = self.parties().event("opcua-request", outcome, name, reason);
+        let (name, outcome, reason, rule) = super::verdict(decision, self.route.mode);
+        let mut e = self.event("opcua-request", outcome, name, reason);
         e.rule = Some(audit::Rule { name: rule });
         e.opcua = Some(serde_json::json!({
             "service": request.service.name(),
@@ -853,22 +800,22 @@ impl Session {
     }
 
     fn event_plain(&self, action: &'static str, reason: &str) {
-        let e = self
-            .parties()
-            .event(action, "failure", "refuse", reason.to_owned());
+        let e = self.event(action, "failure", "refuse", reason.to_owned());
         self.audit.emit(e);
     }
 
-    fn malformed(&self, side: &str, error: &OpcUaError, bytes: &[u8]) {
-        let mut e = self
-            .parties()
-            .event("opcua-malformed", "failure", "refuse", error.to_string());
+    fn malformed(&self, side: Side, error: &OpcUaError, bytes: &[u8]) {
+        let mut e = self.event("opcua-malformed", "failure", "refuse", error.to_string());
         let head: String = bytes
             .iter()
             .take(HEADER_LEN.saturating_mul(8))
             .map(|b| format!("{b:02x}"))
             .collect();
-        e.opcua = Some(serde_json::json!({ "error": error.kind(), "from": side, "raw_hex": head }));
+        let from = match side {
+            Side::Client => "client",
+            Side::Server => "server",
+        };
+        e.opcua = Some(serde_json::json!({ "error": error.kind(), "from": from, "raw_hex": head }));
         self.audit.emit(e);
     }
 
@@ -880,9 +827,7 @@ impl Session {
         let count = self.reads_allowed;
         self.reads_allowed = 0;
         self.reads_reported = Instant::now();
-        let mut e = self
-            .parties()
-            .event("opcua-reads", "success", "allow", String::new());
+        let mut e = self.event("opcua-reads", "success", "allow", String::new());
         e.opcua = Some(serde_json::json!({ "allowed_requests": count }));
         self.audit.emit(e);
     }
@@ -912,19 +857,6 @@ fn forward(
         slot.copy_from_slice(&number.to_le_bytes());
     }
     Some(number)
-}
-
-/// The decision as audit events name it: (decision, outcome, reason, rule).
-fn verdict(decision: &Decision, mode: Mode) -> (&'static str, &'static str, String, String) {
-    match (decision, mode) {
-        (Decision::Allow { rule }, _) => ("allow", "success", String::new(), rule.clone()),
-        (Decision::Deny { reason, rule }, Mode::Monitor) => {
-            ("would_deny", "success", reason.clone(), rule.clone())
-        }
-        (Decision::Deny { reason, rule }, Mode::Enforce) => {
-            ("deny", "failure", reason.clone(), rule.clone())
-        }
-    }
 }
 
 fn reason(decision: &Decision) -> String {
