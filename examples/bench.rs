@@ -664,7 +664,9 @@ impl Zonegate {
             cmd.args([bin, "run"])
                 .arg(zones)
                 .arg("--audit-log")
-                .arg(&audit);
+                .arg(&audit)
+                .arg("--state-dir")
+                .arg(dir.join(format!("state-{tag}")));
             "zonegate".to_owned()
         };
         let child = cmd

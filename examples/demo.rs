@@ -204,12 +204,16 @@ fn main() {
     );
     let audit_log =
         std::env::temp_dir().join(format!("zonegate-demo-audit-{}.jsonl", std::process::id()));
+    let state_dir =
+        std::env::temp_dir().join(format!("zonegate-demo-state-{}", std::process::id()));
     plant.spawn_in_gateway(&[
         &zonegate,
         "run",
         zones.to_str().unwrap(),
         "--audit-log",
         audit_log.to_str().unwrap(),
+        "--state-dir",
+        state_dir.to_str().unwrap(),
     ]);
     let started = Instant::now();
     while !plant
@@ -491,6 +495,7 @@ fn main() {
     }
     drop(plant);
     let _ = std::fs::remove_file(&audit_log);
+    let _ = std::fs::remove_dir_all(&state_dir);
     println!("\n== plant removed");
     if wrong > 0 {
         eprintln!("{wrong} connection(s) did not behave as zones.yaml says");

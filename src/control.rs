@@ -1,13 +1,13 @@
 //! The running daemon's control loop: apply, then keep the kernel's ruleset what zones.yaml says
 //! until told to stop. Signals, reload and sd_notify live here as they arrive.
 
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::signal::unix::{SignalKind, signal};
 
-use std::sync::Arc;
-
-use crate::audit::{Audit, Sink};
+use crate::audit::{self, Audit, AuditError, Event, Severity};
 use crate::nft::{self, NftError};
 use crate::proxy::{self, Protocol, Proxy, ProxyError};
 use crate::site::Site;
@@ -24,17 +24,47 @@ pub enum ControlError {
     Signals(#[source] std::io::Error),
     #[error(transparent)]
     Proxy(#[from] ProxyError),
-    #[error("cannot open the audit log: {0}")]
-    Audit(#[source] std::io::Error),
+    #[error(transparent)]
+    Audit(#[from] AuditError),
+}
+
+/// What the command line adds to zones.yaml.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// The audit file, instead of zones.yaml's `audit.file.path`.
+    pub audit_log: Option<PathBuf>,
+    /// zonegate's state (spool, last configuration), instead of `audit.spool.directory`.
+    pub state_dir: Option<PathBuf>,
+}
+
+/// The audit settings zones.yaml and the command line make together.
+pub fn audit_settings(site: &Site, options: &Options) -> audit::Settings {
+    let mut settings = site.model.audit.clone();
+    if let Some(path) = &options.audit_log {
+        let (max_bytes, keep) = settings.file.as_ref().map_or(
+            (audit::DEFAULT_FILE_MAX_BYTES, audit::DEFAULT_FILE_KEEP),
+            |f| (f.max_bytes, f.keep),
+        );
+        settings.file = Some(audit::FileSettings {
+            path: path.clone(),
+            max_bytes,
+            keep,
+        });
+    }
+    if let Some(dir) = &options.state_dir {
+        settings.spool_dir = dir.join("spool");
+    }
+    settings
 }
 
 /// Applies the site's ruleset, serves its inspected conduits, and enforces both until SIGTERM or
 /// SIGINT. The ruleset stays in the kernel afterwards: stopping zonegate must not open the plant
 /// (inspected conduits then carry nothing).
-pub async fn run(site: Site, audit_sink: Sink) -> Result<(), ControlError> {
+pub async fn run(site: Site, options: Options) -> Result<(), ControlError> {
     let site = Arc::new(site);
     let model = &site.model;
-    let audit = Audit::start(audit_sink).map_err(ControlError::Audit)?;
+    let settings = audit_settings(&site, &options);
+    let (audit, writer) = Audit::start(&settings)?;
     // The proxy listens before the ruleset diverts anything to it, so no diverted connection
     // meets a closed port.
     let mut proxy_task = None;
@@ -61,6 +91,11 @@ pub async fn run(site: Site, audit_sink: Sink) -> Result<(), ControlError> {
         conduits = model.conduits.len(),
         "enforcing"
     );
+    let fingerprint = site.fingerprint();
+    audit.emit(started(&site, &fingerprint));
+    if let Some(change) = config_change(&settings.spool_dir, &fingerprint) {
+        audit.emit(change);
+    }
     let mut term = signal(SignalKind::terminate()).map_err(ControlError::Signals)?;
     let mut int = signal(SignalKind::interrupt()).map_err(ControlError::Signals)?;
     let mut tick = tokio::time::interval(VERIFY_INTERVAL);
@@ -86,5 +121,104 @@ pub async fn run(site: Site, audit_sink: Sink) -> Result<(), ControlError> {
         proxies.abort_all();
     }
     tracing::info!("stopping; the ruleset stays in force");
+    audit.emit(stopped());
+    drop(audit);
+    // The writer delivers what is queued, the stop event last.
+    let _ = tokio::task::spawn_blocking(move || writer.finish()).await;
     Ok(())
+}
+
+/// `daemon-start`: what is enforced, by content hash.
+fn started(site: &Site, fingerprint: &crate::site::Fingerprint) -> Event {
+    let mut e = Event::now(
+        "daemon-start",
+        "event",
+        &["process", "configuration"],
+        &["start"],
+        "success",
+        Severity::Notice,
+    );
+    e.message = format!(
+        "zonegate {} started: enforcing {} ({} zones, {} conduits)",
+        env!("CARGO_PKG_VERSION"),
+        fingerprint.file,
+        site.model.zones.len(),
+        site.model.conduits.len()
+    );
+    e.zonegate.daemon = Some(serde_json::json!({ "pid": std::process::id() }));
+    e.zonegate.config = serde_json::to_value(fingerprint).ok();
+    e
+}
+
+/// `daemon-stop`.
+fn stopped() -> Event {
+    let mut e = Event::now(
+        "daemon-stop",
+        "event",
+        &["process"],
+        &["end"],
+        "success",
+        Severity::Notice,
+    );
+    e.message = "zonegate stopped; the ruleset stays in force".into();
+    e.zonegate.daemon = Some(serde_json::json!({ "pid": std::process::id() }));
+    e
+}
+
+/// The fingerprint the last run enforced, kept beside the spool.
+const LAST_CONFIG: &str = "last-config.json";
+
+/// `config-change` when the configuration differs from the one the last run enforced: which
+/// files changed, with old and new hashes. Records the current one for the next run.
+fn config_change(state_dir: &std::path::Path, now: &crate::site::Fingerprint) -> Option<Event> {
+    let path = state_dir.join(LAST_CONFIG);
+    let before: Option<crate::site::Fingerprint> = std::fs::read(&path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    let write = std::fs::create_dir_all(state_dir).and_then(|()| {
+        std::fs::write(
+            &path,
+            serde_json::to_vec(now).map_err(std::io::Error::other)?,
+        )
+    });
+    if let Err(e) = write {
+        tracing::warn!(path = %path.display(), error = %e, "cannot record the configuration for the next run");
+    }
+    let before = before?;
+    if &before == now {
+        return None;
+    }
+    let mut changes = Vec::new();
+    if before.sha256 != now.sha256 || before.file != now.file {
+        changes.push(serde_json::json!({
+            "file": now.file, "old_sha256": before.sha256, "new_sha256": now.sha256,
+        }));
+    }
+    let files: std::collections::BTreeSet<&String> =
+        before.files.keys().chain(now.files.keys()).collect();
+    for f in files {
+        let (old, new) = (before.files.get(f), now.files.get(f));
+        if old != new {
+            changes.push(serde_json::json!({ "file": f, "old_sha256": old, "new_sha256": new }));
+        }
+    }
+    let mut e = Event::now(
+        "config-change",
+        "event",
+        &["configuration"],
+        &["change"],
+        "success",
+        Severity::Notice,
+    );
+    e.message = format!(
+        "configuration changed since the last run: {} file(s)",
+        changes.len()
+    );
+    e.zonegate.config = Some(serde_json::json!({
+        "file": now.file,
+        "old_sha256": before.sha256,
+        "new_sha256": now.sha256,
+        "changes": changes,
+    }));
+    Some(e)
 }

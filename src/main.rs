@@ -5,7 +5,6 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
-use zonegate::audit::Sink;
 use zonegate::config::{self, ConfigError};
 use zonegate::site::Site;
 use zonegate::{control, diagram, nft};
@@ -53,9 +52,14 @@ enum Cmd {
     Run {
         #[arg(default_value = "zones.yaml")]
         file: PathBuf,
-        /// Append audit events (JSON lines) to this file instead of standard output.
+        /// Append audit events (JSON lines) to this file, instead of zones.yaml's
+        /// `audit.file.path` (without either: standard output).
         #[arg(long, env = "ZONEGATE_AUDIT_LOG")]
         audit_log: Option<PathBuf>,
+        /// Directory for zonegate's state: the syslog spool and the last configuration
+        /// (instead of `audit.spool.directory`; systemd's StateDirectory sets STATE_DIRECTORY).
+        #[arg(long, env = "STATE_DIRECTORY")]
+        state_dir: Option<PathBuf>,
     },
     /// Zones, Purdue levels and conduits as a Mermaid flowchart.
     Diagram {
@@ -73,6 +77,22 @@ enum Cmd {
     /// Rego policies.
     #[command(subcommand)]
     Policy(PolicyCmd),
+    /// Audit logs.
+    #[command(subcommand)]
+    Audit(AuditCmd),
+}
+
+#[derive(Subcommand)]
+enum AuditCmd {
+    /// Check the hash chain of audit JSON lines files (a log and its rotated files, any order);
+    /// report the first modified, deleted, inserted or reordered event; exit 1 if there is one.
+    Verify {
+        /// The HMAC key the events were sealed with (zones.yaml `audit.key_file`).
+        #[arg(long)]
+        key_file: Option<PathBuf>,
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -135,13 +155,20 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Run { file, audit_log } => {
+        Cmd::Run {
+            file,
+            audit_log,
+            state_dir,
+        } => {
             let site = Site::load(&file)?;
-            let sink = audit_log.map_or(Sink::Stdout, Sink::File);
+            let options = control::Options {
+                audit_log,
+                state_dir,
+            };
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
-            runtime.block_on(control::run(site, sink))?;
+            runtime.block_on(control::run(site, options))?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Diagram { file } => {
@@ -165,10 +192,54 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Policy(PolicyCmd::Test { paths }) => Ok(policy_test(&paths)),
+        Cmd::Audit(AuditCmd::Verify { key_file, files }) => {
+            audit_verify(key_file.as_deref(), &files)
+        }
         Cmd::EarlyBlock => {
             nft::apply(&nft::early_block()).context("early block")?;
             tracing::info!("early block installed: nothing is forwarded");
             Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// `zonegate audit verify`: where each file sits in the stream, then the verdict.
+fn audit_verify(key_file: Option<&Path>, files: &[PathBuf]) -> anyhow::Result<ExitCode> {
+    let key = key_file
+        .map(|k| {
+            std::fs::read(k)
+                .map(|b| b.trim_ascii_end().to_vec())
+                .with_context(|| format!("key file {}", k.display()))
+        })
+        .transpose()?;
+    let report = zonegate::audit::chain::verify(files, key.as_deref())?;
+    for (path, first, count) in &report.files {
+        println!("{}: {count} lines from event {first}", path.display());
+    }
+    if report.starts_mid_chain {
+        println!(
+            "the chain starts at event {}: earlier events are not in these files (rotated away?)",
+            report.first_sequence
+        );
+    }
+    match &report.broken {
+        None => {
+            println!(
+                "ok: {} events, {} to {}, chain intact ({})",
+                report.events,
+                report.first_sequence,
+                report.last_sequence,
+                if report.keyed {
+                    "hmac-sha256"
+                } else {
+                    "sha256"
+                }
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(b) => {
+            println!("BROKEN: {b}");
+            Ok(ExitCode::FAILURE)
         }
     }
 }

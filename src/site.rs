@@ -22,6 +22,15 @@ pub struct Site {
     maps: HashMap<String, Arc<RegisterMap>>,
 }
 
+/// See [`Site::fingerprint`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Fingerprint {
+    pub file: String,
+    pub sha256: String,
+    /// Policies and register maps: path -> hex SHA-256.
+    pub files: std::collections::BTreeMap<String, String>,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum SiteError {
     #[error(transparent)]
@@ -91,6 +100,38 @@ impl Site {
             opcua_policies,
             maps,
         })
+    }
+
+    /// What the site was loaded from, by content: the hex SHA-256 of zones.yaml and of every
+    /// policy and register map it names (file -> hash). Audit events name configuration
+    /// changes by these.
+    pub fn fingerprint(&self) -> Fingerprint {
+        let hash = |p: &Path| {
+            std::fs::read(p)
+                .map(|b| crate::policy::revision(&b))
+                .unwrap_or_default()
+        };
+        let mut files = std::collections::BTreeMap::new();
+        let mut policies: Vec<&Arc<Policy>> = self
+            .policies
+            .values()
+            .chain(self.opcua_policies.values())
+            .collect();
+        policies.sort_by(|a, b| a.name().cmp(b.name()));
+        policies.dedup_by(|a, b| a.name() == b.name());
+        for p in policies {
+            files.insert(p.name().to_owned(), p.revision().to_owned());
+        }
+        for a in &self.model.assets {
+            if let Some(m) = &a.register_map {
+                files.insert(m.display().to_string(), hash(m));
+            }
+        }
+        Fingerprint {
+            file: self.path.display().to_string(),
+            sha256: hash(&self.path),
+            files,
+        }
     }
 
     /// The policy that judges the conduit's Modbus requests.

@@ -153,6 +153,18 @@ const BROKEN: &[Broken] = &[
         "conduit `scada-bess` carries deep-inspected services but names no policy",
     ),
     broken(
+        "syslog-tls-without-ca.yaml",
+        69,
+        18,
+        "a tls syslog receiver needs `ca`",
+    ),
+    broken(
+        "syslog-unknown-transport.yaml",
+        70,
+        18,
+        "unknown syslog transport `relp`",
+    ),
+    broken(
         "inspection-bad-mode.yaml",
         57,
         52,

@@ -43,6 +43,7 @@ impl Drop for Bench {
     fn drop(&mut self) {
         let _ = self.device.kill();
         let _ = self.device.wait();
+        support::audit::check_log(&self.dir.path().join("audit.jsonl"));
     }
 }
 
@@ -58,6 +59,8 @@ impl Bench {
             zones.to_str().unwrap(),
             "--audit-log",
             audit.to_str().unwrap(),
+            "--state-dir",
+            dir.path().join("state").to_str().unwrap(),
         ]);
         let journal = dir.path().join("device.jsonl");
         let mut device = Command::new("ip")
@@ -188,7 +191,7 @@ impl Bench {
     }
 
     fn audit(&self) -> Vec<Value> {
-        read_lines(&self.dir.path().join("audit.jsonl"))
+        support::audit::events(&self.dir.path().join("audit.jsonl"))
     }
 
     /// Waits until the audit log holds an event matching `pred` (the writer is asynchronous).
@@ -295,8 +298,8 @@ fn whitelisted_requests_pass_and_everything_else_is_refused() {
         e["zonegate"]["decision"] == "deny" && e["modbus"]["address"] == 104
     });
     assert_eq!(deny["zonegate"]["conduit"], "scada-bess");
-    assert_eq!(deny["source"]["asset"], "scada");
-    assert_eq!(deny["destination"]["asset"], "inverter-1");
+    assert_eq!(deny["zonegate"]["source"]["asset"], "scada");
+    assert_eq!(deny["zonegate"]["destination"]["asset"], "inverter-1");
     assert!(!deny["zonegate"]["reason"].as_str().unwrap().is_empty());
     bench.audit_event("allowed heartbeat", |e| {
         e["zonegate"]["decision"] == "allow" && e["modbus"]["address"] == 40

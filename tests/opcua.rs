@@ -57,6 +57,7 @@ impl Drop for Cell {
     fn drop(&mut self) {
         let _ = self.server.kill();
         let _ = self.server.wait();
+        support::audit::check_log(&self.dir.path().join("audit.jsonl"));
     }
 }
 
@@ -71,6 +72,8 @@ impl Cell {
             zones.to_str().unwrap(),
             "--audit-log",
             audit.to_str().unwrap(),
+            "--state-dir",
+            dir.path().join("state").to_str().unwrap(),
         ]);
         let mut server = Command::new("ip")
             .args(["netns", "exec", &plant.zone_ns("cnc-cell"), &python()])
@@ -169,7 +172,7 @@ impl Cell {
     }
 
     fn audit(&self) -> Vec<Value> {
-        read_lines(&self.dir.path().join("audit.jsonl"))
+        support::audit::events(&self.dir.path().join("audit.jsonl"))
     }
 
     /// Waits until the audit log holds an event matching `pred` (the writer is asynchronous).
@@ -372,8 +375,8 @@ fn plaintext_requests_are_judged_and_a_refusal_keeps_the_session() {
         denied["rule"]["name"], "opcua.write.forbidden_node",
         "{denied}"
     );
-    assert_eq!(denied["source"]["asset"], "hmi");
-    assert_eq!(denied["destination"]["asset"], "cnc-1");
+    assert_eq!(denied["zonegate"]["source"]["asset"], "hmi");
+    assert_eq!(denied["zonegate"]["destination"]["asset"], "cnc-1");
     let unlock = cell.audit_event("refused Unlock", |e| {
         e["event"]["action"] == "opcua-request" && e["opcua"]["nodes"][0] == "ns=2;s=Machine.Unlock"
     });

@@ -1,17 +1,28 @@
-//! Audit events: one JSON line per security-relevant fact, written by one task behind a bounded
-//! queue so that a slow disk never stalls the data path. Field names follow Elastic Common Schema
-//! (`@timestamp`, `event.*`, `source.*`, `destination.*`, `rule.name`) plus zonegate's own
-//! (`zonegate.*`, `modbus.*`, `opcua.*`). The audit issue adds syslog/TLS sinks, tamper evidence and spooling.
+//! Audit events for SOC tools: built where something happened ([`event`]), handed to one writer
+//! thread through a bounded queue so that a slow disk or receiver never stalls the data path,
+//! numbered and sealed into a hash chain there ([`chain`]), and written to every configured sink
+//! at once: a rotating JSON lines file ([`file`]), standard output, remote syslog receivers.
+//!
+//! Nothing is lost silently: events the queue cannot take are counted and reported by a gap
+//! event; with `when_full: fail_closed` the inspected conduits refuse new requests while audit
+//! cannot keep up (IEC 62443-3-3 SR 2.10, response to audit processing failures).
+
+pub mod chain;
+pub mod event;
+pub mod file;
 
 use std::io::Write as _;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
 
-use serde::Serialize;
 use tokio::sync::mpsc;
+
+pub use event::{Endpoint, Event, Network, Place, Rule, Severity, Zonegate};
+
+use chain::Chain;
+use file::RotatingFile;
 
 /// Events waiting for the writer; beyond this they are dropped and counted (never block traffic).
 pub const QUEUE_CAPACITY: usize = 65_536;
@@ -21,157 +32,391 @@ const WRITE_BATCH_BYTES: usize = 64 * 1024;
 /// arriving one by one are written in batches instead of costing the data path a thread wake-up
 /// and the writer a system call each. What an event may wait in the queue.
 pub const WRITE_INTERVAL: Duration = Duration::from_millis(10);
+/// Shortest HMAC key accepted from `audit.key_file`.
+pub const MIN_KEY_LEN: usize = 16;
 
-/// Where events go.
-#[derive(Debug, Clone)]
-pub enum Sink {
-    Stdout,
-    File(PathBuf),
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error("cannot open the audit log {path}: {source}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot read the audit key file {path}: {source}")]
+    Key {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the audit key file {0} holds fewer than {MIN_KEY_LEN} bytes")]
+    ShortKey(PathBuf),
+    #[error("cannot start the audit writer: {0}")]
+    Thread(#[source] std::io::Error),
 }
 
-/// Hands events to the writer task. Cheap to clone; one per session.
+/// What audit does when events cannot be written or delivered as fast as they come.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WhenFull {
+    /// Drop (the oldest undelivered events of a remote sink, the newest at the queue) and
+    /// report the gap in the stream.
+    #[default]
+    DropOldest,
+    /// Refuse new requests on inspected conduits until audit works again.
+    FailClosed,
+}
+
+/// Allowed reads: one periodic count per connection, or one event each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Reads {
+    #[default]
+    Count,
+    Each,
+}
+
+/// The JSON lines file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileSettings {
+    pub path: PathBuf,
+    /// Rotate when the file reaches this size; 0 never.
+    pub max_bytes: u64,
+    /// Rotated files kept.
+    pub keep: u32,
+}
+
+/// Where events go and how they are sealed (zones.yaml `audit:`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// `None` and no syslog receivers: standard output.
+    pub file: Option<FileSettings>,
+    pub key_file: Option<PathBuf>,
+    pub reads: Reads,
+    pub when_full: WhenFull,
+    /// Where events for unreachable syslog receivers wait, one subdirectory per receiver.
+    pub spool_dir: PathBuf,
+    pub spool_max_bytes: u64,
+    pub syslog: Vec<SyslogSettings>,
+}
+
+/// Default spool directory (systemd's `StateDirectory=zonegate`).
+pub const DEFAULT_SPOOL_DIR: &str = "/var/lib/zonegate/spool";
+/// Default bound of each receiver's spool.
+pub const DEFAULT_SPOOL_MAX_BYTES: u64 = 64 * 1024 * 1024;
+/// Default size at which the audit file is rotated.
+pub const DEFAULT_FILE_MAX_BYTES: u64 = 16 * 1024 * 1024;
+/// Default number of rotated audit files kept.
+pub const DEFAULT_FILE_KEEP: u32 = 10;
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            file: None,
+            key_file: None,
+            reads: Reads::Count,
+            when_full: WhenFull::DropOldest,
+            spool_dir: PathBuf::from(DEFAULT_SPOOL_DIR),
+            spool_max_bytes: DEFAULT_SPOOL_MAX_BYTES,
+            syslog: Vec::new(),
+        }
+    }
+}
+
+impl Settings {
+    /// Makes relative paths relative to `dir` (the zones.yaml directory).
+    pub fn resolve_paths(&mut self, dir: &std::path::Path) {
+        if let Some(f) = &mut self.file {
+            f.path = dir.join(&f.path);
+        }
+        if let Some(k) = &mut self.key_file {
+            *k = dir.join(&*k);
+        }
+        self.spool_dir = dir.join(&self.spool_dir);
+        for s in &mut self.syslog {
+            for p in [&mut s.ca, &mut s.client_cert, &mut s.client_key]
+                .into_iter()
+                .flatten()
+            {
+                *p = dir.join(&*p);
+            }
+        }
+    }
+}
+
+/// A remote syslog receiver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyslogSettings {
+    /// host:port
+    pub address: String,
+    pub transport: SyslogTransport,
+    pub format: SyslogFormat,
+    pub ca: Option<PathBuf>,
+    pub server_name: Option<String>,
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyslogTransport {
+    /// RFC 5426: one message per datagram, no delivery guarantee.
+    Udp,
+    /// RFC 6587 octet counting.
+    Tcp,
+    /// RFC 5425.
+    Tls,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyslogFormat {
+    /// RFC 5424 with the JSON event as MSG.
+    Rfc5424,
+    /// ArcSight Common Event Format in an RFC 5424 header.
+    Cef,
+}
+
+/// Hands events to the writer. Cheap to clone; one per session.
 #[derive(Debug, Clone)]
 pub struct Audit {
-    tx: mpsc::Sender<Event>,
-    dropped: Arc<AtomicU64>,
+    tx: mpsc::Sender<Message>,
+    shared: Arc<Shared>,
 }
 
-/// One audit event. Built only where something happened that a SOC must see.
-#[derive(Debug, Clone, Serialize)]
-pub struct Event {
-    #[serde(rename = "@timestamp")]
-    pub timestamp: String,
-    pub event: EventMeta,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub source: Option<Endpoint>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub destination: Option<Endpoint>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub rule: Option<Rule>,
-    pub zonegate: Zonegate,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub modbus: Option<serde_json::Value>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub opcua: Option<serde_json::Value>,
+/// What the data path and the writer both see.
+#[derive(Debug, Default)]
+struct Shared {
+    /// Events the queue could not take since the writer last reported them.
+    lost: AtomicU64,
+    lost_total: AtomicU64,
+    /// The writer's last write failed.
+    write_failed: AtomicBool,
+    fail_closed: bool,
+    reads: Reads,
 }
 
-#[derive(Debug, Clone, Serialize)]
-pub struct EventMeta {
-    /// ECS `event.kind`: `event` or `alert`.
-    pub kind: &'static str,
-    pub category: &'static [&'static str],
-    /// What happened, e.g. `modbus-request`, `modbus-malformed`.
-    pub action: &'static str,
-    /// ECS `event.outcome`: `success` (allowed) or `failure` (denied, refused).
-    pub outcome: &'static str,
+#[derive(Debug)]
+enum Message {
+    Event(Box<Event>),
+    /// Write what is queued, then stop.
+    Close,
 }
 
-#[derive(Debug, Clone, Serialize)]
-pub struct Endpoint {
-    pub ip: String,
-    pub port: u16,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub zone: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub asset: Option<String>,
+/// The writer thread; [`AuditWriter::finish`] writes what is queued and stops it.
+#[derive(Debug)]
+pub struct AuditWriter {
+    tx: mpsc::Sender<Message>,
+    thread: std::thread::JoinHandle<()>,
 }
 
-impl Endpoint {
-    pub fn new(addr: SocketAddr, zone: Option<&str>, asset: Option<&str>) -> Self {
-        Endpoint {
-            ip: addr.ip().to_string(),
-            port: addr.port(),
-            zone: zone.map(str::to_owned),
-            asset: asset.map(str::to_owned),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Rule {
-    pub name: String,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Zonegate {
-    pub conduit: Option<String>,
-    /// `allow`, `deny`, `would_deny` (monitor mode) or `refuse` (malformed, no policy asked).
-    pub decision: &'static str,
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub reason: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub mode: Option<&'static str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub policy_revision: Option<String>,
-}
-
-impl Event {
-    pub fn now(event: EventMeta, zonegate: Zonegate) -> Event {
-        Event {
-            timestamp: humantime::format_rfc3339_micros(SystemTime::now()).to_string(),
-            event,
-            source: None,
-            destination: None,
-            rule: None,
-            zonegate,
-            modbus: None,
-            opcua: None,
-        }
-    }
+/// A snapshot for metrics and logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stats {
+    pub queued: u64,
+    pub lost: u64,
+    pub healthy: bool,
 }
 
 impl Audit {
-    /// Starts the writer task on the current tokio runtime.
-    pub fn start(sink: Sink) -> std::io::Result<Audit> {
-        let (tx, mut rx) = mpsc::channel::<Event>(QUEUE_CAPACITY);
-        let mut out: Box<dyn std::io::Write + Send> = match sink {
-            Sink::Stdout => Box::new(std::io::stdout()),
-            Sink::File(path) => Box::new(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)?,
-            ),
-        };
-        tokio::task::spawn_blocking(move || {
-            let mut batch = Vec::with_capacity(WRITE_BATCH_BYTES);
-            while let Some(event) = rx.blocking_recv() {
-                // What is queued goes out in one write, so that a burst costs one system call
-                // rather than one per event; nothing waits for more to come.
-                batch.clear();
-                let mut next = Some(event);
-                while let Some(event) = next.take() {
-                    if serde_json::to_writer(&mut batch, &event).is_ok() {
-                        batch.push(b'\n');
-                    }
-                    if batch.len() < WRITE_BATCH_BYTES {
-                        next = rx.try_recv().ok();
-                    }
-                }
-                // Written and flushed whole before the next wait: no event sits in a buffer of
-                // ours when the process dies.
-                if out.write_all(&batch).and_then(|()| out.flush()).is_err() {
-                    tracing::error!("cannot write audit events");
-                }
-                if batch.len() < WRITE_BATCH_BYTES {
-                    std::thread::sleep(WRITE_INTERVAL);
-                }
+    /// Opens the sinks and starts the writer thread.
+    pub fn start(settings: &Settings) -> Result<(Audit, AuditWriter), AuditError> {
+        let key = settings.key_file.as_deref().map(read_key).transpose()?;
+        let mut sinks = Sinks::default();
+        let mut tail = None;
+        match &settings.file {
+            Some(f) => {
+                tail = chain::tail_of(&f.path);
+                sinks.file = Some(RotatingFile::open(&f.path, f.max_bytes, f.keep).map_err(
+                    |source| AuditError::Open {
+                        path: f.path.clone(),
+                        source,
+                    },
+                )?);
             }
+            None => sinks.stdout = true,
+        }
+        let shared = Arc::new(Shared {
+            fail_closed: settings.when_full == WhenFull::FailClosed,
+            reads: settings.reads,
+            ..Shared::default()
         });
-        Ok(Audit {
-            tx,
-            dropped: Arc::new(AtomicU64::new(0)),
-        })
+        let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
+        let writer = Writer {
+            rx,
+            chain: Chain::new(key, tail),
+            sinks,
+            shared: shared.clone(),
+            batch: Vec::with_capacity(WRITE_BATCH_BYTES.saturating_mul(2)),
+        };
+        let thread = std::thread::Builder::new()
+            .name("audit-writer".into())
+            .spawn(move || writer.run())
+            .map_err(AuditError::Thread)?;
+        Ok((
+            Audit {
+                tx: tx.clone(),
+                shared,
+            },
+            AuditWriter { tx, thread },
+        ))
     }
 
     /// Queues an event; when the queue is full it is dropped and counted, never waited for.
     pub fn emit(&self, event: Event) {
-        if self.tx.try_send(event).is_err() {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
+        if self.tx.try_send(Message::Event(Box::new(event))).is_err() {
+            self.shared.lost.fetch_add(1, Ordering::Relaxed);
+            self.shared.lost_total.fetch_add(1, Ordering::Relaxed);
         }
     }
 
+    /// Whether requests may proceed: false only with `when_full: fail_closed` while events are
+    /// being lost or cannot be written.
+    pub fn healthy(&self) -> bool {
+        !self.shared.fail_closed
+            || (self.shared.lost.load(Ordering::Relaxed) == 0
+                && !self.shared.write_failed.load(Ordering::Relaxed))
+    }
+
+    pub fn reads(&self) -> Reads {
+        self.shared.reads
+    }
+
+    pub fn stats(&self) -> Stats {
+        Stats {
+            queued: u64::try_from(self.tx.max_capacity().saturating_sub(self.tx.capacity()))
+                .unwrap_or(u64::MAX),
+            lost: self.shared.lost_total.load(Ordering::Relaxed),
+            healthy: self.healthy(),
+        }
+    }
+
+    /// Events dropped because the queue was full, since start.
     pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
+        self.shared.lost_total.load(Ordering::Relaxed)
+    }
+}
+
+impl AuditWriter {
+    /// Writes everything queued before this call, then stops the writer.
+    pub fn finish(self) {
+        // Blocking send: this is the daemon's last act, and the queue drains meanwhile.
+        if self.tx.blocking_send(Message::Close).is_ok() {
+            let _ = self.thread.join();
+        }
+    }
+}
+
+fn read_key(path: &std::path::Path) -> Result<Vec<u8>, AuditError> {
+    let bytes = std::fs::read(path).map_err(|source| AuditError::Key {
+        path: path.to_owned(),
+        source,
+    })?;
+    // A key written with `echo` ends in a newline that is not meant to be part of it.
+    let key = bytes.trim_ascii_end().to_vec();
+    if key.len() < MIN_KEY_LEN {
+        return Err(AuditError::ShortKey(path.to_owned()));
+    }
+    Ok(key)
+}
+
+#[derive(Debug, Default)]
+struct Sinks {
+    stdout: bool,
+    file: Option<RotatingFile>,
+}
+
+struct Writer {
+    rx: mpsc::Receiver<Message>,
+    chain: Chain,
+    sinks: Sinks,
+    shared: Arc<Shared>,
+    /// Sealed lines of the write being assembled.
+    batch: Vec<u8>,
+}
+
+impl Writer {
+    fn run(mut self) {
+        let mut closing = false;
+        while !closing {
+            let Some(first) = self.rx.blocking_recv() else {
+                break;
+            };
+            // What is queued goes out in one write, so that a burst costs one system call
+            // rather than one per event; nothing waits for more to come.
+            self.batch.clear();
+            let mut next = Some(first);
+            while let Some(message) = next.take() {
+                match message {
+                    Message::Event(mut event) => self.seal(&mut event),
+                    Message::Close => closing = true,
+                }
+                if self.batch.len() < WRITE_BATCH_BYTES || closing {
+                    next = self.rx.try_recv().ok();
+                }
+            }
+            self.report_lost();
+            self.write();
+            if self.batch.len() < WRITE_BATCH_BYTES && !closing {
+                std::thread::sleep(WRITE_INTERVAL);
+            }
+        }
+    }
+
+    /// Numbers, seals and queues one event for every sink.
+    fn seal(&mut self, event: &mut Event) {
+        // Events lost before this one are reported before it, in their place in the stream.
+        self.report_lost();
+        let start = self.batch.len();
+        match self.chain.seal(event, &mut self.batch) {
+            Ok(()) => self.batch.push(b'\n'),
+            Err(e) => {
+                self.batch.truncate(start);
+                tracing::error!(error = %e, "cannot seal an audit event");
+            }
+        }
+    }
+
+    /// A gap event for events the queue dropped, if any.
+    fn report_lost(&mut self) {
+        let lost = self.shared.lost.swap(0, Ordering::Relaxed);
+        if lost == 0 {
+            return;
+        }
+        let mut gap = Event::now(
+            "audit-gap",
+            "alert",
+            &["process"],
+            &["error"],
+            "failure",
+            Severity::Critical,
+        );
+        gap.message = format!("{lost} audit events were lost: the audit queue was full");
+        gap.zonegate.gap = Some(serde_json::json!({ "lost": lost, "where": "queue" }));
+        let start = self.batch.len();
+        match self.chain.seal(&mut gap, &mut self.batch) {
+            Ok(()) => self.batch.push(b'\n'),
+            Err(_) => self.batch.truncate(start),
+        }
+    }
+
+    fn write(&mut self) {
+        if self.batch.is_empty() {
+            return;
+        }
+        let mut ok = true;
+        if let Some(file) = &mut self.sinks.file
+            && let Err(e) = file.write(&self.batch)
+        {
+            tracing::error!(error = %e, "cannot write audit events");
+            ok = false;
+        }
+        if self.sinks.stdout {
+            let mut out = std::io::stdout().lock();
+            if out
+                .write_all(&self.batch)
+                .and_then(|()| out.flush())
+                .is_err()
+            {
+                ok = false;
+            }
+        }
+        self.shared.write_failed.store(!ok, Ordering::Relaxed);
     }
 }

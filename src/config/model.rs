@@ -37,6 +37,7 @@ pub struct Model {
     pub zones: Vec<Zone>,
     pub assets: Vec<Asset>,
     pub conduits: Vec<Conduit>,
+    pub audit: crate::audit::Settings,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -240,6 +241,14 @@ impl PurdueLevel {
             .map(|(l, _)| *l)
     }
 
+    /// The level as zones.yaml writes it (3.5 for the DMZ).
+    pub fn number(self) -> f64 {
+        Self::ALL
+            .iter()
+            .find(|(l, _)| *l == self)
+            .map_or(0.0, |(_, v)| *v)
+    }
+
     /// Position on the ladder, counting the DMZ as a step of its own.
     pub fn rank(self) -> u8 {
         self as u8
@@ -367,6 +376,7 @@ impl Model {
                 }
             }
         }
+        self.audit.resolve_paths(dir);
     }
 
     /// Conduits that are legal but deserve a second look (IEC 62443-3-2 zone and conduit review).
@@ -437,10 +447,15 @@ impl Model {
 
 /// Collects every problem in the file rather than stopping at the first.
 #[derive(Default)]
-struct Problems(Vec<Diagnostic>);
+pub(super) struct Problems(Vec<Diagnostic>);
 
 impl Problems {
-    fn at<T>(&mut self, s: &Spanned<T>, message: impl Into<String>, hint: Option<String>) {
+    pub(super) fn at<T>(
+        &mut self,
+        s: &Spanned<T>,
+        message: impl Into<String>,
+        hint: Option<String>,
+    ) {
         self.0.push(Diagnostic {
             pos: Some(Pos::of(s)),
             message: message.into(),
@@ -458,12 +473,14 @@ impl TryFrom<RawFile> for Model {
         let zones = zones(&raw, &mut p);
         let assets = assets(&raw, &zones, &mut p);
         let conduits = conduits(&raw, &zones, &assets, &mut p);
+        let audit = super::audit::settings(raw.audit.as_ref(), &mut p);
         if p.0.is_empty() {
             Ok(Model {
                 gateway,
                 zones,
                 assets,
                 conduits,
+                audit,
             })
         } else {
             Err(p.0)

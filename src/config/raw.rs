@@ -18,6 +18,70 @@ pub struct RawFile {
     pub assets: IndexMap<Spanned<String>, Spanned<RawAsset>>,
     #[serde(default)]
     pub conduits: IndexMap<Spanned<String>, Spanned<RawConduit>>,
+    #[serde(default)]
+    pub audit: Option<Spanned<RawAudit>>,
+}
+
+/// Where audit events go and how they are sealed.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAudit {
+    /// `count` (default) or `each`.
+    #[serde(default)]
+    pub reads: Option<Spanned<String>>,
+    /// `drop_oldest` (default) or `fail_closed`.
+    #[serde(default)]
+    pub when_full: Option<Spanned<String>>,
+    /// HMAC key for the hash chain.
+    #[serde(default)]
+    pub key_file: Option<Spanned<String>>,
+    #[serde(default)]
+    pub file: Option<Spanned<RawAuditFile>>,
+    #[serde(default)]
+    pub spool: Option<Spanned<RawSpool>>,
+    #[serde(default)]
+    pub syslog: Vec<Spanned<RawSyslog>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuditFile {
+    pub path: Spanned<String>,
+    #[serde(default)]
+    pub max_bytes: Option<Spanned<u64>>,
+    #[serde(default)]
+    pub keep: Option<Spanned<u32>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSpool {
+    #[serde(default)]
+    pub directory: Option<Spanned<String>>,
+    #[serde(default)]
+    pub max_bytes: Option<Spanned<u64>>,
+}
+
+/// A remote syslog receiver.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSyslog {
+    /// host:port
+    pub address: Spanned<String>,
+    /// `udp`, `tcp` or `tls`.
+    pub transport: Spanned<String>,
+    /// `rfc5424` (default) or `cef`.
+    #[serde(default)]
+    pub format: Option<Spanned<String>>,
+    /// PEM CA bundle that verifies the receiver (tls).
+    #[serde(default)]
+    pub ca: Option<Spanned<String>>,
+    #[serde(default)]
+    pub server_name: Option<Spanned<String>>,
+    #[serde(default)]
+    pub client_cert: Option<Spanned<String>>,
+    #[serde(default)]
+    pub client_key: Option<Spanned<String>>,
 }
 
 /// Settings of the gateway itself.

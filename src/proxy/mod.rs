@@ -15,7 +15,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::Semaphore;
 
-use crate::audit::{self, Audit, Event, EventMeta};
+use crate::audit::{self, Audit, Event};
 use crate::config::{Conduit, Mode, OnDeny};
 use crate::nft::ruleset::UPSTREAM_MARK;
 use crate::policy::{ConnectionInput, Decision, Peer, Policy, RegisterMap};
@@ -44,6 +44,16 @@ pub enum ProxyError {
 pub enum Protocol {
     Modbus,
     OpcUa,
+}
+
+impl Protocol {
+    /// ECS `network.protocol`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Modbus => "modbus",
+            Protocol::OpcUa => "opcua",
+        }
+    }
 }
 
 /// A listening proxy for one protocol (IPv4 and IPv6).
@@ -176,6 +186,7 @@ fn opcua_route(site: &Arc<Site>, client: SocketAddr, device: SocketAddr) -> Opti
     let conduit = site.opcua_conduit(client.ip(), device)?;
     Route::along(
         site,
+        Protocol::OpcUa,
         conduit,
         site.opcua_policy(&conduit.name)?,
         client,
@@ -188,6 +199,7 @@ fn opcua_route(site: &Arc<Site>, client: SocketAddr, device: SocketAddr) -> Opti
 #[derive(Debug)]
 pub struct Route {
     pub site: Arc<Site>,
+    pub protocol: Protocol,
     pub conduit: Conduit,
     pub mode: Mode,
     pub on_deny: OnDeny,
@@ -200,6 +212,7 @@ impl Route {
     /// The route along `conduit` (which must be inspected) judged by `policy`.
     fn along(
         site: &Arc<Site>,
+        protocol: Protocol,
         conduit: &Conduit,
         policy: &Arc<Policy>,
         client: SocketAddr,
@@ -209,6 +222,7 @@ impl Route {
         let asset = |a: SocketAddr| site.model.asset_at(a.ip()).map(|a| a.name.clone());
         Some(Route {
             site: site.clone(),
+            protocol,
             conduit: conduit.clone(),
             mode: inspection.mode,
             on_deny: inspection.on_deny,
@@ -256,37 +270,60 @@ impl Route {
         reason: String,
     ) -> Event {
         let model = &self.site.model;
-        let mut e = Event::now(
-            EventMeta {
-                kind: if outcome == "failure" {
-                    "alert"
-                } else {
-                    "event"
-                },
-                category: &["network", "intrusion_detection"],
-                action,
-                outcome,
-            },
-            audit::Zonegate {
-                conduit: Some(self.conduit.name.clone()),
-                decision,
-                reason,
-                mode: Some(self.mode.as_str()),
-                policy_revision: Some(self.policy.revision().to_owned()),
-            },
+        let mut e = Event::traffic(action, decision).with_places(
+            audit::Place::of(model, client.ip()),
+            audit::Place::of(model, device.ip()),
         );
-        let zone = |a: SocketAddr| model.zone_of(a.ip()).map(|z| z.name.as_str());
-        e.source = Some(audit::Endpoint::new(
+        e.event.outcome = outcome;
+        e.message = message(
+            action,
+            decision,
             client,
-            zone(client),
-            self.client_asset.as_deref(),
-        ));
-        e.destination = Some(audit::Endpoint::new(
             device,
-            zone(device),
-            self.device_asset.as_deref(),
+            Some(&self.conduit.name),
+            &reason,
+        );
+        e.source = Some(audit::Endpoint::new(client));
+        e.destination = Some(audit::Endpoint::new(device));
+        e.network = Some(audit::Network::new(
+            "tcp",
+            Some(self.protocol.as_str()),
+            client.ip(),
         ));
+        e.zonegate.conduit = Some(self.conduit.name.clone());
+        e.zonegate.reason = reason;
+        e.zonegate.mode = Some(self.mode.as_str());
+        e.zonegate.policy_revision = Some(self.policy.revision().to_owned());
         e
+    }
+}
+
+/// The event's one-line summary: what was decided about whom, and why.
+fn message(
+    action: &str,
+    decision: &str,
+    client: SocketAddr,
+    device: SocketAddr,
+    conduit: Option<&str>,
+    reason: &str,
+) -> String {
+    let mut m = format!("{action}: {decision} {client} -> {device}");
+    if let Some(c) = conduit {
+        m.push_str(" on conduit ");
+        m.push_str(c);
+    }
+    if !reason.is_empty() {
+        m.push_str(": ");
+        m.push_str(reason);
+    }
+    m
+}
+
+/// The decision while audit cannot record (`audit.when_full: fail_closed`).
+pub fn audit_unavailable() -> Decision {
+    Decision::Deny {
+        reason: "audit is not recording events (audit.when_full: fail_closed)".into(),
+        rule: "zonegate.audit.unavailable".into(),
     }
 }
 
@@ -344,29 +381,25 @@ fn no_conduit(
     client: SocketAddr,
     device: SocketAddr,
 ) {
-    let mut e = Event::now(
-        EventMeta {
-            kind: "alert",
-            category: &["network", "intrusion_detection"],
-            action,
-            outcome: "failure",
-        },
-        audit::Zonegate {
-            conduit: None,
-            decision: "refuse",
-            reason: reason.into(),
-            mode: None,
-            policy_revision: None,
-        },
-    );
-    e.source = Some(audit::Endpoint::new(client, None, None));
-    e.destination = Some(audit::Endpoint::new(device, None, None));
+    let mut e = Event::traffic(action, "refuse");
+    e.message = message(action, "refuse", client, device, None, reason);
+    e.zonegate.reason = reason.into();
+    e.source = Some(audit::Endpoint::new(client));
+    e.destination = Some(audit::Endpoint::new(device));
+    e.network = Some(audit::Network::new("tcp", None, client.ip()));
     audit.emit(e);
 }
 
 fn route(site: &Arc<Site>, client: SocketAddr, device: SocketAddr) -> Option<Route> {
     let conduit = site.modbus_conduit(client.ip(), device)?;
-    Route::along(site, conduit, site.policy(&conduit.name)?, client, device)
+    Route::along(
+        site,
+        Protocol::Modbus,
+        conduit,
+        site.policy(&conduit.name)?,
+        client,
+        device,
+    )
 }
 
 /// IPv4 clients of a dual-stack socket appear as ::ffff:a.b.c.d; the model speaks plain IPv4.

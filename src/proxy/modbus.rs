@@ -11,7 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use super::{Route, SessionError};
+use super::{Route, SessionError, audit_unavailable};
 use crate::audit::{self, Audit, Event};
 use crate::config::{Mode, OnDeny};
 use crate::policy::{ConnectionInput, Decision, Policy, RegisterMap};
@@ -283,6 +283,19 @@ impl Session {
                         close = true;
                         break;
                     }
+                    if !self.audit.healthy() {
+                        // Nothing is allowed that cannot be audited (audit.when_full:
+                        // fail_closed); the gateway's path is what is unavailable.
+                        self.event_decision_in(&frame, &audit_unavailable(), Mode::Enforce);
+                        self.to_client
+                            .extend_from_slice(&modbus::exception_response(
+                                &header,
+                                function,
+                                EXCEPTION_GATEWAY_PATH_UNAVAILABLE,
+                            ));
+                        used_total = used_total.saturating_add(used);
+                        continue;
+                    }
                     let decision = self.judge.decide(&frame);
                     let (forward, answer) = match (&*decision, self.route.mode) {
                         (Decision::Allow { .. }, _) | (Decision::Deny { .. }, Mode::Monitor) => {
@@ -296,7 +309,10 @@ impl Session {
                             OnDeny::Close => (false, None),
                         },
                     };
-                    if decision.is_allow() && frame.body.access() == modbus::Access::Read {
+                    if decision.is_allow()
+                        && frame.body.access() == modbus::Access::Read
+                        && self.audit.reads() == audit::Reads::Count
+                    {
                         self.reads_allowed = self.reads_allowed.saturating_add(1);
                     } else {
                         self.event_decision(&frame, &decision);
@@ -536,7 +552,11 @@ impl Session {
     }
 
     fn event_decision(&self, frame: &modbus::RequestFrame<'_>, decision: &Decision) {
-        let (decision_name, outcome, reason, rule) = super::verdict(decision, self.route.mode);
+        self.event_decision_in(frame, decision, self.route.mode);
+    }
+
+    fn event_decision_in(&self, frame: &modbus::RequestFrame<'_>, decision: &Decision, mode: Mode) {
+        let (decision_name, outcome, reason, rule) = super::verdict(decision, mode);
         let mut e = self.base_event("modbus-request", outcome, decision_name, reason);
         e.rule = Some(audit::Rule { name: rule });
         let req = &frame.body;

@@ -521,9 +521,16 @@ impl Session {
             self.channel.security_mode = Some(SecurityMode::Sign);
             self.channel_changed();
         }
+        // Nothing is allowed that cannot be audited (audit.when_full: fail_closed).
+        let audit_down = !self.audit.healthy();
         // One decision per item; the first denial refuses the request whole.
-        let mut decision = None;
-        for item in service_items(request) {
+        let mut decision = audit_down.then(super::audit_unavailable);
+        let items = if audit_down {
+            Vec::new()
+        } else {
+            service_items(request)
+        };
+        for item in items {
             let d = self.decide_item(item);
             let deny = !d.is_allow();
             decision = Some(d);
@@ -539,7 +546,7 @@ impl Session {
             access(request.service),
             "read" | "browse" | "subscribe" | "session" | "discovery"
         );
-        if decision.is_allow() && summarized {
+        if decision.is_allow() && summarized && self.audit.reads() == audit::Reads::Count {
             self.reads_allowed = self.reads_allowed.saturating_add(1);
         } else {
             self.event_request(sequence, request, &decision);
@@ -555,7 +562,7 @@ impl Session {
             .iter()
             .position(|h| h.request_id == sequence.request_id)
             .map(|i| self.held.swap_remove(i));
-        if decision.is_allow() || self.route.mode == Mode::Monitor {
+        if decision.is_allow() || (self.route.mode == Mode::Monitor && !audit_down) {
             match &held {
                 Some(h) => self.forward_held(h),
                 None => self.forward_to_server(current, SYMMETRIC_SEQUENCE_OFFSET),

@@ -7,6 +7,7 @@
     clippy::panic
 )]
 
+pub mod audit;
 pub mod plant;
 
 use std::path::PathBuf;

@@ -1,0 +1,351 @@
+//! The audit event: one JSON object per security-relevant fact. Field names follow Elastic Common
+//! Schema (`@timestamp`, `event.*`, `source.*`, `destination.*`, `network.*`, `rule.name`,
+//! `observer.*`); what ECS has no name for is under `zonegate.*` (conduit, zones and Purdue levels,
+//! assets, decision), `modbus.*` and `opcua.*`. The JSON Schema is `schema/audit-event.schema.json`.
+//!
+//! Field order is part of the format: `zonegate` is the last member of every event, because the
+//! writer appends the hash chain (`zonegate.chain`) to the serialized event as its final member
+//! (see [`super::chain`]).
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::OnceLock;
+use std::time::SystemTime;
+
+use serde::Serialize;
+
+use crate::config::Model;
+
+/// One audit event. Built only where something happened that a SOC must see.
+#[derive(Debug, Clone, Serialize)]
+pub struct Event {
+    #[serde(rename = "@timestamp")]
+    pub timestamp: String,
+    /// A sentence for people reading the event in a SIEM list.
+    pub message: String,
+    pub event: EventMeta,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<Endpoint>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub destination: Option<Endpoint>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub network: Option<Network>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<Rule>,
+    pub observer: Observer,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub modbus: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub opcua: Option<serde_json::Value>,
+    /// Last, see the module comment.
+    pub zonegate: Zonegate,
+}
+
+/// ECS `event.*`.
+#[derive(Debug, Clone, Serialize)]
+pub struct EventMeta {
+    /// `event` or `alert` (something a SOC should look at: denials, malformed traffic, lost events).
+    pub kind: &'static str,
+    pub category: &'static [&'static str],
+    #[serde(rename = "type")]
+    pub types: &'static [&'static str],
+    /// What happened, e.g. `modbus-request`, `network-drop`, `daemon-start`.
+    pub action: &'static str,
+    /// `success`, `failure` or `unknown`.
+    pub outcome: &'static str,
+    /// Syslog severity number (2 critical ... 6 informational), also the syslog header's.
+    pub severity: u8,
+    /// Position in the audit stream, from 1, without gaps: set by the writer.
+    pub sequence: u64,
+    pub dataset: &'static str,
+}
+
+/// Syslog severities zonegate uses (RFC 5424 numbers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Severity {
+    /// Audit itself failed: events were lost.
+    Critical = 2,
+    /// Denials, refusals, malformed traffic.
+    Warning = 4,
+    /// Changes: configuration, daemon start and stop.
+    Notice = 5,
+    Info = 6,
+}
+
+/// ECS `source` / `destination`: the address as seen on the wire.
+#[derive(Debug, Clone, Serialize)]
+pub struct Endpoint {
+    pub ip: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+}
+
+impl Endpoint {
+    pub fn new(addr: SocketAddr) -> Self {
+        Endpoint {
+            ip: addr.ip().to_string(),
+            port: Some(addr.port()),
+        }
+    }
+
+    pub fn ip(ip: IpAddr, port: Option<u16>) -> Self {
+        Endpoint {
+            ip: ip.to_string(),
+            port,
+        }
+    }
+}
+
+/// ECS `network.*`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Network {
+    /// `tcp`, `udp`, `icmp`, `ipv6-icmp` ...
+    pub transport: &'static str,
+    /// Application protocol: `modbus`, `opcua`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<&'static str>,
+    /// `ipv4` or `ipv6`.
+    #[serde(rename = "type")]
+    pub family: &'static str,
+}
+
+impl Network {
+    pub fn new(transport: &'static str, protocol: Option<&'static str>, ip: IpAddr) -> Self {
+        Network {
+            transport,
+            protocol,
+            family: if ip.is_ipv4() { "ipv4" } else { "ipv6" },
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Rule {
+    pub name: String,
+}
+
+/// ECS `observer.*`: the gateway that saw it. Zones also appear here, where ECS-aware tools
+/// look for a firewall's zones.
+#[derive(Debug, Clone, Serialize)]
+pub struct Observer {
+    pub vendor: &'static str,
+    pub product: &'static str,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub version: &'static str,
+    pub hostname: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ingress: Option<ObserverZone>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub egress: Option<ObserverZone>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ObserverZone {
+    pub zone: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interface: Option<Interface>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Interface {
+    pub name: String,
+}
+
+/// zonegate's own fields.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Zonegate {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub conduit: Option<String>,
+    /// `allow`, `deny`, `would_deny` (monitor mode), `refuse` (malformed, no policy asked) or
+    /// `drop` (the kernel's default deny).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decision: Option<&'static str>,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+    /// `enforce` or `monitor`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mode: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy_revision: Option<String>,
+    /// Where the initiator sits in the plant.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<Place>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub destination: Option<Place>,
+    /// Kind-specific details: `drop` (chain, interfaces), `config` (hashes), `gap`, `daemon`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drop: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub config: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gap: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub daemon: Option<serde_json::Value>,
+}
+
+/// A zone and, when known, the asset at an address.
+#[derive(Debug, Clone, Serialize)]
+pub struct Place {
+    pub zone: String,
+    /// Purdue level, 3.5 for the DMZ (whole levels as integers).
+    #[serde(serialize_with = "level")]
+    pub level: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub asset: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub asset_kind: Option<String>,
+}
+
+fn level<S: serde::Serializer>(level: &f64, s: S) -> Result<S::Ok, S::Error> {
+    if level.fract() == 0.0 && (0.0..=5.0).contains(level) {
+        // Exact: whole levels 0 to 5.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        s.serialize_u8(*level as u8)
+    } else {
+        s.serialize_f64(*level)
+    }
+}
+
+impl Place {
+    /// The zone (and asset) of an address in the model; `None` outside every zone.
+    pub fn of(model: &Model, ip: IpAddr) -> Option<Place> {
+        let zone = model.zone_of(ip)?;
+        let asset = model.asset_at(ip);
+        Some(Place {
+            zone: zone.name.clone(),
+            level: zone.level.number(),
+            asset: asset.map(|a| a.name.clone()),
+            asset_kind: asset.map(|a| a.kind.as_str().to_owned()),
+        })
+    }
+
+    /// A zone by name.
+    pub fn zone(model: &Model, name: &str) -> Option<Place> {
+        let zone = model.zones.iter().find(|z| z.name == name)?;
+        Some(Place {
+            zone: zone.name.clone(),
+            level: zone.level.number(),
+            asset: None,
+            asset_kind: None,
+        })
+    }
+}
+
+impl Event {
+    /// An event happening now; the writer sets its sequence number.
+    pub fn now(
+        action: &'static str,
+        kind: &'static str,
+        category: &'static [&'static str],
+        types: &'static [&'static str],
+        outcome: &'static str,
+        severity: Severity,
+    ) -> Event {
+        Event {
+            timestamp: humantime::format_rfc3339_micros(SystemTime::now()).to_string(),
+            message: String::new(),
+            event: EventMeta {
+                kind,
+                category,
+                types,
+                action,
+                outcome,
+                severity: severity as u8,
+                sequence: 0,
+                dataset: "zonegate.audit",
+            },
+            source: None,
+            destination: None,
+            network: None,
+            rule: None,
+            observer: Observer::here(),
+            modbus: None,
+            opcua: None,
+            zonegate: Zonegate::default(),
+        }
+    }
+
+    /// A decision on network traffic: `decision` names the event type and its outcome.
+    pub fn traffic(action: &'static str, decision: &'static str) -> Event {
+        let (kind, types, outcome, severity) = match decision {
+            "allow" => (
+                "event",
+                &["allowed", "connection"][..],
+                "success",
+                Severity::Info,
+            ),
+            "would_deny" => (
+                "alert",
+                &["allowed", "connection"][..],
+                "success",
+                Severity::Warning,
+            ),
+            _ => (
+                "alert",
+                &["denied", "connection"][..],
+                "failure",
+                Severity::Warning,
+            ),
+        };
+        let mut e = Event::now(
+            action,
+            kind,
+            &["network", "intrusion_detection"],
+            types,
+            outcome,
+            severity,
+        );
+        e.zonegate.decision = Some(decision);
+        e
+    }
+
+    /// Zones as ECS `observer.ingress/egress.zone`, from `zonegate.source/destination`.
+    pub fn with_places(mut self, source: Option<Place>, destination: Option<Place>) -> Event {
+        self.observer.ingress = source.as_ref().map(|p| ObserverZone {
+            zone: p.zone.clone(),
+            interface: None,
+        });
+        self.observer.egress = destination.as_ref().map(|p| ObserverZone {
+            zone: p.zone.clone(),
+            interface: None,
+        });
+        self.zonegate.source = source;
+        self.zonegate.destination = destination;
+        self
+    }
+
+    pub fn severity(&self) -> Severity {
+        match self.event.severity {
+            0..=2 => Severity::Critical,
+            3 | 4 => Severity::Warning,
+            5 => Severity::Notice,
+            _ => Severity::Info,
+        }
+    }
+}
+
+impl Observer {
+    fn here() -> Observer {
+        Observer {
+            vendor: "zonegate",
+            product: "zonegate",
+            kind: "firewall",
+            version: env!("CARGO_PKG_VERSION"),
+            hostname: hostname(),
+            ingress: None,
+            egress: None,
+        }
+    }
+}
+
+/// This machine's name, read once: the kernel's, as `hostname` prints it.
+pub fn hostname() -> &'static str {
+    static NAME: OnceLock<String> = OnceLock::new();
+    NAME.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|s| s.trim().to_owned())
+            .ok()
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "localhost".to_owned())
+    })
+}

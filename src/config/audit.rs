@@ -1,0 +1,160 @@
+//! zones.yaml `audit:` into [`crate::audit::Settings`].
+
+use std::path::PathBuf;
+
+use serde_saphyr::Spanned;
+
+use super::model::Problems;
+use super::raw::{RawAudit, RawSyslog};
+use crate::audit::{
+    DEFAULT_FILE_KEEP, DEFAULT_FILE_MAX_BYTES, FileSettings, Reads, Settings, SyslogFormat,
+    SyslogSettings, SyslogTransport, WhenFull,
+};
+
+/// Validated audit settings; defaults when the section is absent.
+pub(super) fn settings(raw: Option<&Spanned<RawAudit>>, p: &mut Problems) -> Settings {
+    let mut s = Settings::default();
+    let Some(raw) = raw.map(|r| &r.value) else {
+        return s;
+    };
+    s.reads = match raw.reads.as_ref().map(|r| (r, r.value.as_str())) {
+        None | Some((_, "count")) => Reads::Count,
+        Some((_, "each")) => Reads::Each,
+        Some((r, other)) => {
+            p.at(
+                r,
+                format!("unknown audit.reads `{other}`"),
+                Some("use `count` (one periodic count per connection) or `each`".into()),
+            );
+            Reads::Count
+        }
+    };
+    s.when_full = match raw.when_full.as_ref().map(|w| (w, w.value.as_str())) {
+        None | Some((_, "drop_oldest")) => WhenFull::DropOldest,
+        Some((_, "fail_closed")) => WhenFull::FailClosed,
+        Some((w, other)) => {
+            p.at(
+                w,
+                format!("unknown audit.when_full `{other}`"),
+                Some("use `drop_oldest` (drop and report the gap) or `fail_closed` (refuse inspected requests until audit works)".into()),
+            );
+            WhenFull::DropOldest
+        }
+    };
+    s.key_file = raw
+        .key_file
+        .as_ref()
+        .and_then(|k| path(k, "audit.key_file", p));
+    if let Some(f) = &raw.file {
+        s.file = path(&f.value.path, "audit.file.path", p).map(|path| FileSettings {
+            path,
+            max_bytes: f
+                .value
+                .max_bytes
+                .as_ref()
+                .map_or(DEFAULT_FILE_MAX_BYTES, |m| m.value),
+            keep: f.value.keep.as_ref().map_or(DEFAULT_FILE_KEEP, |k| k.value),
+        });
+    }
+    if let Some(spool) = &raw.spool {
+        if let Some(d) = spool
+            .value
+            .directory
+            .as_ref()
+            .and_then(|d| path(d, "audit.spool.directory", p))
+        {
+            s.spool_dir = d;
+        }
+        if let Some(m) = &spool.value.max_bytes {
+            s.spool_max_bytes = m.value;
+        }
+    }
+    s.syslog = raw.syslog.iter().filter_map(|r| syslog(r, p)).collect();
+    s
+}
+
+fn path(v: &Spanned<String>, field: &str, p: &mut Problems) -> Option<PathBuf> {
+    if v.value.trim().is_empty() {
+        p.at(v, format!("{field} is empty"), None);
+        return None;
+    }
+    Some(PathBuf::from(&v.value))
+}
+
+fn syslog(raw: &Spanned<RawSyslog>, p: &mut Problems) -> Option<SyslogSettings> {
+    let r = &raw.value;
+    let transport = match r.transport.value.as_str() {
+        "udp" => SyslogTransport::Udp,
+        "tcp" => SyslogTransport::Tcp,
+        "tls" => SyslogTransport::Tls,
+        other => {
+            p.at(
+                &r.transport,
+                format!("unknown syslog transport `{other}`"),
+                Some("use `udp`, `tcp` (RFC 6587) or `tls` (RFC 5425)".into()),
+            );
+            return None;
+        }
+    };
+    let format = match r.format.as_ref().map(|f| (f, f.value.as_str())) {
+        None | Some((_, "rfc5424")) => SyslogFormat::Rfc5424,
+        Some((_, "cef")) => SyslogFormat::Cef,
+        Some((f, other)) => {
+            p.at(
+                f,
+                format!("unknown syslog format `{other}`"),
+                Some("use `rfc5424` (JSON event as the message) or `cef`".into()),
+            );
+            return None;
+        }
+    };
+    if !valid_address(&r.address.value) {
+        p.at(
+            &r.address,
+            format!("syslog address `{}` is not host:port", r.address.value),
+            Some("e.g. `10.99.0.20:6514` or `[fd00::20]:6514` or `siem.example:6514`".into()),
+        );
+        return None;
+    }
+    let ca = r.ca.as_ref().and_then(|c| path(c, "syslog ca", p));
+    if transport == SyslogTransport::Tls && ca.is_none() {
+        p.at(
+            &r.transport,
+            "a tls syslog receiver needs `ca`: the PEM certificate(s) that verify it",
+            None,
+        );
+        return None;
+    }
+    let client_cert = r
+        .client_cert
+        .as_ref()
+        .and_then(|c| path(c, "syslog client_cert", p));
+    let client_key = r
+        .client_key
+        .as_ref()
+        .and_then(|c| path(c, "syslog client_key", p));
+    if client_cert.is_some() != client_key.is_some() {
+        p.at(
+            raw,
+            "syslog: `client_cert` and `client_key` go together",
+            None,
+        );
+        return None;
+    }
+    Some(SyslogSettings {
+        address: r.address.value.clone(),
+        transport,
+        format,
+        ca,
+        server_name: r.server_name.as_ref().map(|n| n.value.clone()),
+        client_cert,
+        client_key,
+    })
+}
+
+/// host:port with a port number and a non-empty host.
+fn valid_address(a: &str) -> bool {
+    a.rsplit_once(':').is_some_and(|(host, port)| {
+        !host.is_empty() && !host.ends_with(':') && port.parse::<u16>().is_ok_and(|p| p > 0)
+    })
+}
