@@ -434,6 +434,25 @@ fn main() {
         .lines()
     {
         let e: serde_json::Value = serde_json::from_str(line).unwrap_or_default();
+        if e["event"]["action"] == "network-drop" {
+            let side = |s: &str| {
+                let place = &e["zonegate"][s];
+                format!(
+                    "{}:{} ({} L{})",
+                    e[s]["ip"].as_str().unwrap_or_default(),
+                    e[s]["port"],
+                    place["zone"].as_str().unwrap_or("no zone"),
+                    place["level"]
+                )
+            };
+            println!(
+                "   {:<6} {} -> {}  {}",
+                "drop",
+                side("source"),
+                side("destination"),
+                e["network"]["transport"].as_str().unwrap_or_default()
+            );
+        }
         if e["event"]["action"] == "modbus-reads" {
             println!(
                 "   {:<6} {} allowed read(s), counted rather than logged one by one",
@@ -475,6 +494,26 @@ fn main() {
             );
         }
     }
+
+    println!("\n== the audit log's hash chain (zonegate audit verify)");
+    // The daemon is still writing: check the complete lines written so far.
+    let sealed = audit_log.with_extension("verify.jsonl");
+    let text = std::fs::read_to_string(&audit_log).unwrap_or_default();
+    let complete = text.rfind('\n').map_or("", |end| &text[..=end]);
+    let _ = std::fs::write(&sealed, complete);
+    let out = Command::new(&zonegate)
+        .args(["audit", "verify"])
+        .arg(&sealed)
+        .output();
+    if let Ok(out) = out {
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            println!("   {line}");
+        }
+        if !out.status.success() {
+            wrong += 1;
+        }
+    }
+    let _ = std::fs::remove_file(&sealed);
 
     println!("\n== counters read back from the kernel (zonegate counters)");
     let out = plant.gateway_cmd(&[&zonegate, "counters"]);

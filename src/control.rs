@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use tokio::signal::unix::{SignalKind, signal};
 
+use crate::audit::droplog::DropLog;
 use crate::audit::{self, Audit, AuditError, Event, Severity};
 use crate::nft::{self, NftError};
 use crate::proxy::{self, Protocol, Proxy, ProxyError};
@@ -84,8 +85,13 @@ pub async fn run(site: Site, options: Options) -> Result<(), ControlError> {
         }
         proxy_task = Some(proxies);
     }
+    // The drop log is read from before the ruleset logs anything to it.
+    let drop_log = open_drop_log(model.gateway.drop_log_group);
     let ruleset = nft::render(model);
     nft::apply(&ruleset)?;
+    if let Some(log) = drop_log {
+        spawn_drop_reader(log, site.clone(), audit.clone());
+    }
     tracing::info!(
         zones = model.zones.len(),
         conduits = model.conduits.len(),
@@ -126,6 +132,41 @@ pub async fn run(site: Site, options: Options) -> Result<(), ControlError> {
     // The writer delivers what is queued, the stop event last.
     let _ = tokio::task::spawn_blocking(move || writer.finish()).await;
     Ok(())
+}
+
+/// The kernel's drop log; without it drops are still counted, not audited one by one.
+fn open_drop_log(group: u16) -> Option<DropLog> {
+    match DropLog::open(group) {
+        Ok(log) => Some(log),
+        Err(e) => {
+            tracing::error!(group, error = %e, "cannot read the kernel's drop log: dropped packets are counted but not audited");
+            None
+        }
+    }
+}
+
+/// Turns every logged drop into a `network-drop` event, on a thread of its own (netlink reads
+/// block). Interface names resolve in this thread's namespace: the daemon's.
+fn spawn_drop_reader(mut log: DropLog, site: Arc<Site>, audit: Audit) {
+    let spawned = std::thread::Builder::new()
+        .name("drop-log".into())
+        .spawn(move || {
+            loop {
+                match log.next() {
+                    Ok(drop) => audit.emit(Event::network_drop(&site.model, &drop)),
+                    Err(e) if !e.is_fatal() => {
+                        tracing::warn!(error = %e, "drop log");
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "the drop log failed: dropped packets are counted but no longer audited");
+                        break;
+                    }
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "cannot start the drop log reader");
+    }
 }
 
 /// `daemon-start`: what is enforced, by content hash.

@@ -537,12 +537,17 @@ pub fn tail_of(path: &Path) -> Option<Tail> {
 fn last_line(path: &Path) -> Option<Vec<u8>> {
     use std::io::{Seek, SeekFrom};
     let mut file = std::fs::File::open(path).ok()?;
-    let len = file.metadata().ok()?.len();
+    let meta = file.metadata().ok()?;
+    // Only a regular file has a tail: /dev/full or a FIFO would be read forever.
+    if !meta.is_file() {
+        return None;
+    }
+    let len = meta.len();
     let window = len.min(u64::try_from(MAX_LINE).unwrap_or(u64::MAX));
     file.seek(SeekFrom::Start(len.saturating_sub(window)))
         .ok()?;
     let mut bytes = Vec::new();
-    file.read_to_end(&mut bytes).ok()?;
+    file.take(window).read_to_end(&mut bytes).ok()?;
     let trimmed = bytes.strip_suffix(b"\n")?;
     let start = trimmed
         .iter()

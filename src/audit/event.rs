@@ -314,6 +314,61 @@ impl Event {
         self
     }
 
+    /// `network-drop`: a packet the kernel's default deny dropped and logged (rate-limited), with
+    /// the zones it came from and was headed to, by address or else by interface.
+    pub fn network_drop(model: &Model, drop: &super::droplog::Drop) -> Event {
+        let place = |ip: IpAddr, interface: Option<&String>| {
+            Place::of(model, ip).or_else(|| {
+                let name = interface?;
+                let zone = model.zones.iter().find(|z| z.interfaces.contains(name))?;
+                Place::zone(model, &zone.name)
+            })
+        };
+        let source = place(drop.source, drop.in_interface.as_ref());
+        let destination = place(drop.destination, drop.out_interface.as_ref());
+        let zone_name = |p: &Option<Place>| {
+            p.as_ref()
+                .map_or_else(|| "no zone".to_owned(), |p| format!("zone {}", p.zone))
+        };
+        let endpoint = |ip: IpAddr, port: Option<u16>| match port {
+            Some(port) => SocketAddr::new(ip, port).to_string(),
+            None => ip.to_string(),
+        };
+        let mut e = Event::traffic("network-drop", "drop");
+        e.message = format!(
+            "network-drop: {} {} -> {} from {} to {}: no conduit allows it",
+            drop.transport,
+            endpoint(drop.source, drop.source_port),
+            endpoint(drop.destination, drop.destination_port),
+            zone_name(&source),
+            zone_name(&destination),
+        );
+        e = e.with_places(source, destination);
+        for (zone, interface) in [
+            (&mut e.observer.ingress, &drop.in_interface),
+            (&mut e.observer.egress, &drop.out_interface),
+        ] {
+            if let (Some(zone), Some(name)) = (zone.as_mut(), interface) {
+                zone.interface = Some(Interface { name: name.clone() });
+            }
+        }
+        e.source = Some(Endpoint::ip(drop.source, drop.source_port));
+        e.destination = Some(Endpoint::ip(drop.destination, drop.destination_port));
+        e.network = Some(Network::new(drop.transport, None, drop.source));
+        e.rule = Some(Rule {
+            name: format!("zonegate.{}.default-deny", drop.chain),
+        });
+        e.zonegate.reason = "no conduit allows it".into();
+        e.zonegate.drop = Some(serde_json::json!({
+            "chain": drop.chain,
+            "in_interface": drop.in_interface,
+            "out_interface": drop.out_interface,
+            "iana_number": drop.iana_number,
+            "length": drop.length,
+        }));
+        e
+    }
+
     pub fn severity(&self) -> Severity {
         match self.event.severity {
             0..=2 => Severity::Critical,

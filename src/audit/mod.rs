@@ -8,6 +8,7 @@
 //! cannot keep up (IEC 62443-3-3 SR 2.10, response to audit processing failures).
 
 pub mod chain;
+pub mod droplog;
 pub mod event;
 pub mod file;
 

@@ -1,6 +1,7 @@
 //! Shared by the integration tests: namespaces, probes, the zonegate binary.
 #![allow(
     dead_code,
+    clippy::arithmetic_side_effects,
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::indexing_slicing,
@@ -8,6 +9,7 @@
 )]
 
 pub mod audit;
+pub mod bess;
 pub mod plant;
 
 use std::path::PathBuf;

@@ -1,0 +1,251 @@
+//! Audit as a SOC depends on it, with the daemon running in a test plant: the hash chain of a real
+//! log shows every kind of tampering, fail-closed audit stops requests, and the published schema
+//! is the one events and README examples follow.
+#![allow(
+    clippy::arithmetic_side_effects,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+mod support;
+
+use std::path::Path;
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::ZONEGATE;
+use support::bess::{Bench, zones_variant};
+
+fn verify(files: &[&Path]) -> Output {
+    std::process::Command::new(ZONEGATE)
+        .args(["audit", "verify"])
+        .args(files)
+        .output()
+        .unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Waits until the log holds at least `n` complete events.
+fn wait_for_events(log: &Path, n: usize) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let events = support::audit::events(log);
+        if events.len() >= n {
+            return events;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {} audit events: {events:#?}",
+            events.len()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn audit_verify_finds_each_kind_of_tampering_in_a_real_log() {
+    let bench = Bench::start(&support::shipped_zones());
+    // Allowed writes and denials are one event each: with daemon-start, 9 events or more.
+    for _ in 0..4 {
+        assert_eq!(bench.op(&["write-register", "40", "1"])["ok"], true);
+        assert_eq!(bench.op(&["write-register", "104", "1"])["exception"], 1);
+    }
+    let events = wait_for_events(&bench.audit_log, 9);
+    assert_eq!(events[0]["event"]["action"], "daemon-start");
+    let sequences: Vec<u64> = events
+        .iter()
+        .map(|e| e["event"]["sequence"].as_u64().unwrap())
+        .collect();
+    assert_eq!(sequences, (1..=events.len() as u64).collect::<Vec<_>>());
+
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(&bench.audit_log).unwrap();
+    let lines: Vec<&str> = text.lines().take(9).collect();
+    let write = |name: &str, lines: &[String]| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+        path
+    };
+    let original: Vec<String> = lines.iter().map(|l| (*l).to_owned()).collect();
+
+    let untouched = write("untouched.jsonl", &original);
+    let out = verify(&[&untouched]);
+    assert!(out.status.success(), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("ok: 9 events, 1 to 9, chain intact"),
+        "{}",
+        stdout(&out)
+    );
+
+    // One byte changed in the first denial.
+    let mut changed = original.clone();
+    let at = changed
+        .iter()
+        .position(|l| l.contains(r#""decision":"deny""#))
+        .unwrap();
+    changed[at] = changed[at].replacen(r#""decision":"deny""#, r#""decision":"dany""#, 1);
+    let out = verify(&[&write("changed.jsonl", &changed)]);
+    assert!(!out.status.success());
+    let n = at + 1;
+    assert!(
+        stdout(&out).contains(&format!(":{n}: event {n}: modified")),
+        "{}",
+        stdout(&out)
+    );
+
+    let mut deleted = original.clone();
+    deleted.remove(5);
+    let out = verify(&[&write("deleted.jsonl", &deleted)]);
+    assert!(!out.status.success());
+    assert!(
+        stdout(&out).contains(":6: event 7: deleted: event 6 is missing"),
+        "{}",
+        stdout(&out)
+    );
+
+    let mut swapped = original.clone();
+    swapped.swap(6, 7);
+    let out = verify(&[&write("swapped.jsonl", &swapped)]);
+    assert!(!out.status.success());
+    assert!(
+        stdout(&out).contains(":7: event 8: reordered: event 7 was expected here"),
+        "{}",
+        stdout(&out)
+    );
+
+    // An event of its own, forged in the same shape (the chain link copied from event 2).
+    let mut inserted = original.clone();
+    let forged = original[1].replacen(r#""sequence":2"#, r#""sequence":3"#, 1);
+    inserted.insert(2, forged);
+    let out = verify(&[&write("inserted.jsonl", &inserted)]);
+    assert!(!out.status.success());
+    assert!(
+        stdout(&out).contains(":3: event 3: inserted"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+#[test]
+fn fail_closed_audit_refuses_requests_while_events_cannot_be_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let zones = zones_variant(dir.path(), |t| {
+        t.replace("when_full: drop_oldest", "when_full: fail_closed")
+    });
+    // Every write to /dev/full fails (ENOSPC): a disk that filled up.
+    let bench = Bench::start_with(&zones, Some(Path::new("/dev/full")), &[]);
+    std::thread::sleep(Duration::from_millis(300));
+    let read = bench.op(&["read-holding", "300", "1"]);
+    // 0x0A Gateway Path Unavailable: the gateway cannot carry the request now.
+    assert_eq!(read["exception"], 10, "{read}");
+    assert!(
+        bench.device_frames().is_empty(),
+        "a request reached the device: {:?}",
+        bench.device_frames()
+    );
+}
+
+#[test]
+fn drop_oldest_audit_keeps_traffic_flowing_when_events_cannot_be_written() {
+    let bench = Bench::start_with(&support::shipped_zones(), Some(Path::new("/dev/full")), &[]);
+    std::thread::sleep(Duration::from_millis(300));
+    let read = bench.op(&["read-holding", "300", "1"]);
+    assert_eq!(read["ok"], true, "{read}");
+}
+
+#[test]
+fn a_drop_between_zones_is_an_event_naming_both_zones() {
+    let bench = Bench::start(&support::shipped_zones());
+    // The ERP server (enterprise, level 4) straight to inverter-1's Modbus port (bess, level 2):
+    // no conduit allows it.
+    let probe = support::plant::tcp_probe(
+        &bench.plant.zone_ns("enterprise"),
+        "10.40.0.10".parse().unwrap(),
+        "10.21.0.11:502".parse().unwrap(),
+        Duration::from_millis(500),
+    );
+    assert_eq!(probe, support::plant::Probe::TimedOut);
+    let drop = bench.audit_event("network-drop of ERP -> inverter-1", |e| {
+        e["event"]["action"] == "network-drop" && e["destination"]["port"] == 502
+    });
+    assert_eq!(drop["zonegate"]["source"]["zone"], "enterprise", "{drop:#}");
+    assert_eq!(drop["zonegate"]["source"]["level"], 4);
+    assert_eq!(drop["zonegate"]["source"]["asset"], "erp");
+    assert_eq!(drop["zonegate"]["destination"]["zone"], "bess");
+    assert_eq!(drop["zonegate"]["destination"]["asset"], "inverter-1");
+    assert_eq!(drop["observer"]["ingress"]["zone"], "enterprise");
+    assert_eq!(drop["observer"]["egress"]["zone"], "bess");
+    assert_eq!(drop["observer"]["ingress"]["interface"]["name"], "ent0");
+    assert_eq!(drop["source"]["ip"], "10.40.0.10");
+    assert_eq!(drop["network"]["transport"], "tcp");
+    assert_eq!(drop["zonegate"]["decision"], "drop");
+    assert_eq!(drop["zonegate"]["drop"]["chain"], "forward");
+    assert_eq!(drop["event"]["outcome"], "failure");
+}
+
+/// The ```json blocks of the README's audit section: one example event of each kind.
+fn readme_examples() -> Vec<Value> {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let section = readme
+        .split("\n## ")
+        .find(|s| s.starts_with("Audit events"))
+        .expect("README has an `Audit events` section");
+    section
+        .split("```json\n")
+        .skip(1)
+        .map(|block| {
+            let json = block.split("```").next().unwrap();
+            serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}: {json}"))
+        })
+        .collect()
+}
+
+#[test]
+fn the_readme_shows_a_valid_example_of_each_kind_of_event() {
+    let examples = readme_examples();
+    let actions: Vec<&str> = examples
+        .iter()
+        .map(|e| e["event"]["action"].as_str().unwrap())
+        .collect();
+    for kind in [
+        "modbus-request",
+        "modbus-reads",
+        "modbus-malformed",
+        "opcua-request",
+        "network-drop",
+        "config-change",
+        "daemon-start",
+        "daemon-stop",
+        "audit-gap",
+    ] {
+        assert!(actions.contains(&kind), "no README example of {kind}");
+    }
+    for e in &examples {
+        support::audit::assert_valid(e);
+    }
+}
+
+#[test]
+fn the_schema_rejects_what_is_not_an_event() {
+    let example = readme_examples().into_iter().next().unwrap();
+    support::audit::assert_valid(&example);
+    let result = std::panic::catch_unwind(|| {
+        let mut e = example.clone();
+        e["zonegate"].as_object_mut().unwrap().remove("chain");
+        support::audit::assert_valid(&e);
+    });
+    assert!(result.is_err(), "an event without its chain link passed");
+    let result = std::panic::catch_unwind(|| {
+        let mut e = example.clone();
+        e["event"]["sequence"] = Value::from(0);
+        support::audit::assert_valid(&e);
+    });
+    assert!(result.is_err(), "sequence 0 passed");
+}

@@ -1,0 +1,246 @@
+//! The BESS bench: a plant with `zonegate run` in its gateway and a pymodbus server as
+//! inverter-1, SCADA's pymodbus client and raw frames from the operations zone.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::plant::Plant;
+use super::{ZONEGATE, shipped_zones};
+
+pub const REPO: &str = env!("CARGO_MANIFEST_DIR");
+pub const INVERTER: &str = "10.21.0.11";
+pub const SCADA: &str = "10.30.0.10";
+
+pub fn python() -> String {
+    let p = format!("{REPO}/.venv/bin/python");
+    assert!(
+        Path::new(&p).exists(),
+        "{p} is missing: run scripts/setup (the README's test command does)"
+    );
+    p
+}
+
+/// A plant with zonegate running on `zones` and one pymodbus BESS device on inverter-1.
+pub struct Bench {
+    pub plant: Plant,
+    pub dir: tempfile::TempDir,
+    /// zonegate's audit log.
+    pub audit_log: PathBuf,
+    device: Child,
+}
+
+impl Drop for Bench {
+    fn drop(&mut self) {
+        let _ = self.device.kill();
+        let _ = self.device.wait();
+        if self.audit_log.is_file() {
+            super::audit::check_log(&self.audit_log);
+        }
+    }
+}
+
+impl Bench {
+    pub fn start(zones: &Path) -> Bench {
+        Bench::start_with(zones, None, &[])
+    }
+
+    /// With another audit log than the bench's own, and more arguments for `zonegate run`.
+    pub fn start_with(zones: &Path, audit_log: Option<&Path>, args: &[&str]) -> Bench {
+        let model = zonegate::config::load(zones).unwrap();
+        let plant = Plant::build(&model);
+        let dir = tempfile::tempdir().unwrap();
+        let audit = audit_log.map_or_else(|| dir.path().join("audit.jsonl"), Path::to_owned);
+        plant.spawn_in_gateway(
+            &[
+                ZONEGATE,
+                "run",
+                zones.to_str().unwrap(),
+                "--audit-log",
+                audit.to_str().unwrap(),
+                "--state-dir",
+                dir.path().join("state").to_str().unwrap(),
+            ]
+            .into_iter()
+            .chain(args.iter().copied())
+            .collect::<Vec<_>>(),
+        );
+        let journal = dir.path().join("device.jsonl");
+        let mut device = Command::new("ip")
+            .args(["netns", "exec", &plant.zone_ns("bess"), &python()])
+            .arg(format!("{REPO}/tests/peers/modbus_device.py"))
+            .args([
+                "--host",
+                INVERTER,
+                "--port",
+                "502",
+                "--profile",
+                "bess",
+                "--journal",
+            ])
+            .arg(&journal)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(device.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert!(line.starts_with("READY"), "device did not start: {line:?}");
+        let bench = Bench {
+            plant,
+            dir,
+            audit_log: audit,
+            device,
+        };
+        bench.wait_for_proxy();
+        bench
+    }
+
+    /// zonegate is ready when its ruleset is in the kernel (the proxy listens before it applies).
+    pub fn wait_for_proxy(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !self
+            .plant
+            .gateway_cmd(&["nft", "list", "table", "inet", "zonegate"])
+            .status
+            .success()
+        {
+            assert!(Instant::now() < deadline, "zonegate did not come up");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Runs the pymodbus client as SCADA (or `source`) against inverter-1; one JSON result per op.
+    pub fn client(&self, source: &str, ops: &[&str]) -> Vec<Value> {
+        let out = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.plant.zone_ns("operations"),
+                &python(),
+            ])
+            .arg(format!("{REPO}/tests/peers/modbus_client.py"))
+            .args([
+                "--host",
+                INVERTER,
+                "--port",
+                "502",
+                "--source",
+                source,
+                "--unit",
+                "1",
+                "--timeout",
+                "3",
+            ])
+            .args(ops)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "client failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect()
+    }
+
+    /// One operation on a fresh connection.
+    pub fn op(&self, op: &[&str]) -> Value {
+        self.client(SCADA, op).into_iter().next().unwrap()
+    }
+
+    /// Raw bytes on one connection from SCADA.
+    pub fn raw(&self, hex: &[&str]) -> Value {
+        let mut cmd = Command::new("ip");
+        cmd.args([
+            "netns",
+            "exec",
+            &self.plant.zone_ns("operations"),
+            &python(),
+        ])
+        .arg(format!("{REPO}/tests/peers/modbus_raw.py"))
+        .args([
+            "--host",
+            INVERTER,
+            "--port",
+            "502",
+            "--source",
+            SCADA,
+            "--timeout",
+            "1",
+        ]);
+        for h in hex {
+            cmd.args(["--hex", h]);
+        }
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "raw failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// Request frames the device received, as its journal recorded them.
+    pub fn device_frames(&self) -> Vec<Value> {
+        read_lines(&self.dir.path().join("device.jsonl"))
+    }
+
+    /// The device's own registers, read from its state file (not through the gateway).
+    pub fn device_register(&self, address: usize) -> u64 {
+        let state: Value = serde_json::from_slice(
+            &std::fs::read(self.dir.path().join("device.jsonl.state")).unwrap(),
+        )
+        .unwrap();
+        state["holding_registers"][address].as_u64().unwrap()
+    }
+
+    pub fn audit(&self) -> Vec<Value> {
+        super::audit::events(&self.audit_log)
+    }
+
+    /// Waits until the audit log holds an event matching `pred` (the writer is asynchronous).
+    pub fn audit_event(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Some(e) = self.audit().into_iter().find(|e| pred(e)) {
+                return e;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no audit event: {what}; log:\n{:#?}",
+                self.audit()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+pub fn read_lines(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// The shipped zones.yaml with its policy and profile paths made absolute and `edit` applied.
+pub fn zones_variant(dir: &Path, edit: impl Fn(String) -> String) -> PathBuf {
+    let text = std::fs::read_to_string(shipped_zones()).unwrap();
+    let text = text
+        .replace("policy: policies/", &format!("policy: {REPO}/policies/"))
+        .replace(
+            "register_map: profiles/",
+            &format!("register_map: {REPO}/profiles/"),
+        );
+    let path = dir.join("zones.yaml");
+    std::fs::write(&path, edit(text)).unwrap();
+    path
+}
