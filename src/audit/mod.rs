@@ -11,6 +11,9 @@ pub mod chain;
 pub mod droplog;
 pub mod event;
 pub mod file;
+pub mod remote;
+pub mod spool;
+pub mod syslog;
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -24,6 +27,7 @@ pub use event::{Endpoint, Event, Network, Place, Rule, Severity, Zonegate};
 
 use chain::Chain;
 use file::RotatingFile;
+use remote::{Remote, RemoteSettings, RemoteStats, TlsSettings, Transport};
 
 /// Events waiting for the writer; beyond this they are dropped and counted (never block traffic).
 pub const QUEUE_CAPACITY: usize = 65_536;
@@ -54,6 +58,12 @@ pub enum AuditError {
     ShortKey(PathBuf),
     #[error("cannot start the audit writer: {0}")]
     Thread(#[source] std::io::Error),
+    #[error("syslog receiver {address}: {source}")]
+    Remote {
+        address: String,
+        #[source]
+        source: remote::RemoteError,
+    },
 }
 
 /// What audit does when events cannot be written or delivered as fast as they come.
@@ -189,6 +199,10 @@ struct Shared {
     lost_total: AtomicU64,
     /// The writer's last write failed.
     write_failed: AtomicBool,
+    /// A syslog receiver's spool is full or cannot be written (with `fail_closed`).
+    receiver_failed: AtomicBool,
+    /// Each receiver's counters as of the writer's last batch.
+    receivers: std::sync::Mutex<Vec<(String, RemoteStats)>>,
     fail_closed: bool,
     reads: Reads,
 }
@@ -208,11 +222,15 @@ pub struct AuditWriter {
 }
 
 /// A snapshot for metrics and logs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stats {
+    /// Events waiting for the writer.
     pub queued: u64,
+    /// Events the queue dropped since start.
     pub lost: u64,
     pub healthy: bool,
+    /// Per syslog receiver: queue, spool, delivered and dropped.
+    pub receivers: Vec<(String, RemoteStats)>,
 }
 
 impl Audit {
@@ -221,18 +239,19 @@ impl Audit {
         let key = settings.key_file.as_deref().map(read_key).transpose()?;
         let mut sinks = Sinks::default();
         let mut tail = None;
-        match &settings.file {
-            Some(f) => {
-                tail = chain::tail_of(&f.path);
-                sinks.file = Some(RotatingFile::open(&f.path, f.max_bytes, f.keep).map_err(
-                    |source| AuditError::Open {
-                        path: f.path.clone(),
-                        source,
-                    },
-                )?);
-            }
-            None => sinks.stdout = true,
+        if let Some(f) = &settings.file {
+            tail = chain::tail_of(&f.path);
+            sinks.file = Some(RotatingFile::open(&f.path, f.max_bytes, f.keep).map_err(
+                |source| AuditError::Open {
+                    path: f.path.clone(),
+                    source,
+                },
+            )?);
         }
+        for s in &settings.syslog {
+            sinks.remotes.push(start_remote(settings, s)?);
+        }
+        sinks.stdout = sinks.file.is_none() && sinks.remotes.is_empty();
         let shared = Arc::new(Shared {
             fail_closed: settings.when_full == WhenFull::FailClosed,
             reads: settings.reads,
@@ -272,7 +291,8 @@ impl Audit {
     pub fn healthy(&self) -> bool {
         !self.shared.fail_closed
             || (self.shared.lost.load(Ordering::Relaxed) == 0
-                && !self.shared.write_failed.load(Ordering::Relaxed))
+                && !self.shared.write_failed.load(Ordering::Relaxed)
+                && !self.shared.receiver_failed.load(Ordering::Relaxed))
     }
 
     pub fn reads(&self) -> Reads {
@@ -285,6 +305,12 @@ impl Audit {
                 .unwrap_or(u64::MAX),
             lost: self.shared.lost_total.load(Ordering::Relaxed),
             healthy: self.healthy(),
+            receivers: self
+                .shared
+                .receivers
+                .lock()
+                .map(|r| r.clone())
+                .unwrap_or_default(),
         }
     }
 
@@ -321,6 +347,74 @@ fn read_key(path: &std::path::Path) -> Result<Vec<u8>, AuditError> {
 struct Sinks {
     stdout: bool,
     file: Option<RotatingFile>,
+    remotes: Vec<Receiver>,
+}
+
+/// A syslog receiver and how its messages are written.
+#[derive(Debug)]
+struct Receiver {
+    name: String,
+    format: SyslogFormat,
+    remote: Remote,
+}
+
+/// How long a stopping daemon tries to deliver what its receivers have not yet taken; the rest
+/// stays in their spools for the next start.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
+fn start_remote(settings: &Settings, s: &SyslogSettings) -> Result<Receiver, AuditError> {
+    let transport = match s.transport {
+        SyslogTransport::Udp => Transport::Udp,
+        SyslogTransport::Tcp => Transport::Tcp,
+        SyslogTransport::Tls => Transport::Tls(TlsSettings {
+            ca: s.ca.clone().unwrap_or_default(),
+            server_name: s.server_name.clone(),
+            client_cert: s.client_cert.clone(),
+            client_key: s.client_key.clone(),
+        }),
+    };
+    let kind = match s.transport {
+        SyslogTransport::Udp => "udp",
+        SyslogTransport::Tcp => "tcp",
+        SyslogTransport::Tls => "tls",
+    };
+    // Named by where it sends, so that reordering receivers in zones.yaml keeps each spool with
+    // its receiver.
+    let name = format!("syslog-{kind}-{}", s.address);
+    let dir_name: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let remote = Remote::start(RemoteSettings {
+        name: name.clone(),
+        address: s.address.clone(),
+        transport,
+        format: match s.format {
+            SyslogFormat::Rfc5424 => syslog::Format::Rfc5424,
+            SyslogFormat::Cef => syslog::Format::Cef,
+        },
+        spool_dir: settings.spool_dir.join(dir_name),
+        spool_max_bytes: settings.spool_max_bytes,
+        when_full: match settings.when_full {
+            WhenFull::DropOldest => remote::WhenFull::DropOldest,
+            WhenFull::FailClosed => remote::WhenFull::FailClosed,
+        },
+    })
+    .map_err(|source| AuditError::Remote {
+        address: s.address.clone(),
+        source,
+    })?;
+    Ok(Receiver {
+        name,
+        format: s.format,
+        remote,
+    })
 }
 
 struct Writer {
@@ -358,6 +452,9 @@ impl Writer {
                 std::thread::sleep(WRITE_INTERVAL);
             }
         }
+        for r in std::mem::take(&mut self.sinks.remotes) {
+            r.remote.shutdown(SHUTDOWN_GRACE);
+        }
     }
 
     /// Numbers, seals and queues one event for every sink.
@@ -366,7 +463,10 @@ impl Writer {
         self.report_lost();
         let start = self.batch.len();
         match self.chain.seal(event, &mut self.batch) {
-            Ok(()) => self.batch.push(b'\n'),
+            Ok(()) => {
+                self.send(event, start);
+                self.batch.push(b'\n');
+            }
             Err(e) => {
                 self.batch.truncate(start);
                 tracing::error!(error = %e, "cannot seal an audit event");
@@ -374,8 +474,95 @@ impl Writer {
         }
     }
 
-    /// A gap event for events the queue dropped, if any.
+    /// Hands the event sealed at `batch[start..]` to every syslog receiver.
+    fn send(&self, event: &Event, start: usize) {
+        if self.sinks.remotes.is_empty() {
+            return;
+        }
+        let line = self.batch.get(start..).unwrap_or_default();
+        let socket = |e: &Option<Endpoint>| {
+            let e = e.as_ref()?;
+            Some(std::net::SocketAddr::new(e.ip.parse().ok()?, e.port?))
+        };
+        let z = &event.zonegate;
+        let message = syslog::Message {
+            sequence: event.event.sequence,
+            timestamp: &event.timestamp,
+            severity: match event.severity() {
+                Severity::Critical => syslog::Severity::Critical,
+                Severity::Warning => syslog::Severity::Warning,
+                Severity::Notice => syslog::Severity::Notice,
+                Severity::Info => syslog::Severity::Info,
+            },
+            action: event.event.action,
+            outcome: event.event.outcome,
+            json: line,
+            cef: syslog::Cef {
+                name: &event.message,
+                source: socket(&event.source),
+                destination: socket(&event.destination),
+                source_zone: z.source.as_ref().map(|p| p.zone.as_str()),
+                destination_zone: z.destination.as_ref().map(|p| p.zone.as_str()),
+                conduit: z.conduit.as_deref(),
+                decision: z.decision,
+                reason: Some(z.reason.as_str()).filter(|r| !r.is_empty()),
+                rule: event.rule.as_ref().map(|r| r.name.as_str()),
+                transport: event.network.as_ref().map(|n| n.transport),
+                protocol: event.network.as_ref().and_then(|n| n.protocol),
+            },
+        };
+        for r in &self.sinks.remotes {
+            let mut out = Vec::with_capacity(line.len().saturating_add(160));
+            let format = match r.format {
+                SyslogFormat::Rfc5424 => syslog::Format::Rfc5424,
+                SyslogFormat::Cef => syslog::Format::Cef,
+            };
+            syslog::format(
+                format,
+                &message,
+                event::hostname(),
+                std::process::id(),
+                &mut out,
+            );
+            r.remote.push(event.event.sequence, out);
+        }
+    }
+
+    /// Gap events: for events the queue dropped, and for events a receiver's full spool
+    /// dropped (those are in the file, not at that receiver).
     fn report_lost(&mut self) {
+        let gaps: Vec<(String, remote::Gap)> = self
+            .sinks
+            .remotes
+            .iter()
+            .filter_map(|r| Some((r.name.clone(), r.remote.take_gap()?)))
+            .collect();
+        for (name, gap) in gaps {
+            let mut e = Event::now(
+                "audit-gap",
+                "alert",
+                &["process"],
+                &["error"],
+                "failure",
+                Severity::Critical,
+            );
+            e.message = format!(
+                "{} audit events (sequence {} to {}) were not delivered to {name}: its spool was full",
+                gap.count, gap.first, gap.last
+            );
+            e.zonegate.gap = Some(serde_json::json!({
+                "lost": gap.count, "where": name,
+                "first_sequence": gap.first, "last_sequence": gap.last,
+            }));
+            let start = self.batch.len();
+            match self.chain.seal(&mut e, &mut self.batch) {
+                Ok(()) => {
+                    self.send(&e, start);
+                    self.batch.push(b'\n');
+                }
+                Err(_) => self.batch.truncate(start),
+            }
+        }
         let lost = self.shared.lost.swap(0, Ordering::Relaxed);
         if lost == 0 {
             return;
@@ -392,7 +579,10 @@ impl Writer {
         gap.zonegate.gap = Some(serde_json::json!({ "lost": lost, "where": "queue" }));
         let start = self.batch.len();
         match self.chain.seal(&mut gap, &mut self.batch) {
-            Ok(()) => self.batch.push(b'\n'),
+            Ok(()) => {
+                self.send(&gap, start);
+                self.batch.push(b'\n');
+            }
             Err(_) => self.batch.truncate(start),
         }
     }
@@ -419,5 +609,21 @@ impl Writer {
             }
         }
         self.shared.write_failed.store(!ok, Ordering::Relaxed);
+        self.refresh_receivers();
+    }
+
+    /// Receiver health and counters, as of now.
+    fn refresh_receivers(&self) {
+        let remotes = &self.sinks.remotes;
+        self.shared.receiver_failed.store(
+            remotes.iter().any(|r| !r.remote.healthy()),
+            Ordering::Relaxed,
+        );
+        if let Ok(mut stats) = self.shared.receivers.lock() {
+            *stats = remotes
+                .iter()
+                .map(|r| (r.name.clone(), r.remote.stats()))
+                .collect();
+        }
     }
 }

@@ -11,6 +11,7 @@
 pub mod audit;
 pub mod bess;
 pub mod plant;
+pub mod rsyslog;
 
 use std::path::PathBuf;
 

@@ -96,7 +96,7 @@ fn ip_in(ns: &str, args: &[&str]) {
 }
 
 /// Deletes namespaces left by runs whose process is gone (a killed test cannot clean up).
-fn remove_stale() {
+pub fn remove_stale() {
     let out = Command::new("ip").args(["netns", "list"]).output();
     let Ok(out) = out else { return };
     for line in String::from_utf8_lossy(&out.stdout).lines() {
