@@ -104,6 +104,10 @@ pub async fn run(site: Site, options: Options) -> Result<(), ControlError> {
     }
     let mut term = signal(SignalKind::terminate()).map_err(ControlError::Signals)?;
     let mut int = signal(SignalKind::interrupt()).map_err(ControlError::Signals)?;
+    let mut audit_health = AuditHealth {
+        healthy: true,
+        ..AuditHealth::default()
+    };
     let mut tick = tokio::time::interval(VERIFY_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
@@ -112,6 +116,7 @@ pub async fn run(site: Site, options: Options) -> Result<(), ControlError> {
             _ = term.recv() => break,
             _ = int.recv() => break,
             _ = tick.tick() => {
+                audit_health.check(&audit.stats());
                 if let Err(drift) = nft::verify(&ruleset) {
                     tracing::warn!(%drift, "the kernel's ruleset changed behind zonegate's back; applying it again");
                     if let Err(e) = nft::apply(&ruleset) {
@@ -132,6 +137,45 @@ pub async fn run(site: Site, options: Options) -> Result<(), ControlError> {
     // The writer delivers what is queued, the stop event last.
     let _ = tokio::task::spawn_blocking(move || writer.finish()).await;
     Ok(())
+}
+
+/// What the operator's log says about audit: losses and receivers that are not taking events,
+/// once when it starts and once when it ends (the metrics endpoint will carry the numbers).
+#[derive(Debug, Default)]
+struct AuditHealth {
+    lost: u64,
+    healthy: bool,
+    waiting: std::collections::BTreeSet<String>,
+}
+
+impl AuditHealth {
+    fn check(&mut self, stats: &audit::Stats) {
+        if stats.lost > self.lost {
+            tracing::error!(
+                lost = stats.lost.saturating_sub(self.lost),
+                "audit events were lost: the audit queue was full"
+            );
+            self.lost = stats.lost;
+        }
+        if stats.healthy != self.healthy {
+            if stats.healthy {
+                tracing::info!("audit records again: inspected conduits take requests");
+            } else {
+                tracing::error!(
+                    "audit cannot record events: inspected conduits refuse requests (audit.when_full: fail_closed)"
+                );
+            }
+            self.healthy = stats.healthy;
+        }
+        for (name, r) in &stats.receivers {
+            let waiting = !r.connected && (r.spooled_bytes > 0 || r.queued_events > 0);
+            if waiting && self.waiting.insert(name.clone()) {
+                tracing::warn!(receiver = %name, spooled_bytes = r.spooled_bytes, "syslog receiver unreachable: events wait in its spool");
+            } else if !waiting && self.waiting.remove(name) {
+                tracing::info!(receiver = %name, delivered = r.delivered, "syslog receiver reachable again");
+            }
+        }
+    }
 }
 
 /// The kernel's drop log; without it drops are still counted, not audited one by one.

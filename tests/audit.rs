@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use support::ZONEGATE;
 use support::bess::{Bench, zones_variant};
+use support::rsyslog::Rsyslog;
 
 fn verify(files: &[&Path]) -> Output {
     std::process::Command::new(ZONEGATE)
@@ -187,6 +188,127 @@ fn a_drop_between_zones_is_an_event_naming_both_zones() {
     assert_eq!(drop["zonegate"]["decision"], "drop");
     assert_eq!(drop["zonegate"]["drop"]["chain"], "forward");
     assert_eq!(drop["event"]["outcome"], "failure");
+}
+
+/// Inside the gateway namespace, where the daemon runs and `Rsyslog::start(Some(gw))` listens.
+const RSYSLOG_TCP: &str = "127.0.0.1:10514";
+const RSYSLOG_TLS: &str = "127.0.0.1:10515";
+const RSYSLOG_MTLS: &str = "127.0.0.1:10516";
+
+/// The shipped zones.yaml with `receivers` (YAML flow mappings) as `audit.syslog`, the BESS
+/// bench running it, and a real rsyslogd in the gateway namespace (started after the daemon:
+/// what the daemon sends before it listens is spooled and delivered).
+fn bench_with_receivers(dir: &Path, receivers: &[String]) -> (Bench, Rsyslog) {
+    let certs = dir.join("rsyslog");
+    std::fs::create_dir_all(&certs).unwrap();
+    support::rsyslog::make_certificates(&certs);
+    let list: String = receivers.iter().map(|r| format!("    - {r}\n")).collect();
+    let zones = zones_variant(dir, |t| {
+        t.replace("\naudit:\n", &format!("\naudit:\n  syslog:\n{list}"))
+    });
+    let bench = Bench::start_with(&zones, None, &[]);
+    let rsyslog = Rsyslog::start(Some(&bench.plant.gateway), &certs);
+    (bench, rsyslog)
+}
+
+fn records_of<'a>(records: &'a [Value], input: &str) -> Vec<&'a Value> {
+    records.iter().filter(|r| r["input"] == input).collect()
+}
+
+/// Waits until rsyslog holds at least `n` messages from `input`.
+fn wait_for_input(rsyslog: &Rsyslog, input: &str, n: usize, timeout: Duration) -> Vec<Value> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let records = rsyslog.records();
+        if records_of(&records, input).len() >= n {
+            return records;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "rsyslog has {} of {n} messages from {input}\nrsyslogd: {}",
+            records_of(&records, input).len(),
+            rsyslog.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn rsyslog_receives_every_event_over_tcp_and_tls_and_parses_cef() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("rsyslog");
+    let ca = certs.join("ca.pem");
+    let (bench, rsyslog) = bench_with_receivers(
+        dir.path(),
+        &[
+            format!("{{address: \"{RSYSLOG_TCP}\", transport: tcp}}"),
+            format!(
+                "{{address: \"{RSYSLOG_TLS}\", transport: tls, ca: {}}}",
+                ca.display()
+            ),
+            format!(
+                "{{address: \"{RSYSLOG_MTLS}\", transport: tls, format: cef, ca: {}, client_cert: {}, client_key: {}}}",
+                ca.display(),
+                certs.join("client.pem").display(),
+                certs.join("client.key").display()
+            ),
+        ],
+    );
+    assert_eq!(bench.op(&["write-register", "40", "1"])["ok"], true);
+    assert_eq!(bench.op(&["write-register", "104", "1"])["exception"], 1);
+    let deny = bench.audit_event("the denied write", |e| e["zonegate"]["decision"] == "deny");
+    std::thread::sleep(Duration::from_millis(300));
+    let events = support::audit::events(&bench.audit_log);
+    let n = events.len();
+    assert!(n >= 3, "{events:#?}");
+
+    let records = wait_for_input(&rsyslog, "tcp", n, Duration::from_secs(20));
+    let records = {
+        let _ = records;
+        wait_for_input(&rsyslog, "tls", n, Duration::from_secs(20));
+        wait_for_input(&rsyslog, "mtls", n, Duration::from_secs(20))
+    };
+    for input in ["tcp", "tls"] {
+        let got = records_of(&records, input);
+        for (event, r) in events.iter().zip(&got) {
+            let seq = event["event"]["sequence"].as_u64().unwrap();
+            assert_eq!(support::rsyslog::sequence_id(r), seq, "{input}: {r}");
+            // RFC 5424 fields as rsyslog parsed them.
+            assert_eq!(r["version"], "1");
+            assert_eq!(r["appname"], "zonegate");
+            assert_eq!(r["msgid"], event["event"]["action"], "{input}");
+            assert_eq!(r["hostname"], event["observer"]["hostname"]);
+            assert_eq!(r["facility"], "13");
+            assert_eq!(r["severity"], event["event"]["severity"].to_string());
+            assert_eq!(r["structureddata"], format!("[meta sequenceId=\"{seq}\"]"));
+            // The JSON payload is the event itself, chain link and all.
+            let msg: Value = serde_json::from_str(r["msg"].as_str().unwrap()).unwrap();
+            assert_eq!(&msg, event, "{input}");
+        }
+    }
+    let cef = records_of(&records, "mtls");
+    let seq = deny["event"]["sequence"].as_u64().unwrap();
+    let r = cef
+        .iter()
+        .find(|r| support::rsyslog::sequence_id(r) == seq)
+        .unwrap();
+    let c = &r["parsed"]["cef"];
+    assert_eq!(c["DeviceVendor"], "zonegate", "{r}");
+    assert_eq!(c["DeviceProduct"], "zonegate");
+    assert_eq!(c["SignatureID"], "modbus-request");
+    assert_eq!(c["Name"], deny["message"]);
+    assert_eq!(c["Severity"], "6");
+    let x = &c["Extensions"];
+    assert_eq!(x["act"], "deny");
+    assert_eq!(x["outcome"], "failure");
+    assert_eq!(x["src"], "10.30.0.10");
+    assert_eq!(x["dst"], "10.21.0.11");
+    assert_eq!(x["dpt"], "502");
+    assert_eq!(x["cs1"], "scada-bess");
+    assert_eq!(x["cs2"], "operations");
+    assert_eq!(x["cs3"], "bess");
+    assert_eq!(x["cs4"], "bess.write.forbidden_register");
+    assert_eq!(x["cn1"], seq.to_string());
 }
 
 /// The ```json blocks of the README's audit section: one example event of each kind.

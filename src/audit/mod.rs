@@ -380,7 +380,11 @@ fn start_remote(settings: &Settings, s: &SyslogSettings) -> Result<Receiver, Aud
     };
     // Named by where it sends, so that reordering receivers in zones.yaml keeps each spool with
     // its receiver.
-    let name = format!("syslog-{kind}-{}", s.address);
+    let format = match s.format {
+        SyslogFormat::Rfc5424 => "rfc5424",
+        SyslogFormat::Cef => "cef",
+    };
+    let name = format!("syslog-{kind}-{format}-{}", s.address);
     let dir_name: String = name
         .chars()
         .map(|c| {

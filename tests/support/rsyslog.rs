@@ -387,7 +387,7 @@ fn openssl(dir: &Path, args: &[&str]) {
 }
 
 /// A CA, a server certificate for localhost and 127.0.0.1, a client certificate; P-256 keys.
-fn make_certificates(dir: &Path) {
+pub fn make_certificates(dir: &Path) {
     if dir.join("client.pem").exists() {
         return;
     }
