@@ -201,6 +201,28 @@ pub mod fuzz {
         }
     }
 
+    /// A netlink datagram as the kernel's drop log delivers it, and the packet headers inside:
+    /// the reader must never panic on what a (buggy or forged) sender puts there.
+    pub fn droplog(data: &[u8]) {
+        let _ = crate::audit::droplog::read_datagram(data);
+        if let Some(packet) = crate::audit::droplog::parse_packet(data) {
+            let _ = packet.transport();
+        }
+    }
+
+    /// An audit log someone may have edited: `audit verify` must never panic, and any text an
+    /// event carries must seal and verify.
+    pub fn audit_log(data: &[u8]) {
+        let _ = crate::audit::chain::check_text(data, None);
+        let _ = crate::audit::chain::check_text(data, Some(b"0123456789abcdef"));
+        let text = String::from_utf8_lossy(data);
+        assert!(crate::audit::chain::seal_and_check(&text, None));
+        assert!(crate::audit::chain::seal_and_check(
+            &text,
+            Some(b"0123456789abcdef")
+        ));
+    }
+
     /// Every accessor of a parsed request, and the invariants policy relies on.
     fn modbus_request(request: &crate::proto::modbus::Request<'_>) {
         use crate::proto::modbus::{ADDRESS_SPACE, Request};

@@ -400,6 +400,43 @@ pub fn verify(files: &[PathBuf], key: Option<&[u8]>) -> Result<Report, ChainErro
     })
 }
 
+/// Lines of a log as [`verify`] reads them, and its verdict on them: for the fuzz target.
+#[doc(hidden)]
+pub fn check_text(text: &[u8], key: Option<&[u8]>) -> Option<Breach> {
+    let entries: Vec<Entry> = text
+        .split(|b| *b == b'\n')
+        .enumerate()
+        .map(|(i, line)| Entry {
+            file: 0,
+            line: u64::try_from(i).unwrap_or(u64::MAX),
+            link: parse_link(line, key),
+        })
+        .collect();
+    first_break(&entries, key.is_some()).map(|(_, breach)| breach)
+}
+
+/// Seals an event whose message is `text` and reads the line back: sealing and reading agree
+/// for any content. For the fuzz target.
+#[doc(hidden)]
+pub fn seal_and_check(text: &str, key: Option<&[u8]>) -> bool {
+    let mut e = super::Event::now(
+        "fuzz",
+        "event",
+        &["process"],
+        &["info"],
+        "success",
+        super::Severity::Info,
+    );
+    e.message = text.to_owned();
+    e.zonegate.reason = text.to_owned();
+    let mut chain = Chain::new(key.map(<[u8]>::to_vec), None);
+    let mut line = Vec::new();
+    if chain.seal(&mut e, &mut line).is_err() {
+        return false;
+    }
+    parse_link(&line, key).is_some_and(|l| l.sealed && l.sequence == 1 && l.hash == chain.prev)
+}
+
 fn read_links(path: &Path, key: Option<&[u8]>) -> Result<Vec<(u64, Option<Link>)>, ChainError> {
     let read_error = |source| ChainError::Read {
         path: path.to_owned(),

@@ -387,6 +387,15 @@ impl Logged {
 /// Splits a datagram into its netlink messages (each padded to 4 bytes) and reads each. A
 /// message that cannot be read is an `Err` and the others are still read; a header that cannot
 /// be read ends the datagram.
+/// The datagram reader, for the fuzz target: how many messages it read.
+#[doc(hidden)]
+pub fn read_datagram(datagram: &[u8]) -> usize {
+    parse_datagram(datagram)
+        .iter()
+        .filter(|m| matches!(m, Ok(Message::Drop(_) | Message::Ack { .. })))
+        .count()
+}
+
 fn parse_datagram(datagram: &[u8]) -> Vec<Result<Message, String>> {
     let mut messages = Vec::new();
     let mut rest = datagram;
@@ -407,7 +416,30 @@ fn parse_datagram(datagram: &[u8]) -> Vec<Result<Message, String>> {
     messages
 }
 
+/// nlmsg_type of an NFLOG packet: subsystem NFNL_SUBSYS_ULOG (4) << 8 | NFULNL_MSG_PACKET (0).
+const NFLOG_PACKET: u16 = 4 << 8;
+/// nlmsg_type NLMSG_ERROR (an acknowledgement or a refusal).
+const NLMSG_ERROR: u16 = 2;
+/// Netlink header (16 bytes) and nfgenmsg (4 bytes) before an NFLOG message's attributes.
+const NFLOG_ATTRIBUTES_AT: usize = 20;
+
 fn parse_message(bytes: &[u8]) -> Result<Message, String> {
+    // Only the two kinds this socket expects go to the netlink crates, and an NFLOG message
+    // only once its attributes are framed soundly: netlink-packet-core panics on an attribute
+    // length below its header (found by fuzzing), which would end the reader thread.
+    let kind = bytes
+        .get(4..6)
+        .and_then(|b| <[u8; 2]>::try_from(b).ok())
+        .map(u16::from_le_bytes);
+    match kind {
+        Some(NLMSG_ERROR) => {}
+        Some(NFLOG_PACKET) => {
+            if !attributes_well_framed(bytes.get(NFLOG_ATTRIBUTES_AT..).unwrap_or_default()) {
+                return Err("NFLOG attribute with a bad length".into());
+            }
+        }
+        _ => return Ok(Message::Ignored),
+    }
     let message = NetlinkMessage::<NetfilterMessage>::deserialize(bytes)
         .map_err(|e| format!("netlink message: {e}"))?;
     match message.payload {
@@ -421,6 +453,26 @@ fn parse_message(bytes: &[u8]) -> Result<Message, String> {
         }) => Ok(logged_drop(&nlas)?.map_or(Message::Ignored, Message::Drop)),
         _ => Ok(Message::Ignored),
     }
+}
+
+/// Every attribute's length covers at least its 4-byte header and stays inside `bytes`
+/// (attributes are padded to 4 bytes; the last one's padding may be missing).
+fn attributes_well_framed(mut bytes: &[u8]) -> bool {
+    while !bytes.is_empty() {
+        let Some(len) = bytes
+            .get(..2)
+            .and_then(|b| <[u8; 2]>::try_from(b).ok())
+            .map(|b| usize::from(u16::from_le_bytes(b)))
+        else {
+            return false;
+        };
+        if len < 4 || len > bytes.len() {
+            return false;
+        }
+        let padded = len.next_multiple_of(4).min(bytes.len());
+        bytes = bytes.get(padded..).unwrap_or_default();
+    }
+    true
 }
 
 /// A zonegate drop from an NFLOG packet message's attributes; `Ok(None)` for another rule's log.
