@@ -134,6 +134,58 @@ fn audit_verify_finds_each_kind_of_tampering_in_a_real_log() {
 }
 
 #[test]
+fn a_log_sealed_with_a_key_verifies_only_with_that_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("audit.key");
+    std::fs::write(&key, "a secret of more than sixteen bytes\n").unwrap();
+    let zones = zones_variant(dir.path(), |t| {
+        t.replace(
+            "  # key_file: /etc/zonegate/audit.key",
+            &format!("  key_file: {}", key.display()),
+        )
+    });
+    let bench = Bench::start_with(&zones, None, &[]);
+    assert_eq!(bench.op(&["write-register", "104", "1"])["exception"], 1);
+    let events = wait_for_events(&bench.audit_log, 2);
+    assert_eq!(events[0]["zonegate"]["chain"]["alg"], "hmac-sha256");
+    let copy = dir.path().join("copy.jsonl");
+    let text = std::fs::read_to_string(&bench.audit_log).unwrap();
+    std::fs::write(&copy, &text[..=text.rfind('\n').unwrap()]).unwrap();
+
+    let with_key = std::process::Command::new(ZONEGATE)
+        .args(["audit", "verify", "--key-file"])
+        .arg(&key)
+        .arg(&copy)
+        .output()
+        .unwrap();
+    assert!(with_key.status.success(), "{}", stdout(&with_key));
+    assert!(stdout(&with_key).contains("chain intact (hmac-sha256)"));
+
+    let without = verify(&[&copy]);
+    assert!(!without.status.success());
+    assert!(
+        stdout(&without).contains("run again with --key-file"),
+        "{}",
+        stdout(&without)
+    );
+
+    let other_key = dir.path().join("other.key");
+    std::fs::write(&other_key, "another secret, also long enough").unwrap();
+    let wrong = std::process::Command::new(ZONEGATE)
+        .args(["audit", "verify", "--key-file"])
+        .arg(&other_key)
+        .arg(&copy)
+        .output()
+        .unwrap();
+    assert!(!wrong.status.success());
+    assert!(
+        stdout(&wrong).contains(":1: event 1: modified"),
+        "{}",
+        stdout(&wrong)
+    );
+}
+
+#[test]
 fn fail_closed_audit_refuses_requests_while_events_cannot_be_written() {
     let dir = tempfile::tempdir().unwrap();
     let zones = zones_variant(dir.path(), |t| {

@@ -81,6 +81,8 @@ fn whitelisted_requests_pass_and_everything_else_is_refused() {
     assert_eq!(deny["zonegate"]["source"]["asset"], "scada");
     assert_eq!(deny["zonegate"]["destination"]["asset"], "inverter-1");
     assert!(!deny["zonegate"]["reason"].as_str().unwrap().is_empty());
+    // What it would have written, for the SOC.
+    assert_eq!(deny["modbus"]["values"], serde_json::json!([1]));
     bench.audit_event("allowed heartbeat", |e| {
         e["zonegate"]["decision"] == "allow" && e["modbus"]["address"] == 40
     });

@@ -568,7 +568,26 @@ impl Session {
             "table": req.table().map(|t| t.as_str()),
             "address": req.address(),
             "quantity": req.quantity(),
+            "values": written_values(req),
         }));
         self.audit.emit(e);
+    }
+}
+
+/// What a write request would write, for the audit event: the SOC's first question about a
+/// refused or allowed write. `null` for requests that write nothing.
+fn written_values(request: &modbus::Request<'_>) -> serde_json::Value {
+    use modbus::Request;
+    match *request {
+        Request::WriteSingleCoil { value, .. } => serde_json::json!([value]),
+        Request::WriteSingleRegister { value, .. } => serde_json::json!([value]),
+        Request::WriteMultipleCoils { values, .. } => {
+            serde_json::Value::from(values.iter().collect::<Vec<bool>>())
+        }
+        Request::WriteMultipleRegisters { values, .. }
+        | Request::ReadWriteMultipleRegisters { values, .. } => {
+            serde_json::Value::from(values.iter().collect::<Vec<u16>>())
+        }
+        _ => serde_json::Value::Null,
     }
 }

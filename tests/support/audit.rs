@@ -80,6 +80,12 @@ pub fn check_log(path: &Path) {
     if std::thread::panicking() || !path.exists() {
         return;
     }
-    let _ = events(path);
-    assert_chain_intact(path);
+    let events = events(path);
+    // A keyed chain needs its key: the test that made it checks it.
+    if events
+        .first()
+        .is_some_and(|e| e["zonegate"]["chain"]["alg"] == "sha256")
+    {
+        assert_chain_intact(path);
+    }
 }
