@@ -162,7 +162,7 @@ const BROKEN: &[Broken] = &[
         "syslog-unknown-transport.yaml",
         70,
         18,
-        "unknown syslog transport `relp`",
+        "unknown syslog transport `kafka`",
     ),
     broken(
         "inspection-bad-mode.yaml",

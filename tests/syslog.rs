@@ -1,7 +1,7 @@
 //! Remote audit sinks against a real rsyslogd (tests/support/rsyslog.rs), each test in a network
-//! namespace of its own: RFC 5424 and CEF as rsyslog parses them over TCP, TLS and UDP, a
-//! receiver that stops and comes back mid-stream, the spool across a sink restart, and what a
-//! full spool does.
+//! namespace of its own: RFC 5424 and CEF as rsyslog parses them over TCP, TLS, UDP and RELP, a
+//! receiver that stops and comes back mid-stream (exactly once over RELP), the spool across a
+//! sink restart, and what a full spool does.
 #![allow(
     clippy::arithmetic_side_effects,
     clippy::unwrap_used,
@@ -20,7 +20,9 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use support::plant::in_ns;
 use support::rsyslog::{Netns, Rsyslog, sequence_id};
-use zonegate::audit::remote::{Remote, RemoteSettings, TlsSettings, Transport, WhenFull};
+use zonegate::audit::remote::{
+    Remote, RemoteSettings, RemoteStats, TlsSettings, Transport, WhenFull,
+};
 use zonegate::audit::syslog::{self, Cef, Format, Message, Severity};
 
 const HOST: &str = "gw-test";
@@ -47,13 +49,32 @@ impl Setup {
         self.dir.path().join(format!("spool-{name}"))
     }
 
-    fn tls(&self, client: bool) -> Transport {
-        Transport::Tls(TlsSettings {
+    fn tls_settings(&self, client: bool) -> TlsSettings {
+        TlsSettings {
             ca: self.rsyslog.ca_pem(),
             server_name: None,
             client_cert: client.then(|| self.rsyslog.client_cert()),
             client_key: client.then(|| self.rsyslog.client_key()),
-        })
+        }
+    }
+
+    fn tls(&self, client: bool) -> Transport {
+        Transport::Tls(self.tls_settings(client))
+    }
+
+    /// The port, transport and rsyslog input name of a receiver kind.
+    fn receiver(&self, kind: Kind) -> (u16, Transport, &'static str) {
+        let rs = &self.rsyslog;
+        match kind {
+            Kind::Tcp => (rs.tcp_port(), Transport::Tcp, "tcp"),
+            Kind::Tls => (rs.tls_port(), self.tls(false), "tls"),
+            Kind::Relp => (rs.relp_port(), Transport::Relp, "relp"),
+            Kind::RelpTls => (
+                rs.relp_tls_port(),
+                Transport::RelpTls(self.tls_settings(true)),
+                "relptls",
+            ),
+        }
     }
 
     /// A sink whose thread runs in the namespace.
@@ -69,6 +90,14 @@ impl Setup {
         };
         in_ns(&self.ns.name, move || Remote::start(settings).unwrap())
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Tcp,
+    Tls,
+    Relp,
+    RelpTls,
 }
 
 struct Opts {
@@ -200,22 +229,7 @@ fn rfc5424_over_tcp_tls_and_udp() {
     }
     let records = rs.wait_for(4 * usize::try_from(N).unwrap(), ARRIVAL);
     for (input, sink) in &sinks {
-        let got = of_input(&records, input);
-        let seqs: Vec<u64> = got.iter().map(|r| sequence_id(r)).collect();
-        assert_eq!(seqs, (1..=N).collect::<Vec<_>>(), "{input}");
-        for (r, seq) in got.iter().zip(1..) {
-            assert_eq!(r["version"], "1");
-            assert_eq!(r["timereported"], TIMESTAMP);
-            assert_eq!(r["hostname"], HOST);
-            assert_eq!(r["appname"], "zonegate");
-            assert_eq!(r["procid"], "4242");
-            assert_eq!(r["msgid"], "modbus-request");
-            assert_eq!(r["facility"], "13", "log audit");
-            assert_eq!(r["severity"], "4", "warning");
-            assert_eq!(r["structureddata"], format!("[meta sequenceId=\"{seq}\"]"));
-            let msg: Value = serde_json::from_str(r["msg"].as_str().unwrap()).unwrap();
-            assert_eq!(msg, event_json(seq), "{input}");
-        }
+        assert_fields(&records, input, N);
         // Written events count as delivered once the connection has stayed intact a while.
         wait_until("delivery confirmed", Duration::from_secs(5), || {
             sink.stats().delivered == N
@@ -228,6 +242,64 @@ fn rfc5424_over_tcp_tls_and_udp() {
         "facility as rsyslog names it: {}",
         records[0]["facilitytext"]
     );
+}
+
+/// Events 1..=n arrived on `input`, once each and in order, with every RFC 5424 field as sent.
+fn assert_fields(records: &[Value], input: &str, n: u64) {
+    let got = of_input(records, input);
+    let seqs: Vec<u64> = got.iter().map(|r| sequence_id(r)).collect();
+    assert_eq!(seqs, (1..=n).collect::<Vec<_>>(), "{input}");
+    for (r, seq) in got.iter().zip(1..) {
+        assert_eq!(r["version"], "1");
+        assert_eq!(r["timereported"], TIMESTAMP);
+        assert_eq!(r["hostname"], HOST);
+        assert_eq!(r["appname"], "zonegate");
+        assert_eq!(r["procid"], "4242");
+        assert_eq!(r["msgid"], "modbus-request");
+        assert_eq!(r["facility"], "13", "log audit");
+        assert_eq!(r["severity"], "4", "warning");
+        assert_eq!(r["structureddata"], format!("[meta sequenceId=\"{seq}\"]"));
+        let msg: Value = serde_json::from_str(r["msg"].as_str().unwrap()).unwrap();
+        assert_eq!(msg, event_json(seq), "{input}");
+    }
+}
+
+#[test]
+fn rfc5424_over_relp_and_relp_in_tls() {
+    let s = setup("relp");
+    let sinks: Vec<_> = [Kind::Relp, Kind::RelpTls]
+        .into_iter()
+        .map(|kind| {
+            let (port, transport, input) = s.receiver(kind);
+            (input, s.remote(input, port, transport, Opts::default()))
+        })
+        .collect();
+    const N: u64 = 200;
+    for seq in 1..=N {
+        for (_, sink) in &sinks {
+            sink.push(seq, rfc5424(seq));
+        }
+    }
+    let records = s.rsyslog.wait_for(2 * usize::try_from(N).unwrap(), ARRIVAL);
+    for (input, sink) in &sinks {
+        assert_fields(&records, input, N);
+        // Delivered means acknowledged: every event's `rsp 200` came back.
+        wait_until("acknowledgements", Duration::from_secs(5), || {
+            sink.stats().delivered == N
+        });
+        let stats = sink.stats();
+        assert!(stats.connected, "{input}: {stats:?}");
+        assert_eq!(
+            (
+                stats.dropped,
+                stats.spooled_bytes,
+                stats.resent,
+                stats.queued_events
+            ),
+            (0, 0, 0, 0),
+            "{input}"
+        );
+    }
 }
 
 #[test]
@@ -319,15 +391,12 @@ fn cef_over_tcp_as_mmnormalize_parses_it() {
     assert_eq!(second["Extensions"]["cn1"], "2");
 }
 
-/// Pushes every 2 ms for 3 s while rsyslog is stopped for 2 s in the middle.
-fn receiver_outage(label: &str, tls: bool) {
+/// Pushes every 2 ms for 3 s while rsyslog is stopped for 2 s in the middle. Returns how many
+/// events were pushed, their sequence numbers in arrival order (duplicates included) and the
+/// sink's counters.
+fn receiver_outage(label: &str, kind: Kind) -> (u64, Vec<u64>, RemoteStats) {
     let mut s = setup(label);
-    let (port, transport) = if tls {
-        (s.rsyslog.tls_port(), s.tls(false))
-    } else {
-        (s.rsyslog.tcp_port(), Transport::Tcp)
-    };
-    let input = if tls { "tls" } else { "tcp" };
+    let (port, transport, input) = s.receiver(kind);
     let sink = s.remote(label, port, transport, Opts::default());
     let rsyslog = &mut s.rsyslog;
     let begin = Instant::now();
@@ -349,28 +418,52 @@ fn receiver_outage(label: &str, tls: bool) {
         let restarted_at = begin.elapsed();
         (pusher.join().unwrap(), stopped_at, restarted_at)
     });
-    let seqs = wait_for_all(&s.rsyslog, input, pushed);
+    wait_for_all(&s.rsyslog, input, pushed);
     let all_in = begin.elapsed();
     wait_until("delivery confirmed", Duration::from_secs(5), || {
         sink.stats().delivered >= pushed
     });
+    // A late copy would show up within this (rsyslog writes what it took within milliseconds).
+    thread::sleep(Duration::from_millis(500));
+    let seqs: Vec<u64> = of_input(&s.rsyslog.records(), input)
+        .into_iter()
+        .map(sequence_id)
+        .collect();
     let stats = sink.stats();
-    let duplicates = assert_in_order(&seqs, pushed, stats.resent);
+    let duplicates = seqs.len() - seqs.iter().collect::<HashSet<_>>().len();
     eprintln!(
         "{label}: {pushed} events; rsyslog stopped at {stopped_at:?}, back at {restarted_at:?}; \
          all in at {all_in:?}; {duplicates} duplicates; {stats:?}"
     );
     assert_eq!(stats.dropped, 0);
+    (pushed, seqs, stats)
 }
 
 #[test]
 fn receiver_outage_over_tcp_loses_nothing() {
-    receiver_outage("outtcp", false);
+    let (pushed, seqs, stats) = receiver_outage("outtcp", Kind::Tcp);
+    assert_in_order(&seqs, pushed, stats.resent);
 }
 
 #[test]
 fn receiver_outage_over_tls_loses_nothing() {
-    receiver_outage("outtls", true);
+    let (pushed, seqs, stats) = receiver_outage("outtls", Kind::Tls);
+    assert_in_order(&seqs, pushed, stats.resent);
+}
+
+/// RELP: what rsyslog did not acknowledge before it stopped is sent again, and only that.
+#[test]
+fn receiver_outage_over_relp_is_exactly_once() {
+    let (pushed, seqs, stats) = receiver_outage("outrelp", Kind::Relp);
+    assert_eq!(seqs, (1..=pushed).collect::<Vec<_>>(), "{stats:?}");
+    assert_eq!(stats.delivered, pushed);
+}
+
+#[test]
+fn receiver_outage_over_relp_in_tls_is_exactly_once() {
+    let (pushed, seqs, stats) = receiver_outage("outrelptls", Kind::RelpTls);
+    assert_eq!(seqs, (1..=pushed).collect::<Vec<_>>(), "{stats:?}");
+    assert_eq!(stats.delivered, pushed);
 }
 
 #[test]

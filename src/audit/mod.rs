@@ -174,6 +174,10 @@ pub enum SyslogTransport {
     Tcp,
     /// RFC 5425.
     Tls,
+    /// RELP (rsyslog's imrelp): every event acknowledged, resent if not.
+    Relp,
+    /// RELP over TLS.
+    RelpTls,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -362,21 +366,29 @@ struct Receiver {
 /// stays in their spools for the next start.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
+fn tls_settings(s: &SyslogSettings) -> TlsSettings {
+    TlsSettings {
+        ca: s.ca.clone().unwrap_or_default(),
+        server_name: s.server_name.clone(),
+        client_cert: s.client_cert.clone(),
+        client_key: s.client_key.clone(),
+    }
+}
+
 fn start_remote(settings: &Settings, s: &SyslogSettings) -> Result<Receiver, AuditError> {
     let transport = match s.transport {
         SyslogTransport::Udp => Transport::Udp,
         SyslogTransport::Tcp => Transport::Tcp,
-        SyslogTransport::Tls => Transport::Tls(TlsSettings {
-            ca: s.ca.clone().unwrap_or_default(),
-            server_name: s.server_name.clone(),
-            client_cert: s.client_cert.clone(),
-            client_key: s.client_key.clone(),
-        }),
+        SyslogTransport::Tls => Transport::Tls(tls_settings(s)),
+        SyslogTransport::Relp => Transport::Relp,
+        SyslogTransport::RelpTls => Transport::RelpTls(tls_settings(s)),
     };
     let kind = match s.transport {
         SyslogTransport::Udp => "udp",
         SyslogTransport::Tcp => "tcp",
         SyslogTransport::Tls => "tls",
+        SyslogTransport::Relp => "relp",
+        SyslogTransport::RelpTls => "relp-tls",
     };
     // Named by where it sends, so that reordering receivers in zones.yaml keeps each spool with
     // its receiver.

@@ -1,6 +1,7 @@
-//! Remote audit sinks: syslog over UDP (RFC 5426), TCP (RFC 6587 octet counting) or TLS
-//! (RFC 5425, the same framing), fed by the audit writer with messages that
-//! [`super::syslog::format`] wrote. One thread per sink does all network I/O; `push` only queues.
+//! Remote audit sinks: syslog over UDP (RFC 5426), TCP (RFC 6587 octet counting), TLS
+//! (RFC 5425, the same framing) or RELP (plain or in TLS, `remote/relp.rs`), fed by the audit
+//! writer with messages that [`super::syslog::format`] wrote. One thread per sink does all
+//! network I/O; `push` only queues.
 //!
 //! # Delivery
 //!
@@ -32,6 +33,16 @@
 //! longer), and more than [`UNCONFIRMED_MAX_BYTES`] written within [`CONFIRM_AFTER`] (the oldest
 //! are then taken as delivered early) lose events without notice.
 //!
+//! RELP has acknowledgements, and none of the above applies to it: every event is a `syslog`
+//! command, and it counts as delivered when the receiver's `rsp 200` for it arrives. At most 128
+//! events (librelp's default window) wait for their answer. When the connection breaks (EOF,
+//! reset, a `serverclose` hint, an answer other than 200, a malformed frame, or no answer for
+//! [`RELP_ACK_TIMEOUT`]), the events not acknowledged stay queued and are sent again, in order,
+//! before newer ones, so a receiver that stops and comes back gets every event exactly once. The
+//! residual risk is the other way round: a receiver that took an event and died before its
+//! answer left sees it twice (the `sequenceId` tells). An acknowledgement means the receiver took
+//! the event, not that it stored it: rsyslog answers once the message is in its main queue.
+//!
 //! UDP is best effort: the only sign of trouble is an ICMP error (port unreachable) that Linux
 //! reports on the connected socket; it is treated like a reset. Datagrams lost in the network or
 //! by the receiver go unnoticed.
@@ -57,9 +68,11 @@ use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
 use super::spool::{Spool, SpoolError, record_len};
 use super::syslog::Format;
 
+mod relp;
+
 /// Messages longer than this are cut to it (at a UTF-8 boundary), keeping the header and the
 /// `sequenceId`: a cut event is still seen, a dropped one is not. Counted in
-/// [`RemoteStats::truncated`].
+/// [`RemoteStats::truncated`]. RELP cuts at 128 KiB, the protocol's limit.
 pub const MAX_MESSAGE_BYTES: usize = 256 * 1024;
 /// The limit for UDP: one message per datagram, below the 65507 bytes an IPv4 datagram can carry.
 pub const MAX_DATAGRAM_BYTES: usize = 64_000;
@@ -93,6 +106,15 @@ const MAX_PEM_BYTES: u64 = 4 * 1024 * 1024;
 const MAX_HANDSHAKE_STEPS: usize = 64;
 /// A refused connection is logged as a warning the first time and then every this many tries.
 const WARN_EVERY_FAILURES: u64 = 60;
+/// RELP: with events awaiting their answer, none for this long breaks the connection. Long enough
+/// for a receiver in flow control (rsyslog stops answering while its queue is full); librelp
+/// waits 90 s.
+pub const RELP_ACK_TIMEOUT: Duration = Duration::from_secs(30);
+/// RELP: how long one wait for answers lasts before the queue is looked at again.
+const RELP_ACK_POLL: Duration = Duration::from_millis(10);
+/// RELP: bytes per read, and reads per look at the socket.
+const READ_CHUNK: usize = 4096;
+const RELP_READS: usize = 64;
 
 /// How events reach the receiver.
 #[derive(Debug, Clone)]
@@ -100,6 +122,10 @@ pub enum Transport {
     Udp,
     Tcp,
     Tls(TlsSettings),
+    /// RELP over TCP: acknowledged, exactly once across receiver restarts (rsyslog's imrelp).
+    Relp,
+    /// RELP in TLS from the first byte, as librelp does it (imrelp `tls="on"`).
+    RelpTls(TlsSettings),
 }
 
 #[derive(Debug, Clone)]
@@ -148,7 +174,8 @@ pub struct RemoteStats {
     pub dropped: u64,
     /// Events cut to the size limit.
     pub truncated: u64,
-    /// Events sent again because the receiver reset the connection after they were written.
+    /// Events sent again because the receiver reset the connection after they were written
+    /// (RELP: because the connection broke before they were acknowledged).
     pub resent: u64,
     pub connected: bool,
 }
@@ -210,8 +237,10 @@ struct Batch {
     start: u64,
     count: usize,
     data: Vec<u8>,
-    /// End of each message in `data` (UDP sends them one by one).
+    /// End of each message in `data` (UDP sends them one by one, RELP frames each).
     ends: Vec<usize>,
+    /// The sequence number of each message.
+    sequences: Vec<u64>,
     first: u64,
     last: u64,
 }
@@ -425,6 +454,11 @@ impl Backlog {
 
     /// The events from queue position `from` on, framed for one write.
     fn batch(&mut self, from: u64, octet_counting: bool) -> Option<Batch> {
+        self.batch_up_to(from, octet_counting, BATCH_MAX_EVENTS)
+    }
+
+    /// [`Backlog::batch`] of at most `max_events`.
+    fn batch_up_to(&mut self, from: u64, octet_counting: bool, max_events: usize) -> Option<Batch> {
         let start = from.max(self.head);
         let mut index = usize::try_from(start.saturating_sub(self.head)).ok()?;
         let mut batch = Batch {
@@ -432,12 +466,14 @@ impl Backlog {
             count: 0,
             data: Vec::new(),
             ends: Vec::new(),
+            sequences: Vec::new(),
             first: 0,
             last: 0,
         };
+        let max_events = max_events.min(BATCH_MAX_EVENTS);
         // Where the memory queue starts in queue order, once the spool's end is known.
         let mut spool_len = if self.spool.is_empty() { Some(0) } else { None };
-        while batch.count < BATCH_MAX_EVENTS && batch.data.len() < BATCH_MAX_BYTES {
+        while batch.count < max_events && batch.data.len() < BATCH_MAX_BYTES {
             let (sequence, data) = match spool_len {
                 None => match self.spool.get(index) {
                     Some(r) => (r.sequence, r.data.as_slice()),
@@ -458,6 +494,7 @@ impl Backlog {
             }
             batch.data.extend_from_slice(data);
             batch.ends.push(batch.data.len());
+            batch.sequences.push(sequence);
             if batch.count == 0 {
                 batch.first = sequence;
             }
@@ -520,20 +557,22 @@ impl Remote {
                 name: name.clone(),
                 address: settings.address.clone(),
             })?;
-        let kind = match &settings.transport {
-            Transport::Udp => Kind::Udp,
-            Transport::Tcp => Kind::Tcp,
-            Transport::Tls(tls) => {
-                let config = tls_config(&name, tls)?;
-                let server_name = tls.server_name.clone().unwrap_or_else(|| host.clone());
-                let server_name = ServerName::try_from(server_name.clone()).map_err(|_| {
-                    RemoteError::ServerName {
-                        name: name.clone(),
-                        server_name,
-                    }
+        let tls_kind = |tls: &TlsSettings| -> Result<Kind, RemoteError> {
+            let config = tls_config(&name, tls)?;
+            let server_name = tls.server_name.clone().unwrap_or_else(|| host.clone());
+            let server_name =
+                ServerName::try_from(server_name.clone()).map_err(|_| RemoteError::ServerName {
+                    name: name.clone(),
+                    server_name,
                 })?;
-                Kind::Tls(config, server_name)
-            }
+            Ok(Kind::Tls(config, server_name))
+        };
+        let (kind, relp) = match &settings.transport {
+            Transport::Udp => (Kind::Udp, false),
+            Transport::Tcp => (Kind::Tcp, false),
+            Transport::Tls(tls) => (tls_kind(tls)?, false),
+            Transport::Relp => (Kind::Tcp, true),
+            Transport::RelpTls(tls) => (tls_kind(tls)?, true),
         };
         let spool =
             Spool::open(&settings.spool_dir, settings.spool_max_bytes).map_err(|source| {
@@ -551,6 +590,7 @@ impl Remote {
         }
         let limit = match kind {
             Kind::Udp => MAX_DATAGRAM_BYTES,
+            Kind::Tcp | Kind::Tls(..) if relp => relp::MAX_MESSAGE_BYTES,
             Kind::Tcp | Kind::Tls(..) => MAX_MESSAGE_BYTES,
         };
         let shared = Arc::new(Shared {
@@ -566,6 +606,8 @@ impl Remote {
             host,
             port,
             kind,
+            relp,
+            session: None,
             conn: None,
             sent_until: 0,
             written: VecDeque::new(),
@@ -640,7 +682,8 @@ impl Remote {
     }
 
     /// Delivers what is queued for up to `grace`, then spools what is left and stops. Takes at
-    /// most `grace` plus a connection attempt in progress ([`CONNECT_TIMEOUT`]).
+    /// most `grace` plus a connection attempt in progress ([`CONNECT_TIMEOUT`]; for RELP also the
+    /// wait for the answer to `open`, [`IO_TIMEOUT`]).
     pub fn shutdown(mut self, grace: Duration) {
         self.stop(grace);
     }
@@ -888,12 +931,59 @@ impl Conn {
                 }
                 Ok(())
             }
-            Conn::Tcp(s) => s.write_all(&batch.data),
+            Conn::Tcp(_) | Conn::Tls(_) => self.write_all(&batch.data),
+        }
+    }
+
+    /// Writes all of `bytes` to a stream (nothing for UDP).
+    fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
+        match self {
+            Conn::Udp(_) => Ok(()),
+            Conn::Tcp(s) => s.write_all(bytes),
             Conn::Tls(s) => {
-                s.write_all(&batch.data)?;
+                s.write_all(bytes)?;
                 // rustls ignores socket errors in write; flush reports them.
                 s.flush()
             }
+        }
+    }
+
+    /// Reads what the receiver sent into `buf`: without blocking when `wait` is zero, else
+    /// waiting up to `wait`. `Ok(None)`: nothing yet; `Ok(Some(0))`: the end of the stream.
+    fn receive(&mut self, buf: &mut [u8], wait: Duration) -> io::Result<Option<usize>> {
+        let Some(sock) = self.tcp() else {
+            return Ok(None);
+        };
+        if wait.is_zero() {
+            sock.set_nonblocking(true)?;
+        } else {
+            sock.set_read_timeout(Some(wait))?;
+        }
+        let result = match self {
+            Conn::Udp(_) => Ok(0),
+            Conn::Tcp(s) => s.read(buf),
+            Conn::Tls(s) => s.read(buf),
+        };
+        if let Some(sock) = self.tcp() {
+            if wait.is_zero() {
+                sock.set_nonblocking(false)?;
+            } else {
+                sock.set_read_timeout(Some(IO_TIMEOUT))?;
+            }
+        }
+        match result {
+            Ok(n) => Ok(Some(n)),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
+                ) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e),
         }
     }
 
@@ -943,6 +1033,49 @@ fn nonblocking(sock: &mut TcpStream, f: impl FnOnce(&mut TcpStream) -> Liveness)
     }
 }
 
+/// Opens a RELP session on a new connection: `open`, and the receiver's answer within
+/// [`IO_TIMEOUT`].
+fn relp_open(conn: &mut Conn) -> io::Result<relp::Session> {
+    let mut out = Vec::new();
+    let mut session = relp::Session::open(&mut out);
+    conn.write_all(&out)?;
+    let deadline = later(Instant::now(), IO_TIMEOUT);
+    let mut buf = [0u8; READ_CHUNK];
+    loop {
+        let wait = deadline.saturating_duration_since(Instant::now());
+        if wait.is_zero() {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "no answer to the RELP open",
+            ));
+        }
+        match conn.receive(&mut buf, wait)? {
+            None => {}
+            Some(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the receiver closed the connection before answering the RELP open",
+                ));
+            }
+            Some(n) => {
+                let mut progress = relp::Progress::default();
+                session
+                    .receive(buf.get(..n).unwrap_or_default(), &mut progress)
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+                if progress.opened {
+                    return Ok(session);
+                }
+                if progress.server_close {
+                    return Err(io::Error::new(
+                        io::ErrorKind::ConnectionAborted,
+                        "the receiver closed the RELP session before it was open",
+                    ));
+                }
+            }
+        }
+    }
+}
+
 /// Events written on the current connection and not yet confirmed.
 #[derive(Debug)]
 struct Written {
@@ -962,6 +1095,10 @@ struct Worker {
     host: String,
     port: u16,
     kind: Kind,
+    /// RELP over the connection `kind` makes.
+    relp: bool,
+    /// The RELP session on `conn`.
+    session: Option<relp::Session>,
     conn: Option<Conn>,
     /// Queue position up to which events were written on this connection.
     sent_until: u64,
@@ -1012,6 +1149,12 @@ impl Worker {
                 }
                 continue;
             }
+            if self.relp {
+                if self.relp_step(now) {
+                    continue;
+                }
+                break;
+            }
             let liveness = match self.conn.as_mut() {
                 Some(conn) => conn.check(),
                 None => continue,
@@ -1061,8 +1204,16 @@ impl Worker {
     }
 
     fn connect(&mut self, now: Instant) {
-        match self.open() {
-            Ok(conn) => {
+        let opened = self.open().and_then(|mut conn| {
+            let session = if self.relp {
+                Some(relp_open(&mut conn)?)
+            } else {
+                None
+            };
+            Ok((conn, session))
+        });
+        match opened {
+            Ok((conn, session)) => {
                 // Backoff and failures are reset once something is delivered on it: a receiver
                 // that accepts and then breaks every connection is retried with backoff too.
                 tracing::debug!(sink = %self.name, "connected to {}", self.address);
@@ -1077,6 +1228,7 @@ impl Worker {
                 b.down = false;
                 self.sent_until = b.head;
                 self.conn = Some(conn);
+                self.session = session;
             }
             Err(e) => {
                 if self.failures.checked_rem(WARN_EVERY_FAILURES) == Some(0) {
@@ -1154,6 +1306,10 @@ impl Worker {
     fn lost_connection(&mut self, error: Option<io::Error>) {
         let stopping = self.shared.lock().stop.is_some();
         let mut error = error;
+        if self.relp {
+            self.relp_lost(error);
+            return;
+        }
         if error.is_none() && !self.written.is_empty() && !stopping {
             // A FIN: the receiver read all that reached it before closing. What was still on
             // its way draws a reset, which only the socket's error shows.
@@ -1196,16 +1352,23 @@ impl Worker {
                 .resent
                 .saturating_add(u64::try_from(resend).unwrap_or(u64::MAX));
         }
+        drop(b);
+        self.written.clear();
+        self.unconfirmed_bytes = 0;
+        self.unconfirmed_events = 0;
+        self.reconnect_later();
+    }
+
+    /// After a lost connection: spool from now on, resend from the oldest unconfirmed event, and
+    /// reconnect at once after a connection that delivered (a restarted receiver is back
+    /// quickly), else with backoff.
+    fn reconnect_later(&mut self) {
+        let mut b = self.shared.lock();
         b.connected = false;
         b.down = true;
         self.sent_until = b.head;
         b.spill();
         drop(b);
-        self.written.clear();
-        self.unconfirmed_bytes = 0;
-        self.unconfirmed_events = 0;
-        // After a connection that delivered, try again at once (a restarted receiver is back
-        // quickly); after one that did not, back off.
         let now = Instant::now();
         if self.failures == 0 {
             self.next_attempt = now;
@@ -1228,13 +1391,228 @@ impl Worker {
             self.forget_front();
         }
         if let Some(upto) = upto {
-            self.shared.lock().confirm(upto);
-            if self.failures > 0 {
-                tracing::info!(sink = %self.name, "delivering to {} again", self.address);
-            }
-            self.failures = 0;
-            self.backoff = BACKOFF_FIRST;
+            self.delivered(upto);
         }
+    }
+
+    /// Everything before queue position `upto` reached the receiver.
+    fn delivered(&mut self, upto: u64) {
+        self.shared.lock().confirm(upto);
+        if self.failures > 0 {
+            tracing::info!(sink = %self.name, "delivering to {} again", self.address);
+        }
+        self.failures = 0;
+        self.backoff = BACKOFF_FIRST;
+    }
+
+    /// One round of a RELP session: take the receiver's answers, then send what the window
+    /// allows, or wait for answers or events. False when the sink is done (stopping, everything
+    /// acknowledged, session closed).
+    fn relp_step(&mut self, now: Instant) -> bool {
+        // Answers first: they make room in the window, and show a closed session before a write.
+        if let Err(e) = self.relp_receive(Duration::ZERO) {
+            self.lost_connection(Some(e));
+            return true;
+        }
+        let Some(session) = self.session.as_ref() else {
+            return true;
+        };
+        if let Some(oldest) = session.pending().front()
+            && now.saturating_duration_since(oldest.sent) >= RELP_ACK_TIMEOUT
+        {
+            let e = io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "no RELP answer for {} s",
+                    now.saturating_duration_since(oldest.sent).as_secs()
+                ),
+            );
+            self.lost_connection(Some(e));
+            return true;
+        }
+        let (room, idle, exhausted) = (
+            session.room(),
+            session.pending().is_empty(),
+            session.exhausted(),
+        );
+        let mut b = self.shared.lock();
+        if room > 0
+            && let Some(batch) = b.batch_up_to(self.sent_until, false, room)
+        {
+            drop(b);
+            self.relp_send(&batch);
+            return true;
+        }
+        if !idle {
+            // Answers are due: wait for them (the read returns as soon as any arrive).
+            drop(b);
+            if let Err(e) = self.relp_receive(RELP_ACK_POLL) {
+                self.lost_connection(Some(e));
+            }
+            return true;
+        }
+        let stop = b.stop;
+        if exhausted || stop.is_some() {
+            // Everything sent is acknowledged: end the session politely. A session out of
+            // transaction numbers is followed by a new one at once.
+            drop(b);
+            let until = later(now, IO_TIMEOUT);
+            self.relp_close(stop.map_or(until, |s| s.min(until)));
+            self.next_attempt = now;
+            return exhausted;
+        }
+        b.idle = true;
+        let mut b = self.shared.wait(b, later(now, SYNC_INTERVAL));
+        b.idle = false;
+        true
+    }
+
+    /// Frames a batch as one `syslog` command per event (as many as the window takes) and
+    /// writes it.
+    fn relp_send(&mut self, batch: &Batch) {
+        let (Some(conn), Some(session)) = (self.conn.as_mut(), self.session.as_mut()) else {
+            return;
+        };
+        let now = Instant::now();
+        let mut out = Vec::with_capacity(
+            batch
+                .data
+                .len()
+                .saturating_add(batch.count.saturating_mul(relp::SYSLOG_OVERHEAD)),
+        );
+        let mut begin = 0;
+        let mut position = batch.start;
+        for (&end, &sequence) in batch.ends.iter().zip(&batch.sequences) {
+            let message = batch.data.get(begin..end).unwrap_or_default();
+            if !session.syslog(&mut out, message, position, sequence, now) {
+                break;
+            }
+            begin = end;
+            position = position.saturating_add(1);
+        }
+        match conn.write_all(&out) {
+            Ok(()) => self.sent_until = position,
+            Err(e) => self.lost_connection(Some(e)),
+        }
+    }
+
+    /// Reads and handles what the receiver sent; the first read waits up to `wait`. Answered
+    /// events are delivered; the end of the stream or a `serverclose` end the connection here.
+    /// An error (malformed frame, refused event, socket error) is for the caller to handle.
+    fn relp_receive(&mut self, wait: Duration) -> io::Result<()> {
+        let mut buf = [0u8; READ_CHUNK];
+        let mut wait = wait;
+        for _ in 0..RELP_READS {
+            let (Some(conn), Some(session)) = (self.conn.as_mut(), self.session.as_mut()) else {
+                return Ok(());
+            };
+            let n = match conn.receive(&mut buf, wait)? {
+                None => return Ok(()),
+                Some(0) => {
+                    self.lost_connection(None);
+                    return Ok(());
+                }
+                Some(n) => n,
+            };
+            wait = Duration::ZERO;
+            let mut progress = relp::Progress::default();
+            let result = session.receive(buf.get(..n).unwrap_or_default(), &mut progress);
+            // What was acknowledged counts even if a later frame breaks the session.
+            if let Some(upto) = progress.delivered_upto {
+                self.delivered(upto);
+            }
+            result.map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            if progress.server_close {
+                self.lost_connection(None);
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends a RELP session with nothing pending: `close`, its answer (until `until` at most),
+    /// then the connection.
+    fn relp_close(&mut self, until: Instant) {
+        let (Some(mut conn), Some(mut session)) = (self.conn.take(), self.session.take()) else {
+            return;
+        };
+        let mut out = Vec::new();
+        session.close(&mut out);
+        if conn.write_all(&out).is_ok() {
+            let mut buf = [0u8; READ_CHUNK];
+            loop {
+                let wait = until.saturating_duration_since(Instant::now());
+                if wait.is_zero() {
+                    break;
+                }
+                match conn.receive(&mut buf, wait) {
+                    Ok(None) => {}
+                    Ok(Some(0)) | Err(_) => break,
+                    Ok(Some(n)) => {
+                        let mut p = relp::Progress::default();
+                        let result = session.receive(buf.get(..n).unwrap_or_default(), &mut p);
+                        if result.is_err() || p.closed || p.server_close {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        conn.close(true);
+        *self
+            .shared
+            .abort
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = None;
+        let mut b = self.shared.lock();
+        b.connected = false;
+        self.sent_until = b.head;
+        tracing::debug!(sink = %self.name, "RELP session with {} closed", self.address);
+    }
+
+    /// The RELP connection ended: whatever is not acknowledged is sent again, in order.
+    fn relp_lost(&mut self, error: Option<io::Error>) {
+        let pending = self
+            .session
+            .take()
+            .map(|s| s.pending().clone())
+            .unwrap_or_default();
+        match (&error, pending.front(), pending.back()) {
+            (_, Some(first), Some(last)) => {
+                let why = error.as_ref().map_or_else(
+                    || "it closed the connection".to_owned(),
+                    ToString::to_string,
+                );
+                tracing::warn!(
+                    sink = %self.name,
+                    "RELP session with {} ended ({why}): events {}..={} were not acknowledged; \
+                     sending them again",
+                    self.address,
+                    first.sequence,
+                    last.sequence
+                );
+            }
+            (Some(e), _, _) => {
+                tracing::warn!(sink = %self.name, "connection to {} lost: {e}", self.address);
+            }
+            (None, _, _) => {
+                tracing::info!(sink = %self.name, "{} closed the connection", self.address);
+            }
+        }
+        if let Some(conn) = self.conn.take() {
+            conn.close(error.is_none());
+        }
+        *self
+            .shared
+            .abort
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = None;
+        let mut b = self.shared.lock();
+        b.resent = b
+            .resent
+            .saturating_add(u64::try_from(pending.len()).unwrap_or(u64::MAX));
+        drop(b);
+        self.reconnect_later();
     }
 
     fn forget_front(&mut self) {
@@ -1303,6 +1681,30 @@ impl Worker {
     /// goes to the spool.
     fn finish(&mut self) {
         let aborted = self.shared.aborted.load(Ordering::SeqCst);
+        if self.relp {
+            if !aborted {
+                // Answers that arrived in the meantime still count.
+                let _ = self.relp_receive(Duration::ZERO);
+            }
+            let pending = self
+                .session
+                .take()
+                .map(|s| s.pending().clone())
+                .unwrap_or_default();
+            if let (Some(first), Some(last)) = (pending.front(), pending.back()) {
+                tracing::warn!(
+                    sink = %self.name,
+                    "events {}..={} were sent to {} but not acknowledged: spooled, to be sent \
+                     again on the next start",
+                    first.sequence,
+                    last.sequence,
+                    self.address
+                );
+            }
+            if let Some(conn) = self.conn.take() {
+                conn.close(!aborted);
+            }
+        }
         if let Some(mut conn) = self.conn.take() {
             let intact = !aborted
                 && match conn.check() {
@@ -1619,6 +2021,7 @@ mod tests {
             count: 1,
             data: b"5 hello".to_vec(),
             ends: vec![7],
+            sequences: vec![1],
             first: 1,
             last: 1,
         };
@@ -1627,5 +2030,277 @@ mod tests {
         drop(peer);
         thread::sleep(Duration::from_millis(50));
         assert!(matches!(conn.check(), Liveness::Broken(_)));
+    }
+
+    /// The server end of one RELP connection, played by the test thread.
+    struct RelpPeer {
+        reader: io::BufReader<TcpStream>,
+        writer: TcpStream,
+    }
+
+    /// A syslog command as the peer saw it: TXNR and the event's sequence number.
+    type Command = (u32, u64);
+
+    impl RelpPeer {
+        /// Accepts a connection and answers its `open` as rsyslog does.
+        fn open(listener: &TcpListener) -> RelpPeer {
+            let (stream, _) = listener.accept().unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .unwrap();
+            let mut peer = RelpPeer {
+                writer: stream.try_clone().unwrap(),
+                reader: io::BufReader::new(stream),
+            };
+            let (txnr, command, data) = peer.frame().unwrap();
+            assert_eq!((txnr, command.as_str()), (1, "open"));
+            let offers = String::from_utf8(data).unwrap();
+            assert!(offers.starts_with("relp_version=0\n"), "{offers}");
+            assert!(offers.ends_with("\ncommands=syslog"), "{offers}");
+            peer.send(b"1 rsp 37 200 OK\nrelp_version=0\ncommands=syslog\n");
+            peer
+        }
+
+        /// The next frame, or None after a second of silence or at the end of the stream.
+        fn frame(&mut self) -> Option<(u32, String, Vec<u8>)> {
+            use std::io::BufRead as _;
+            let mut field = |end: &[u8]| -> Option<String> {
+                let mut out = Vec::new();
+                loop {
+                    let mut b = [0u8];
+                    self.reader.read_exact(&mut b).ok()?;
+                    if end.contains(&b[0]) {
+                        return Some(String::from_utf8(out).unwrap());
+                    }
+                    out.push(b[0]);
+                }
+            };
+            let txnr = field(b" ")?.parse().unwrap();
+            let command = field(b" ")?;
+            let len: usize = field(b" \n")?.parse().unwrap();
+            let mut data = vec![0u8; len];
+            if len > 0 {
+                self.reader.read_exact(&mut data).unwrap();
+                let mut lf = Vec::new();
+                self.reader.read_until(b'\n', &mut lf).unwrap();
+                assert_eq!(lf, b"\n");
+            }
+            Some((txnr, command, data))
+        }
+
+        /// The next `n` syslog commands.
+        fn events(&mut self, n: usize) -> Vec<Command> {
+            (0..n)
+                .map(|_| {
+                    let (txnr, command, data) = self.frame().expect("a syslog command");
+                    assert_eq!(command, "syslog");
+                    let text = String::from_utf8(data).unwrap();
+                    (txnr, text.strip_prefix("event ").unwrap().parse().unwrap())
+                })
+                .collect()
+        }
+
+        fn send(&mut self, bytes: &[u8]) {
+            self.writer.write_all(bytes).unwrap();
+        }
+
+        fn ack(&mut self, commands: &[Command]) {
+            for (txnr, _) in commands {
+                self.send(format!("{txnr} rsp 6 200 OK\n").as_bytes());
+            }
+        }
+
+        /// Nothing more arrives for a while.
+        fn silent(&mut self, for_: Duration) -> bool {
+            self.reader.get_ref().set_read_timeout(Some(for_)).unwrap();
+            let mut b = [0u8];
+            let silent = matches!(
+                self.reader.read(&mut b),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock
+            );
+            self.reader
+                .get_ref()
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .unwrap();
+            silent
+        }
+    }
+
+    fn relp_sink(listener: &TcpListener, spool: &Path) -> Remote {
+        Remote::start(RemoteSettings {
+            name: "relp".into(),
+            address: listener.local_addr().unwrap().to_string(),
+            transport: Transport::Relp,
+            format: Format::Rfc5424,
+            spool_dir: spool.to_owned(),
+            spool_max_bytes: 16 << 20,
+            when_full: WhenFull::DropOldest,
+        })
+        .unwrap()
+    }
+
+    fn push_events(remote: &Remote, sequences: std::ops::RangeInclusive<u64>) {
+        for seq in sequences {
+            remote.push(seq, format!("event {seq}").into_bytes());
+        }
+    }
+
+    fn sequences(commands: &[Command]) -> Vec<u64> {
+        commands.iter().map(|c| c.1).collect()
+    }
+
+    fn wait_delivered(remote: &Remote, n: u64) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while remote.stats().delivered < n {
+            assert!(Instant::now() < deadline, "{:?}", remote.stats());
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    #[test]
+    fn relp_resends_exactly_what_was_not_acknowledged() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let remote = relp_sink(&listener, dir.path());
+        push_events(&remote, 1..=5);
+        let mut peer = RelpPeer::open(&listener);
+        let got = peer.events(5);
+        assert_eq!(
+            got.iter().map(|c| c.0).collect::<Vec<_>>(),
+            vec![2, 3, 4, 5, 6]
+        );
+        // Three answered, then the server says it closes, and does.
+        peer.ack(&got[..3]);
+        peer.send(b"0 serverclose 0\n");
+        drop(peer);
+        wait_delivered(&remote, 3);
+        // A new session (TXNR from 1 again) gets 4 and 5 first, then what is new.
+        let mut peer = RelpPeer::open(&listener);
+        push_events(&remote, 6..=6);
+        let got = peer.events(3);
+        assert_eq!(sequences(&got), vec![4, 5, 6]);
+        assert_eq!(got[0].0, 2);
+        peer.ack(&got);
+        wait_delivered(&remote, 6);
+        let stats = remote.stats();
+        assert_eq!((stats.resent, stats.queued_events), (2, 0), "{stats:?}");
+        // Shutdown with everything answered: `close`, answered as rsyslog does.
+        let stopper = thread::spawn(move || remote.shutdown(Duration::from_secs(2)));
+        let (txnr, command, data) = peer.frame().unwrap();
+        assert_eq!((txnr, command.as_str(), data.len()), (5, "close", 0));
+        peer.send(b"5 rsp 0\n0 serverclose 0\n");
+        stopper.join().unwrap();
+        assert!(peer.frame().is_none(), "nothing after close");
+    }
+
+    #[test]
+    fn relp_refused_event_is_sent_again() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let remote = relp_sink(&listener, dir.path());
+        push_events(&remote, 1..=3);
+        let mut peer = RelpPeer::open(&listener);
+        let got = peer.events(3);
+        // The acknowledgement of 1 and the refusal of 2 in one write: 1 is delivered all the same.
+        let mut answers = Vec::new();
+        relp::frame(&mut answers, got[0].0, "rsp", b"200 OK");
+        relp::frame(&mut answers, got[1].0, "rsp", b"500 no resources");
+        peer.send(&answers);
+        wait_delivered(&remote, 1);
+        let mut peer = RelpPeer::open(&listener);
+        let got = peer.events(2);
+        assert_eq!(sequences(&got), vec![2, 3]);
+        peer.ack(&got);
+        wait_delivered(&remote, 3);
+        assert_eq!(remote.stats().resent, 2);
+    }
+
+    #[test]
+    fn relp_malformed_answer_breaks_the_session() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let remote = relp_sink(&listener, dir.path());
+        push_events(&remote, 1..=2);
+        let mut peer = RelpPeer::open(&listener);
+        let got = peer.events(2);
+        // DATALEN 4 for "200 OK": a framing error, the session is dropped.
+        peer.send(format!("{} rsp 4 200 OK\n", got[0].0).as_bytes());
+        let mut peer = RelpPeer::open(&listener);
+        let got = peer.events(2);
+        assert_eq!(sequences(&got), vec![1, 2]);
+        peer.ack(&got);
+        wait_delivered(&remote, 2);
+        assert_eq!(remote.stats().resent, 2);
+    }
+
+    #[test]
+    fn relp_keeps_to_its_window() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let remote = relp_sink(&listener, dir.path());
+        let n = relp::WINDOW as u64 + 72;
+        push_events(&remote, 1..=n);
+        let mut peer = RelpPeer::open(&listener);
+        let first = peer.events(relp::WINDOW);
+        assert!(
+            peer.silent(Duration::from_millis(300)),
+            "more than the window"
+        );
+        peer.ack(&first[..10]);
+        let next = peer.events(10);
+        assert!(peer.silent(Duration::from_millis(100)));
+        peer.ack(&first[10..]);
+        peer.ack(&next);
+        let rest = peer.events(62);
+        peer.ack(&rest);
+        let all: Vec<u64> = [first, next, rest]
+            .iter()
+            .flat_map(|c| sequences(c))
+            .collect();
+        assert_eq!(all, (1..=n).collect::<Vec<_>>());
+        wait_delivered(&remote, n);
+    }
+
+    #[test]
+    fn relp_unanswered_events_are_spooled_at_shutdown() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let remote = relp_sink(&listener, dir.path());
+        push_events(&remote, 1..=20);
+        let mut peer = RelpPeer::open(&listener);
+        let got = peer.events(20);
+        peer.ack(&got[..5]);
+        wait_delivered(&remote, 5);
+        remote.shutdown(Duration::from_millis(200));
+        let mut spool = Spool::open(dir.path(), 16 << 20).unwrap();
+        let mut seqs = Vec::new();
+        while let Some((seq, _)) = spool.pop() {
+            seqs.push(seq);
+        }
+        assert_eq!(seqs, (6..=20).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn relp_open_refused_is_retried() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let remote = relp_sink(&listener, dir.path());
+        push_events(&remote, 1..=1);
+        // A server without the syslog command.
+        let (stream, _) = listener.accept().unwrap();
+        let mut peer = RelpPeer {
+            writer: stream.try_clone().unwrap(),
+            reader: io::BufReader::new(stream),
+        };
+        assert_eq!(peer.frame().unwrap().1, "open");
+        let mut answer = Vec::new();
+        relp::frame(&mut answer, 1, "rsp", b"200 OK\nrelp_version=0\ncommands=");
+        peer.send(&answer);
+        thread::sleep(Duration::from_millis(100));
+        assert!(!remote.stats().connected);
+        let mut peer = RelpPeer::open(&listener);
+        let got = peer.events(1);
+        peer.ack(&got);
+        wait_delivered(&remote, 1);
     }
 }

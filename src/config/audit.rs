@@ -87,11 +87,13 @@ fn syslog(raw: &Spanned<RawSyslog>, p: &mut Problems) -> Option<SyslogSettings> 
         "udp" => SyslogTransport::Udp,
         "tcp" => SyslogTransport::Tcp,
         "tls" => SyslogTransport::Tls,
+        "relp" => SyslogTransport::Relp,
+        "relp-tls" => SyslogTransport::RelpTls,
         other => {
             p.at(
                 &r.transport,
                 format!("unknown syslog transport `{other}`"),
-                Some("use `udp`, `tcp` (RFC 6587) or `tls` (RFC 5425)".into()),
+                Some("use `udp`, `tcp` (RFC 6587), `tls` (RFC 5425), `relp` or `relp-tls` (acknowledged)".into()),
             );
             return None;
         }
@@ -117,10 +119,14 @@ fn syslog(raw: &Spanned<RawSyslog>, p: &mut Problems) -> Option<SyslogSettings> 
         return None;
     }
     let ca = r.ca.as_ref().and_then(|c| path(c, "syslog ca", p));
-    if transport == SyslogTransport::Tls && ca.is_none() {
+    let tls = matches!(transport, SyslogTransport::Tls | SyslogTransport::RelpTls);
+    if tls && ca.is_none() {
         p.at(
             &r.transport,
-            "a tls syslog receiver needs `ca`: the PEM certificate(s) that verify it",
+            format!(
+                "a {} syslog receiver needs `ca`: the PEM certificate(s) that verify it",
+                r.transport.value
+            ),
             None,
         );
         return None;

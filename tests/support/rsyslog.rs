@@ -1,5 +1,6 @@
-//! A real rsyslogd (Debian's `rsyslog`, `rsyslog-gnutls`; mmnormalize ships in `rsyslog`) as the
-//! receiver of zonegate's remote audit sinks, on loopback, in a network namespace or not.
+//! A real rsyslogd (Debian's `rsyslog`, `rsyslog-gnutls`, `rsyslog-relp`; mmnormalize ships in
+//! `rsyslog`) as the receiver of zonegate's remote audit sinks, on loopback, in a network
+//! namespace or not.
 //!
 //! It listens on
 //!
@@ -7,15 +8,20 @@
 //! - `tls_port()`: imtcp with the gtls driver (RFC 5425), server certificate only;
 //! - `mtls_port()`: the same, but a client certificate signed by the test CA is required
 //!   (`x509/certvalid`);
-//! - `udp_port()`: imudp (RFC 5426).
+//! - `udp_port()`: imudp (RFC 5426);
+//! - `relp_port()`: imrelp (RELP, librelp), plain;
+//! - `relp_tls_port()`: imrelp in TLS (`tls="on"`). librelp with a certificate of its own always
+//!   requires the client's (without one it would do anonymous TLS, which rustls does not), so a
+//!   client certificate signed by the test CA is required (`certvalid`).
 //!
 //! The CA, the server certificate (`localhost`, `127.0.0.1`) and a client certificate are made
 //! with the `openssl` CLI in `dir`. Everything received is written to `dir/received.jsonl`, one
-//! JSON object per message with the parsed RFC 5424 fields: `input` (tcp, tls, mtls, udp),
-//! `timereported`, `hostname`, `appname`, `procid`, `msgid`, `structureddata`, `facility`,
-//! `facilitytext`, `severity`, `version`, `msg`, and, for messages whose MSG starts with `CEF:`,
-//! `parsed`: what mmnormalize's liblognorm rule `%cef:cef%` made of it (`parsed.cef.DeviceVendor`,
-//! ..., `parsed.cef.Extensions.src`); [`Rsyslog::records`] decodes that to JSON.
+//! JSON object per message with the parsed RFC 5424 fields: `input` (tcp, tls, mtls, udp, relp,
+//! relptls), `timereported`, `hostname`, `appname`, `procid`, `msgid`, `structureddata`,
+//! `facility`, `facilitytext`, `severity`, `version`, `msg`, and, for messages whose MSG starts
+//! with `CEF:`, `parsed`: what mmnormalize's liblognorm rule `%cef:cef%` made of it
+//! (`parsed.cef.DeviceVendor`, ..., `parsed.cef.Extensions.src`); [`Rsyslog::records`] decodes
+//! that to JSON.
 //!
 //! `stop()` sends SIGTERM and waits for the exit, `start_again()` starts it with the same
 //! configuration (output appended). Dropping it kills it; `dir` belongs to the caller.
@@ -37,7 +43,7 @@ use serde_json::Value;
 use super::plant::{NS_PREFIX, in_ns, remove_stale, require_root, sh};
 
 /// Ports inside a namespace of our own (nothing else listens there).
-const NS_PORTS: [u16; 4] = [10514, 10515, 10516, 10517];
+const NS_PORTS: [u16; 6] = [10514, 10515, 10516, 10517, 10518, 10519];
 const READY_TIMEOUT: Duration = Duration::from_secs(15);
 const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -76,7 +82,7 @@ pub struct Rsyslog {
     conf: PathBuf,
     pidfile: PathBuf,
     out: PathBuf,
-    ports: [u16; 4],
+    ports: [u16; 6],
     child: Option<Child>,
 }
 
@@ -99,7 +105,14 @@ impl Rsyslog {
         make_certificates(dir);
         let ports = match ns {
             Some(_) => NS_PORTS,
-            None => [free_port(), free_port(), free_port(), free_udp_port()],
+            None => [
+                free_port(),
+                free_port(),
+                free_port(),
+                free_udp_port(),
+                free_port(),
+                free_port(),
+            ],
         };
         let mut rs = Rsyslog {
             ns: ns.map(str::to_owned),
@@ -128,7 +141,7 @@ impl Rsyslog {
 
     fn config(&self) -> String {
         let d = self.dir.display();
-        let [tcp, tls, mtls, udp] = self.ports;
+        let [tcp, tls, mtls, udp, relp, relptls] = self.ports;
         format!(
             r#"# zonegate test receiver (tests/support/rsyslog.rs)
 global(workDirectory="{d}/work" maxMessageSize="256k"
@@ -137,6 +150,7 @@ global(workDirectory="{d}/work" maxMessageSize="256k"
        defaultNetstreamDriverKeyFile="{d}/server.key")
 module(load="imtcp" maxSessions="64")
 module(load="imudp")
+module(load="imrelp")
 module(load="mmnormalize")
 input(type="imtcp" address="127.0.0.1" port="{tcp}" name="tcp" ruleset="zonegate")
 input(type="imtcp" address="127.0.0.1" port="{tls}" name="tls" ruleset="zonegate"
@@ -144,6 +158,10 @@ input(type="imtcp" address="127.0.0.1" port="{tls}" name="tls" ruleset="zonegate
 input(type="imtcp" address="127.0.0.1" port="{mtls}" name="mtls" ruleset="zonegate"
       streamDriver.name="gtls" streamDriver.mode="1" streamDriver.authMode="x509/certvalid")
 input(type="imudp" address="127.0.0.1" port="{udp}" name="udp" ruleset="zonegate")
+input(type="imrelp" address="127.0.0.1" port="{relp}" name="relp" ruleset="zonegate")
+input(type="imrelp" address="127.0.0.1" port="{relptls}" name="relptls" ruleset="zonegate"
+      tls="on" tls.caCert="{d}/ca.pem" tls.myCert="{d}/server.pem"
+      tls.myPrivKey="{d}/server.key" tls.authMode="certvalid")
 template(name="fields" type="list" option.jsonf="on") {{
   property(outname="input" name="inputname" format="jsonf")
   property(outname="timereported" name="timereported" dateFormat="rfc3339" format="jsonf")
@@ -184,6 +202,15 @@ ruleset(name="zonegate") {{
 
     pub fn udp_port(&self) -> u16 {
         self.ports[3]
+    }
+
+    pub fn relp_port(&self) -> u16 {
+        self.ports[4]
+    }
+
+    /// RELP in TLS; requires [`Rsyslog::client_cert`].
+    pub fn relp_tls_port(&self) -> u16 {
+        self.ports[5]
     }
 
     /// `127.0.0.1:PORT`.
@@ -245,7 +272,13 @@ ruleset(name="zonegate") {{
             .unwrap_or_else(|e| panic!("cannot start rsyslogd: {e}"));
         self.child = Some(child);
         let deadline = Instant::now() + READY_TIMEOUT;
-        for port in [self.tcp_port(), self.tls_port(), self.mtls_port()] {
+        for port in [
+            self.tcp_port(),
+            self.tls_port(),
+            self.mtls_port(),
+            self.relp_port(),
+            self.relp_tls_port(),
+        ] {
             loop {
                 assert!(
                     self.is_running(),
