@@ -480,37 +480,29 @@ fn first_break(entries: &[Entry], have_key: bool) -> Option<(usize, Breach)> {
     // (sequence, hash) of the last good event.
     let mut last: Option<(u64, [u8; 32])> = None;
     for (i, entry) in entries.iter().enumerate() {
-        let Some(link) = &entry.link else {
-            // Not a sealed event: added, or so damaged that it no longer parses.
-            let next_follows = entries
+        // Without entry i the chain would hold: it was added, not changed.
+        let next_follows = || {
+            entries
                 .get(i.saturating_add(1))
                 .and_then(|n| n.link.as_ref())
-                .is_some_and(|n| follows(last, n));
-            return Some((
-                i,
-                if next_follows {
-                    Breach::Inserted
-                } else {
-                    Breach::Modified
-                },
-            ));
+                .is_some_and(|n| follows(last, n))
+        };
+        let added_or_changed = || {
+            if next_follows() {
+                Breach::Inserted
+            } else {
+                Breach::Modified
+            }
+        };
+        // Not a sealed event: added, or so damaged that it no longer parses.
+        let Some(link) = &entry.link else {
+            return Some((i, added_or_changed()));
         };
         if link.keyed && !have_key {
             return Some((i, Breach::NeedsKey));
         }
         if !link.sealed {
-            let next_follows = entries
-                .get(i.saturating_add(1))
-                .and_then(|n| n.link.as_ref())
-                .is_some_and(|n| follows(last, n));
-            return Some((
-                i,
-                if next_follows {
-                    Breach::Inserted
-                } else {
-                    Breach::Modified
-                },
-            ));
+            return Some((i, added_or_changed()));
         }
         if let Some((sequence, hash)) = last {
             let expected = sequence.saturating_add(1);
@@ -523,11 +515,7 @@ fn first_break(entries: &[Entry], have_key: bool) -> Option<(usize, Breach)> {
                     .skip(i)
                     .any(|e| e.link.as_ref().is_some_and(|l| l.sequence == expected));
                 let earlier_duplicate = link.sequence < expected;
-                let next_follows = entries
-                    .get(i.saturating_add(1))
-                    .and_then(|n| n.link.as_ref())
-                    .is_some_and(|n| follows(last, n));
-                let breach = if earlier_duplicate && next_follows {
+                let breach = if earlier_duplicate && next_follows() {
                     Breach::Inserted
                 } else if later || earlier_duplicate {
                     Breach::Reordered { expected }

@@ -477,6 +477,11 @@ impl Writer {
     fn seal(&mut self, event: &mut Event) {
         // Events lost before this one are reported before it, in their place in the stream.
         self.report_lost();
+        self.seal_now(event);
+    }
+
+    /// Seals `event` into the batch and hands it to the receivers.
+    fn seal_now(&mut self, event: &mut Event) {
         let start = self.batch.len();
         match self.chain.seal(event, &mut self.batch) {
             Ok(()) => {
@@ -570,14 +575,7 @@ impl Writer {
                 "lost": gap.count, "where": name,
                 "first_sequence": gap.first, "last_sequence": gap.last,
             }));
-            let start = self.batch.len();
-            match self.chain.seal(&mut e, &mut self.batch) {
-                Ok(()) => {
-                    self.send(&e, start);
-                    self.batch.push(b'\n');
-                }
-                Err(_) => self.batch.truncate(start),
-            }
+            self.seal_now(&mut e);
         }
         let lost = self.shared.lost.swap(0, Ordering::Relaxed);
         if lost == 0 {
@@ -593,14 +591,7 @@ impl Writer {
         );
         gap.message = format!("{lost} audit events were lost: the audit queue was full");
         gap.zonegate.gap = Some(serde_json::json!({ "lost": lost, "where": "queue" }));
-        let start = self.batch.len();
-        match self.chain.seal(&mut gap, &mut self.batch) {
-            Ok(()) => {
-                self.send(&gap, start);
-                self.batch.push(b'\n');
-            }
-            Err(_) => self.batch.truncate(start),
-        }
+        self.seal_now(&mut gap);
     }
 
     fn write(&mut self) {

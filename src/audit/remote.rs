@@ -1329,21 +1329,9 @@ impl Worker {
                     last.last
                 );
             }
-            (Some(e), _, _) => {
-                tracing::warn!(sink = %self.name, "connection to {} lost: {e}", self.address);
-            }
-            (None, _, _) => {
-                tracing::info!(sink = %self.name, "{} closed the connection", self.address);
-            }
+            _ => self.log_lost(error.as_ref()),
         }
-        if let Some(conn) = self.conn.take() {
-            conn.close(error.is_none());
-        }
-        *self
-            .shared
-            .abort
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = None;
+        self.close_connection(error.is_none());
         let mut b = self.shared.lock();
         if error.is_none() {
             b.confirm(self.sent_until);
@@ -1357,6 +1345,28 @@ impl Worker {
         self.unconfirmed_bytes = 0;
         self.unconfirmed_events = 0;
         self.reconnect_later();
+    }
+
+    /// A lost connection that took no unconfirmed events with it.
+    fn log_lost(&self, error: Option<&io::Error>) {
+        match error {
+            Some(e) => {
+                tracing::warn!(sink = %self.name, "connection to {} lost: {e}", self.address)
+            }
+            None => tracing::info!(sink = %self.name, "{} closed the connection", self.address),
+        }
+    }
+
+    /// Closes the socket (cleanly, or at once after an error) and forgets its abort handle.
+    fn close_connection(&mut self, clean: bool) {
+        if let Some(conn) = self.conn.take() {
+            conn.close(clean);
+        }
+        *self
+            .shared
+            .abort
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = None;
     }
 
     /// After a lost connection: spool from now on, resend from the oldest unconfirmed event, and
@@ -1592,21 +1602,9 @@ impl Worker {
                     last.sequence
                 );
             }
-            (Some(e), _, _) => {
-                tracing::warn!(sink = %self.name, "connection to {} lost: {e}", self.address);
-            }
-            (None, _, _) => {
-                tracing::info!(sink = %self.name, "{} closed the connection", self.address);
-            }
+            _ => self.log_lost(error.as_ref()),
         }
-        if let Some(conn) = self.conn.take() {
-            conn.close(error.is_none());
-        }
-        *self
-            .shared
-            .abort
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = None;
+        self.close_connection(error.is_none());
         let mut b = self.shared.lock();
         b.resent = b
             .resent
