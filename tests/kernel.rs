@@ -491,7 +491,18 @@ fn ipv6_conduit_passes_and_the_rest_drops() {
 #[test]
 fn run_restores_a_flushed_ruleset() {
     let plant = Plant::build(&model());
-    plant.spawn_in_gateway(&[ZONEGATE, "run", shipped_zones().to_str().unwrap()]);
+    // Its audit log and state in a directory of the test's, not the host's /var.
+    let dir = tempfile::tempdir().unwrap();
+    let audit_log = dir.path().join("audit.jsonl");
+    plant.spawn_in_gateway(&[
+        ZONEGATE,
+        "run",
+        shipped_zones().to_str().unwrap(),
+        "--audit-log",
+        audit_log.to_str().unwrap(),
+        "--state-dir",
+        dir.path().to_str().unwrap(),
+    ]);
     let wait_for = |present: bool| {
         let deadline = std::time::Instant::now() + zonegate::control::VERIFY_INTERVAL * 3;
         while plant
@@ -517,4 +528,5 @@ fn run_restores_a_flushed_ruleset() {
     );
     wait_for(true);
     assert_eq!(applied, table_shape(&plant.gateway));
+    support::audit::check_log(&audit_log);
 }
