@@ -5,6 +5,7 @@
 //! the kernel ([`nft`]) kept in force by the daemon ([`control`]), and its picture ([`diagram`]).
 
 pub mod audit;
+pub mod compliance;
 pub mod config;
 pub mod control;
 pub mod diagram;

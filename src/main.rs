@@ -66,6 +66,11 @@ enum Cmd {
         #[arg(default_value = "zones.yaml")]
         file: PathBuf,
     },
+    /// The configuration mapped to IEC 62443-3-3 system requirements, as a Markdown report.
+    Compliance {
+        #[arg(default_value = "zones.yaml")]
+        file: PathBuf,
+    },
     /// Per-conduit and drop counters read back from the kernel.
     Counters {
         /// One JSON object per line instead of a table.
@@ -169,6 +174,15 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
                 .enable_all()
                 .build()?;
             runtime.block_on(control::run(site, options))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Compliance { file } => {
+            let site = Site::load(&file)?;
+            let fingerprint = site.fingerprint();
+            print!(
+                "{}",
+                zonegate::compliance::report(&site.model, &fingerprint.file, &fingerprint.sha256)
+            );
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Diagram { file } => {

@@ -66,3 +66,29 @@ fn plan_json_is_one_replace_table_transaction() {
         assert_eq!(obj["family"], "inet");
     }
 }
+
+#[test]
+fn compliance_maps_the_shipped_plant_to_iec_62443_3_3() {
+    let zones = shipped_zones();
+    let text = run(&["compliance", zones.to_str().unwrap()]);
+    assert!(
+        text.starts_with("# IEC 62443-3-3 system requirements: "),
+        "{text}"
+    );
+    // The content hash of the file the report speaks about.
+    let hash = zonegate::policy::revision(&std::fs::read(&zones).unwrap());
+    assert!(text.contains(&hash));
+    let row = |sr: &str| {
+        text.lines()
+            .find(|l| l.starts_with(&format!("| {sr} | ")))
+            .unwrap_or_else(|| panic!("no row {sr}"))
+            .to_owned()
+    };
+    assert!(
+        row("SR 5.2").contains("| configured | 6 conduit(s); drops logged to group 1 at 10/s |")
+    );
+    assert!(row("SR 2.10").contains("| partly | drop_oldest"));
+    assert!(row("SR 6.1").contains("| not configured |"));
+    // What zonegate does not do is said, not left out.
+    assert!(row("SR 1.1").contains("Human user identification and authentication"));
+}
