@@ -6,7 +6,7 @@
 
 use std::fmt::Write as _;
 
-use crate::audit::{SyslogFormat, SyslogTransport, WhenFull};
+use crate::audit::{SyslogTransport, WhenFull};
 use crate::config::{Mode, Model, PurdueLevel, Service};
 use crate::proxy::MAX_CONNECTIONS;
 
@@ -439,18 +439,12 @@ fn audit_sinks(model: &Model) -> String {
         .map(|f| format!("file {}", f.path.display()))
         .collect();
     for s in &audit.syslog {
-        let transport = match s.transport {
-            SyslogTransport::Udp => "udp",
-            SyslogTransport::Tcp => "tcp",
-            SyslogTransport::Tls => "tls",
-            SyslogTransport::Relp => "relp",
-            SyslogTransport::RelpTls => "relp-tls",
-        };
-        let format = match s.format {
-            SyslogFormat::Rfc5424 => "rfc5424",
-            SyslogFormat::Cef => "cef",
-        };
-        sinks.push(format!("syslog {transport} {} ({format})", s.address));
+        sinks.push(format!(
+            "syslog {} {} ({})",
+            s.transport.as_str(),
+            s.address,
+            s.format.as_str()
+        ));
     }
     if sinks.is_empty() {
         "standard output (zones.yaml names no sink)".to_owned()

@@ -180,6 +180,29 @@ pub enum SyslogTransport {
     RelpTls,
 }
 
+impl SyslogTransport {
+    /// As zones.yaml writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SyslogTransport::Udp => "udp",
+            SyslogTransport::Tcp => "tcp",
+            SyslogTransport::Tls => "tls",
+            SyslogTransport::Relp => "relp",
+            SyslogTransport::RelpTls => "relp-tls",
+        }
+    }
+}
+
+impl SyslogFormat {
+    /// As zones.yaml writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SyslogFormat::Rfc5424 => "rfc5424",
+            SyslogFormat::Cef => "cef",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SyslogFormat {
     /// RFC 5424 with the JSON event as MSG.
@@ -383,20 +406,14 @@ fn start_remote(settings: &Settings, s: &SyslogSettings) -> Result<Receiver, Aud
         SyslogTransport::Relp => Transport::Relp,
         SyslogTransport::RelpTls => Transport::RelpTls(tls_settings(s)),
     };
-    let kind = match s.transport {
-        SyslogTransport::Udp => "udp",
-        SyslogTransport::Tcp => "tcp",
-        SyslogTransport::Tls => "tls",
-        SyslogTransport::Relp => "relp",
-        SyslogTransport::RelpTls => "relp-tls",
-    };
     // Named by where it sends, so that reordering receivers in zones.yaml keeps each spool with
     // its receiver.
-    let format = match s.format {
-        SyslogFormat::Rfc5424 => "rfc5424",
-        SyslogFormat::Cef => "cef",
-    };
-    let name = format!("syslog-{kind}-{format}-{}", s.address);
+    let name = format!(
+        "syslog-{}-{}-{}",
+        s.transport.as_str(),
+        s.format.as_str(),
+        s.address
+    );
     let dir_name: String = name
         .chars()
         .map(|c| {
