@@ -96,22 +96,8 @@ impl Cell {
             server,
             zonegate,
         };
-        cell.wait_for_proxy();
+        cell.plant.wait_for_ruleset();
         cell
-    }
-
-    /// zonegate is ready when its ruleset is in the kernel (the proxy listens before it applies).
-    fn wait_for_proxy(&self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !self
-            .plant
-            .gateway_cmd(&["nft", "list", "table", "inet", "zonegate"])
-            .status
-            .success()
-        {
-            assert!(Instant::now() < deadline, "zonegate did not come up");
-            std::thread::sleep(Duration::from_millis(50));
-        }
     }
 
     /// The asyncua client as the HMI: `steps` in one session; (exit code, one JSON line each).
@@ -171,24 +157,9 @@ impl Cell {
         state["values"][node].clone()
     }
 
-    fn audit(&self) -> Vec<Value> {
-        support::audit::events(&self.dir.path().join("audit.jsonl"))
-    }
-
     /// Waits until the audit log holds an event matching `pred` (the writer is asynchronous).
     fn audit_event(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            if let Some(e) = self.audit().into_iter().find(|e| pred(e)) {
-                return e;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no audit event: {what}; log:\n{:#?}",
-                self.audit()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        support::audit::wait_for_event(&self.dir.path().join("audit.jsonl"), what, pred)
     }
 
     /// Raw bytes from the HMI's address to cnc-1 through the gateway, on one connection: sends

@@ -4,6 +4,7 @@
 
 use std::path::Path;
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -55,6 +56,23 @@ pub fn events(path: &Path) -> Vec<Value> {
             e
         })
         .collect()
+}
+
+/// Waits until the log holds an event matching `pred` (the writer is asynchronous); panics
+/// with the log after 5 s.
+pub fn wait_for_event(path: &Path, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if let Some(e) = events(path).into_iter().find(|e| pred(e)) {
+            return e;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no audit event: {what}; log:\n{:#?}",
+            events(path)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// `zonegate audit verify` on the log's complete lines (and its rotated files): the chain holds.

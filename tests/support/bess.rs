@@ -4,7 +4,6 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -96,22 +95,8 @@ impl Bench {
             audit_log: audit,
             device,
         };
-        bench.wait_for_proxy();
+        bench.plant.wait_for_ruleset();
         bench
-    }
-
-    /// zonegate is ready when its ruleset is in the kernel (the proxy listens before it applies).
-    pub fn wait_for_proxy(&self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !self
-            .plant
-            .gateway_cmd(&["nft", "list", "table", "inet", "zonegate"])
-            .status
-            .success()
-        {
-            assert!(Instant::now() < deadline, "zonegate did not come up");
-            std::thread::sleep(Duration::from_millis(50));
-        }
     }
 
     /// Runs the pymodbus client as SCADA (or `source`) against inverter-1; one JSON result per op.
@@ -207,18 +192,7 @@ impl Bench {
 
     /// Waits until the audit log holds an event matching `pred` (the writer is asynchronous).
     pub fn audit_event(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            if let Some(e) = self.audit().into_iter().find(|e| pred(e)) {
-                return e;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no audit event: {what}; log:\n{:#?}",
-                self.audit()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        super::audit::wait_for_event(&self.audit_log, what, pred)
     }
 }
 

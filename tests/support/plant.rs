@@ -305,6 +305,22 @@ impl Plant {
     }
 
     /// Runs a command in the gateway namespace and returns its output (not checked).
+    /// Waits until `zonegate run` has applied its ruleset (its proxies listen before it applies).
+    pub fn wait_for_ruleset(&self) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !self
+            .gateway_cmd(&["nft", "list", "table", "inet", "zonegate"])
+            .status
+            .success()
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "zonegate did not come up"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     pub fn gateway_cmd(&self, args: &[&str]) -> Output {
         let mut full = vec!["ip", "netns", "exec", &self.gateway];
         full.extend_from_slice(args);
