@@ -60,6 +60,18 @@ enum Cmd {
         /// (instead of `audit.spool.directory`; systemd's StateDirectory sets STATE_DIRECTORY).
         #[arg(long, env = "STATE_DIRECTORY")]
         state_dir: Option<PathBuf>,
+        /// The control socket `zonegate reload` uses (default: $RUNTIME_DIRECTORY/control.sock,
+        /// else /run/zonegate/control.sock).
+        #[arg(long, env = "ZONEGATE_CONTROL_SOCKET")]
+        control_socket: Option<PathBuf>,
+    },
+    /// Ask the running daemon to reload zones.yaml, its policies and register maps, and wait
+    /// for the result; exit 1 when the reload failed (the previous configuration then stays in
+    /// force). SIGHUP does the same without an answer.
+    Reload {
+        /// The daemon's control socket (default: as `run`).
+        #[arg(long, env = "ZONEGATE_CONTROL_SOCKET")]
+        control_socket: Option<PathBuf>,
     },
     /// Zones, Purdue levels and conduits as a Mermaid flowchart.
     Diagram {
@@ -164,17 +176,35 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
             file,
             audit_log,
             state_dir,
+            control_socket,
         } => {
             let site = Site::load(&file)?;
             let options = control::Options {
                 audit_log,
                 state_dir,
+                control_socket,
             };
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
             runtime.block_on(control::run(site, options))?;
             Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Reload { control_socket } => {
+            let path = control_socket.unwrap_or_else(control::socket::default_path);
+            let answer = control::socket::request(&path, "reload")?;
+            let field = |k: &str| answer.get(k).and_then(|v| v.as_str()).unwrap_or_default();
+            if answer.get("ok").and_then(serde_json::Value::as_bool) == Some(true) {
+                println!(
+                    "{} (zones.yaml sha256 {})",
+                    field("message"),
+                    field("sha256")
+                );
+                Ok(ExitCode::SUCCESS)
+            } else {
+                eprintln!("{}: {}", field("message"), field("error"));
+                Ok(ExitCode::FAILURE)
+            }
         }
         Cmd::Compliance { file } => {
             let site = Site::load(&file)?;
@@ -277,9 +307,9 @@ fn policy_test(paths: &[PathBuf]) -> ExitCode {
 
 /// `zonegate check`: every error and warning, editor-style; exit 1 on errors.
 fn check(file: &Path) -> ExitCode {
-    // The whole site: also compiles the conduits' policies and reads the register maps, so that
-    // what passes here is what `run` can enforce.
-    match Site::load(file) {
+    // The whole site: also compiles the conduits' policies, runs their tests and reads the
+    // register maps, so that what passes here is what `run` can enforce.
+    match Site::load(file).and_then(|site| site.test_policies().map(|()| site)) {
         Ok(site) => {
             let model = &site.model;
             let warnings = model.warnings();

@@ -42,6 +42,12 @@ pub enum SiteError {
         #[source]
         source: Box<PolicyError>,
     },
+    #[error("policy {}: its tests fail ({}): {}", policy.display(), summary, failures.join("; "))]
+    PolicyTests {
+        policy: PathBuf,
+        summary: String,
+        failures: Vec<String>,
+    },
     #[error("asset `{asset}`: register map {}: {source}", path.display())]
     RegisterMap {
         asset: String,
@@ -132,6 +138,54 @@ impl Site {
             sha256: hash(&self.path),
             files,
         }
+    }
+
+    /// Runs the tests that come with each policy: `NAME_test.rego` beside `NAME.rego`. A policy
+    /// whose own tests fail is not put in force, at start or on reload. Policies without a test
+    /// file pass (`zonegate check` warns about them).
+    pub fn test_policies(&self) -> Result<(), SiteError> {
+        for (policy, tests) in self.policy_tests() {
+            let run = crate::policy::run_tests(&[policy.clone(), tests]);
+            if !run.success() {
+                let failures = run
+                    .errors
+                    .iter()
+                    .map(ToString::to_string)
+                    .chain(
+                        run.results
+                            .iter()
+                            .filter(|r| r.outcome != crate::policy::TestOutcome::Pass)
+                            .map(ToString::to_string),
+                    )
+                    .collect();
+                return Err(SiteError::PolicyTests {
+                    policy,
+                    summary: run.summary(),
+                    failures,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Each policy file in use with its test file, when it has one.
+    fn policy_tests(&self) -> Vec<(PathBuf, PathBuf)> {
+        let mut files: Vec<PathBuf> = self
+            .policies
+            .values()
+            .chain(self.opcua_policies.values())
+            .map(|p| PathBuf::from(p.name()))
+            .collect();
+        files.sort();
+        files.dedup();
+        files
+            .into_iter()
+            .filter_map(|p| {
+                let stem = p.file_stem()?.to_str()?;
+                let tests = p.with_file_name(format!("{stem}_test.rego"));
+                tests.is_file().then_some((p, tests))
+            })
+            .collect()
     }
 
     /// The policy that judges the conduit's Modbus requests.

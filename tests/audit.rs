@@ -490,6 +490,7 @@ fn the_readme_shows_a_valid_example_of_each_kind_of_event() {
         "config-change",
         "daemon-start",
         "daemon-stop",
+        "daemon-reload",
         "audit-gap",
     ] {
         assert!(actions.contains(&kind), "no README example of {kind}");

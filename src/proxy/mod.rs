@@ -7,13 +7,15 @@ pub mod modbus;
 pub mod opcua;
 pub mod routing;
 
+use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::pin::Pin;
 use std::sync::Arc;
 
 use socket2::{Domain, Socket, Type};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
 
 use crate::audit::{self, Audit, Event};
 use crate::config::{Conduit, Mode, OnDeny};
@@ -56,6 +58,10 @@ impl Protocol {
     }
 }
 
+/// The site in force, replaced whole by each successful reload. Sessions read it when they
+/// start and again when it changes.
+pub type Sites = watch::Receiver<Arc<Site>>;
+
 /// A listening proxy for one protocol (IPv4 and IPv6).
 #[derive(Debug)]
 pub struct Proxy {
@@ -84,13 +90,13 @@ impl Proxy {
 
     /// Accepts and serves connections until the task is dropped; `limit` holds one permit per
     /// connection, shared by the proxies of all protocols.
-    pub async fn serve(self, site: Arc<Site>, audit: Audit, limit: Arc<Semaphore>) {
+    pub async fn serve(self, sites: Sites, audit: Audit, limit: Arc<Semaphore>) {
         let mut tasks = tokio::task::JoinSet::new();
         for listener in self.listeners {
             tasks.spawn(accept_loop(
                 self.protocol,
                 listener,
-                site.clone(),
+                sites.clone(),
                 audit.clone(),
                 limit.clone(),
             ));
@@ -107,7 +113,7 @@ pub fn connection_limit() -> Arc<Semaphore> {
 async fn accept_loop(
     protocol: Protocol,
     listener: TcpListener,
-    site: Arc<Site>,
+    sites: Sites,
     audit: Audit,
     limit: Arc<Semaphore>,
 ) {
@@ -122,26 +128,27 @@ async fn accept_loop(
                 continue;
             }
         };
-        let site = site.clone();
+        let watch = SiteWatch::new(sites.clone());
         let audit = audit.clone();
         tokio::spawn(async move {
             match protocol {
-                Protocol::Modbus => handle(stream, client, site, audit).await,
-                Protocol::OpcUa => handle_opcua(stream, client, site, audit).await,
+                Protocol::Modbus => handle(stream, client, watch, audit).await,
+                Protocol::OpcUa => handle_opcua(stream, client, watch, audit).await,
             }
             drop(permit);
         });
     }
 }
 
-async fn handle(stream: TcpStream, client: SocketAddr, site: Arc<Site>, audit: Audit) {
+async fn handle(stream: TcpStream, client: SocketAddr, mut watch: SiteWatch, audit: Audit) {
     // With TPROXY the accepted socket keeps the original destination as its local address.
     let device = match stream.local_addr() {
         Ok(a) => normalize(a),
         Err(_) => return,
     };
     let client = normalize(client);
-    let Some(route) = route(&site, client, device) else {
+    let site = watch.current();
+    let Some(route) = Route::resolve(&site, Protocol::Modbus, client, device) else {
         no_conduit(
             &audit,
             "modbus-no-conduit",
@@ -156,18 +163,20 @@ async fn handle(stream: TcpStream, client: SocketAddr, site: Arc<Site>, audit: A
         .as_deref()
         .and_then(|a| site.register_map(a))
         .cloned();
-    if let Err(e) = modbus::session(stream, client, device, route, register_map, audit).await {
+    if let Err(e) = modbus::session(stream, client, device, route, register_map, watch, audit).await
+    {
         tracing::debug!(%client, %device, error = %e, "modbus session error");
     }
 }
 
-async fn handle_opcua(stream: TcpStream, client: SocketAddr, site: Arc<Site>, audit: Audit) {
+async fn handle_opcua(stream: TcpStream, client: SocketAddr, mut watch: SiteWatch, audit: Audit) {
     let device = match stream.local_addr() {
         Ok(a) => normalize(a),
         Err(_) => return,
     };
     let client = normalize(client);
-    let Some(route) = opcua_route(&site, client, device) else {
+    let site = watch.current();
+    let Some(route) = Route::resolve(&site, Protocol::OpcUa, client, device) else {
         no_conduit(
             &audit,
             "opcua-no-conduit",
@@ -177,21 +186,9 @@ async fn handle_opcua(stream: TcpStream, client: SocketAddr, site: Arc<Site>, au
         );
         return;
     };
-    if let Err(e) = opcua::session(stream, client, device, route, audit).await {
+    if let Err(e) = opcua::session(stream, client, device, route, watch, audit).await {
         tracing::debug!(%client, %device, error = %e, "opcua session error");
     }
-}
-
-fn opcua_route(site: &Arc<Site>, client: SocketAddr, device: SocketAddr) -> Option<Route> {
-    let conduit = site.opcua_conduit(client.ip(), device)?;
-    Route::along(
-        site,
-        Protocol::OpcUa,
-        conduit,
-        site.opcua_policy(&conduit.name)?,
-        client,
-        device,
-    )
 }
 
 /// What a session knows about its connection, resolved once when it is accepted: the conduit,
@@ -209,6 +206,27 @@ pub struct Route {
 }
 
 impl Route {
+    /// The route of a `protocol` connection from `client` to `device` in `site`: `None` when
+    /// no inspected conduit of that protocol joins them.
+    pub fn resolve(
+        site: &Arc<Site>,
+        protocol: Protocol,
+        client: SocketAddr,
+        device: SocketAddr,
+    ) -> Option<Route> {
+        let (conduit, policy) = match protocol {
+            Protocol::Modbus => {
+                let c = site.modbus_conduit(client.ip(), device)?;
+                (c, site.policy(&c.name)?)
+            }
+            Protocol::OpcUa => {
+                let c = site.opcua_conduit(client.ip(), device)?;
+                (c, site.opcua_policy(&c.name)?)
+            }
+        };
+        Route::along(site, protocol, conduit, policy, client, device)
+    }
+
     /// The route along `conduit` (which must be inspected) judged by `policy`.
     fn along(
         site: &Arc<Site>,
@@ -295,6 +313,57 @@ impl Route {
         e.zonegate.mode = Some(self.mode.as_str());
         e.zonegate.policy_revision = Some(self.policy.revision().to_owned());
         e
+    }
+}
+
+/// The site a session judges by, following reloads: a session looks for a new site before
+/// each batch of requests (an atomic load), and an idle one is woken by the reload, so that a
+/// connection whose conduit a reload removed is closed even when it sends nothing.
+pub struct SiteWatch {
+    sites: Sites,
+    /// Completes when a reload replaces the site; `None` once it has (until the next `current`).
+    woken: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+}
+
+impl std::fmt::Debug for SiteWatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SiteWatch").finish_non_exhaustive()
+    }
+}
+
+impl SiteWatch {
+    pub fn new(sites: Sites) -> SiteWatch {
+        SiteWatch { sites, woken: None }
+    }
+
+    /// True when a reload has replaced the site since [`SiteWatch::current`] last looked.
+    pub fn changed(&self) -> bool {
+        self.sites.has_changed().unwrap_or(false)
+    }
+
+    /// The site in force, marked seen; [`SiteWatch::reloaded`] then waits for the next one.
+    pub fn current(&mut self) -> Arc<Site> {
+        let site = self.sites.borrow_and_update().clone();
+        let mut next = self.sites.clone();
+        self.woken = Some(Box::pin(async move {
+            // A closed channel means the daemon is stopping: nothing more to wait for.
+            if next.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }));
+        site
+    }
+
+    /// Completes when a reload replaced the site seen last; call [`SiteWatch::current`] then.
+    /// Cancel-safe, for `select!`.
+    pub async fn reloaded(&mut self) {
+        match &mut self.woken {
+            Some(woken) => {
+                woken.await;
+                self.woken = None;
+            }
+            None => std::future::pending().await,
+        }
     }
 }
 
@@ -388,18 +457,6 @@ fn no_conduit(
     e.destination = Some(audit::Endpoint::new(device));
     e.network = Some(audit::Network::new("tcp", None, client.ip()));
     audit.emit(e);
-}
-
-fn route(site: &Arc<Site>, client: SocketAddr, device: SocketAddr) -> Option<Route> {
-    let conduit = site.modbus_conduit(client.ip(), device)?;
-    Route::along(
-        site,
-        Protocol::Modbus,
-        conduit,
-        site.policy(&conduit.name)?,
-        client,
-        device,
-    )
 }
 
 /// IPv4 clients of a dual-stack socket appear as ::ffff:a.b.c.d; the model speaks plain IPv4.

@@ -11,7 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use super::{Route, SessionError, audit_unavailable};
+use super::{Protocol, Route, SessionError, SiteWatch, audit_unavailable};
 use crate::audit::{self, Audit, Event};
 use crate::config::{Mode, OnDeny};
 use crate::policy::{ConnectionInput, Decision, Policy, RegisterMap};
@@ -62,6 +62,8 @@ enum End {
     DeviceClosed,
     Refused,
     Idle,
+    /// A reload removed the connection's conduit.
+    ConduitRemoved,
 }
 
 pub async fn session(
@@ -70,9 +72,10 @@ pub async fn session(
     device_addr: SocketAddr,
     route: Route,
     register_map: Option<Arc<RegisterMap>>,
+    watch: SiteWatch,
     audit: Audit,
 ) -> Result<(), SessionError> {
-    let mut s = Session::new(client_addr, device_addr, route, register_map, audit);
+    let mut s = Session::new(client_addr, device_addr, route, register_map, watch, audit);
     let mut device = match tokio::time::timeout(
         CONNECT_TIMEOUT,
         super::connect_transparent(client_addr, device_addr),
@@ -120,6 +123,15 @@ struct Judge {
 }
 
 impl Judge {
+    fn new(policy: Arc<Policy>, input: ConnectionInput) -> Judge {
+        Judge {
+            policy,
+            input,
+            decisions: HashMap::with_capacity(MAX_CACHED_DECISIONS),
+            key: Vec::with_capacity(MAX_ADU_LEN),
+        }
+    }
+
     /// The policy's decision for this request, from the cache when it was seen before.
     fn decide(&mut self, frame: &modbus::RequestFrame<'_>) -> Arc<Decision> {
         self.key.clear();
@@ -143,6 +155,8 @@ struct Session {
     client_addr: SocketAddr,
     device_addr: SocketAddr,
     route: Route,
+    /// Reloads replace `route` and `judge` from the next request on.
+    watch: SiteWatch,
     audit: Audit,
     judge: Judge,
     /// Allowed reads not yet audited, and when they were last reported.
@@ -163,19 +177,16 @@ impl Session {
         device_addr: SocketAddr,
         route: Route,
         register_map: Option<Arc<RegisterMap>>,
+        watch: SiteWatch,
         audit: Audit,
     ) -> Session {
         let input = route.input(client_addr, device_addr, register_map);
         Session {
             client_addr,
             device_addr,
-            judge: Judge {
-                policy: route.policy.clone(),
-                input,
-                decisions: HashMap::with_capacity(MAX_CACHED_DECISIONS),
-                key: Vec::with_capacity(MAX_ADU_LEN),
-            },
+            judge: Judge::new(route.policy.clone(), input),
             route,
+            watch,
             audit,
             reads_allowed: 0,
             reads_reported: Instant::now(),
@@ -241,6 +252,12 @@ impl Session {
                         return Ok(End::Refused);
                     }
                 }
+                () = self.watch.reloaded() => {
+                    if !self.follow_reload() {
+                        self.flush(client, device).await?;
+                        return Ok(End::ConduitRemoved);
+                    }
+                }
                 () = &mut timer => {
                     let now = Instant::now();
                     self.expire(now);
@@ -257,8 +274,39 @@ impl Session {
         }
     }
 
+    /// After a reload: the connection's route and policy in the new site. False when the
+    /// conduit is gone (the connection must close).
+    fn follow_reload(&mut self) -> bool {
+        let site = self.watch.current();
+        let Some(route) =
+            Route::resolve(&site, Protocol::Modbus, self.client_addr, self.device_addr)
+        else {
+            self.event_plain(
+                "modbus-conduit-removed",
+                "failure",
+                "a reload removed this connection's conduit; connection closed",
+            );
+            return false;
+        };
+        // Reads allowed so far were allowed on the old route.
+        self.report_reads();
+        let map = route
+            .device_asset
+            .as_deref()
+            .and_then(|a| site.register_map(a))
+            .cloned();
+        let input = route.input(self.client_addr, self.device_addr, map);
+        self.judge = Judge::new(route.policy.clone(), input);
+        self.route = route;
+        true
+    }
+
     /// Judges every complete request in the client buffer. True when the connection must close.
     fn requests(&mut self, now: Instant) -> bool {
+        // The next request after a reload is judged by the new site (an atomic load to know).
+        if self.watch.changed() && !self.follow_reload() {
+            return true;
+        }
         let mut used_total = 0usize;
         let mut close = false;
         loop {

@@ -21,7 +21,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use super::{Route, SessionError};
+use super::{Protocol, Route, SessionError, SiteWatch};
 use crate::audit::{self, Audit};
 use crate::config::{Mode, OnDeny};
 use crate::policy::opcua::{
@@ -104,9 +104,10 @@ pub async fn session(
     client_addr: SocketAddr,
     device_addr: SocketAddr,
     route: Route,
+    watch: SiteWatch,
     audit: Audit,
 ) -> Result<(), SessionError> {
-    let mut s = Session::new(client_addr, device_addr, route, audit);
+    let mut s = Session::new(client_addr, device_addr, route, watch, audit);
     // The server sees nothing, not even a connection, before the client has sent a valid Hello.
     match tokio::time::timeout(HELLO_TIMEOUT, s.hello(&mut client)).await {
         Ok(Ok(true)) => {}
@@ -146,6 +147,8 @@ struct Session {
     client_addr: SocketAddr,
     device_addr: SocketAddr,
     route: Route,
+    /// Reloads replace `route` and `input` from the next message on.
+    watch: SiteWatch,
     audit: Audit,
     input: ConnectionInput,
     channel: ChannelFacts,
@@ -175,12 +178,19 @@ struct Session {
 }
 
 impl Session {
-    fn new(client_addr: SocketAddr, device_addr: SocketAddr, route: Route, audit: Audit) -> Self {
+    fn new(
+        client_addr: SocketAddr,
+        device_addr: SocketAddr,
+        route: Route,
+        watch: SiteWatch,
+        audit: Audit,
+    ) -> Self {
         let input = route.input(client_addr, device_addr, None);
         Session {
             client_addr,
             device_addr,
             route,
+            watch,
             audit,
             input,
             channel: ChannelFacts::default(),
@@ -261,6 +271,7 @@ impl Session {
                     self.chunks(Side::Server)
                 }
                 () = &mut idle => Flow::Close,
+                () = self.watch.reloaded() => self.follow_reload(),
             };
             let now = Instant::now();
             idle.as_mut()
@@ -288,6 +299,10 @@ impl Session {
     /// Handles every whole chunk that has come from `side`: judged (from the client) or passed
     /// on (from the server).
     fn chunks(&mut self, side: Side) -> Flow {
+        // The next message after a reload is judged by the new site (an atomic load to know).
+        if side == Side::Client && self.watch.changed() && self.follow_reload() == Flow::Close {
+            return Flow::Close;
+        }
         let buf = std::mem::take(match side {
             Side::Client => &mut self.from_client,
             Side::Server => &mut self.from_server,
@@ -668,6 +683,25 @@ impl Session {
     }
 
     // ------------------------------------------------------------------ decisions and audit
+
+    /// After a reload: the connection's route and policy in the new site; decisions taken under
+    /// the old one are forgotten. Closes (telling the client) when the conduit is gone.
+    fn follow_reload(&mut self) -> Flow {
+        let site = self.watch.current();
+        let Some(route) =
+            Route::resolve(&site, Protocol::OpcUa, self.client_addr, self.device_addr)
+        else {
+            let reason = "a reload removed this connection's conduit; connection closed";
+            self.event_plain("opcua-conduit-removed", reason);
+            self.refuse_connection(STATUS_BAD_USER_ACCESS_DENIED, reason);
+            return Flow::Close;
+        };
+        self.report_reads();
+        self.input = route.input(self.client_addr, self.device_addr, None);
+        self.route = route;
+        self.channel_changed();
+        Flow::Continue
+    }
 
     fn decide(&self, opcua: Value) -> Decision {
         self.route.policy.decide(self.input.opcua_input(opcua))

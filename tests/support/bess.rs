@@ -49,23 +49,30 @@ impl Bench {
 
     /// With another audit log than the bench's own, and more arguments for `zonegate run`.
     pub fn start_with(zones: &Path, audit_log: Option<&Path>, args: &[&str]) -> Bench {
+        Bench::start_env(zones, audit_log, args, &[])
+    }
+
+    /// With environment variables (`NAME=value`) for the daemon, too.
+    pub fn start_env(zones: &Path, audit_log: Option<&Path>, args: &[&str], env: &[&str]) -> Bench {
         let model = zonegate::config::load(zones).unwrap();
         let plant = Plant::build(&model);
         let dir = tempfile::tempdir().unwrap();
         let audit = audit_log.map_or_else(|| dir.path().join("audit.jsonl"), Path::to_owned);
         plant.spawn_in_gateway(
-            &[
-                ZONEGATE,
-                "run",
-                zones.to_str().unwrap(),
-                "--audit-log",
-                audit.to_str().unwrap(),
-                "--state-dir",
-                dir.path().join("state").to_str().unwrap(),
-            ]
-            .into_iter()
-            .chain(args.iter().copied())
-            .collect::<Vec<_>>(),
+            &["env"]
+                .into_iter()
+                .chain(env.iter().copied())
+                .chain([
+                    ZONEGATE,
+                    "run",
+                    zones.to_str().unwrap(),
+                    "--audit-log",
+                    audit.to_str().unwrap(),
+                    "--state-dir",
+                    dir.path().join("state").to_str().unwrap(),
+                ])
+                .chain(args.iter().copied())
+                .collect::<Vec<_>>(),
         );
         let journal = dir.path().join("device.jsonl");
         let mut device = Command::new("ip")
