@@ -4,11 +4,13 @@
 //! refuse -> audit + metrics. This crate so far holds the model ([`config`]), its enforcement in
 //! the kernel ([`nft`]) kept in force by the daemon ([`control`]), and its picture ([`diagram`]).
 
+pub mod api;
 pub mod audit;
 pub mod compliance;
 pub mod config;
 pub mod control;
 pub mod diagram;
+pub mod metrics;
 pub mod nft;
 pub mod policy;
 pub mod proto;

@@ -492,6 +492,7 @@ fn the_readme_shows_a_valid_example_of_each_kind_of_event() {
         "daemon-stop",
         "daemon-reload",
         "audit-gap",
+        "api-access",
     ] {
         assert!(actions.contains(&kind), "no README example of {kind}");
     }

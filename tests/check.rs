@@ -153,6 +153,18 @@ const BROKEN: &[Broken] = &[
         "conduit `scada-bess` carries deep-inspected services but names no policy",
     ),
     broken(
+        "api-port-not-admitted.yaml",
+        11,
+        13,
+        "the management API port 9443 is not one of gateway.management.tcp_ports",
+    ),
+    broken(
+        "api-without-authentication.yaml",
+        11,
+        7,
+        "gateway.management.api names no way to authenticate clients",
+    ),
+    broken(
         "syslog-tls-without-ca.yaml",
         69,
         18,

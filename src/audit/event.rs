@@ -31,6 +31,12 @@ pub struct Event {
     pub network: Option<Network>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rule: Option<Rule>,
+    /// ECS `http.*` of a management API request: method and status code.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http: Option<serde_json::Value>,
+    /// ECS `url.*` of a management API request: its path.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<serde_json::Value>,
     pub observer: Observer,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub modbus: Option<serde_json::Value>,
@@ -181,6 +187,10 @@ pub struct Zonegate {
     pub gap: Option<serde_json::Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub daemon: Option<serde_json::Value>,
+    /// A management API request: the credential that authenticated it (`api_key`,
+    /// `certificate` with its subject, or `none`), never the key itself.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api: Option<serde_json::Value>,
 }
 
 /// A zone and, when known, the asset at an address.
@@ -258,6 +268,8 @@ impl Event {
             destination: None,
             network: None,
             rule: None,
+            http: None,
+            url: None,
             observer: Observer::here(),
             modbus: None,
             opcua: None,
@@ -359,13 +371,19 @@ impl Event {
             name: format!("zonegate.{}.default-deny", drop.chain),
         });
         e.zonegate.reason = "no conduit allows it".into();
-        e.zonegate.drop = Some(serde_json::json!({
+        let mut details = serde_json::json!({
             "chain": drop.chain,
             "in_interface": drop.in_interface,
             "out_interface": drop.out_interface,
             "iana_number": drop.iana_number,
             "length": drop.length,
-        }));
+        });
+        // A packet to the gateway has no output interface (and one from it no input one): the
+        // field is left out, as the schema says, rather than null.
+        if let Some(fields) = details.as_object_mut() {
+            fields.retain(|_, v| !v.is_null());
+        }
+        e.zonegate.drop = Some(details);
         e
     }
 

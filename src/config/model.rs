@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use ipnet::IpNet;
 use serde_saphyr::Spanned;
 
-use super::raw::{RawAsset, RawConduit, RawFile, RawGateway, RawInspection, RawZone};
+use super::raw::{RawApi, RawAsset, RawConduit, RawFile, RawGateway, RawInspection, RawZone};
 use super::{Diagnostic, Pos};
 
 /// Longest zone, asset or conduit name; keeps nftables object names and rule comments short.
@@ -57,6 +57,30 @@ pub struct Management {
     /// Empty: any source may reach the management ports.
     pub allow_from: Vec<IpNet>,
     pub tcp_ports: Vec<u16>,
+    /// The management API, served on `address` only.
+    pub api: Option<Api>,
+}
+
+/// The management API (`/healthz`, `/readyz`, `/status`, `/metrics`). At least one of
+/// `api_key_file` and `tls.client_ca` is set; its port is one of the management `tcp_ports`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Api {
+    pub port: u16,
+    /// Clients send the file's content as `Authorization: Bearer <key>`.
+    pub api_key_file: Option<PathBuf>,
+    /// Without it the API speaks plain HTTP (only with an API key; `check` warns).
+    pub tls: Option<ApiTls>,
+}
+
+/// TLS on the management API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiTls {
+    /// PEM certificate chain, the server's first.
+    pub certificate: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+    /// PEM CA bundle: a client certificate it signs authenticates the client.
+    pub client_ca: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -377,6 +401,23 @@ impl Model {
             }
         }
         self.audit.resolve_paths(dir);
+        if let Some(api) = self
+            .gateway
+            .management
+            .as_mut()
+            .and_then(|m| m.api.as_mut())
+        {
+            if let Some(k) = &mut api.api_key_file {
+                *k = dir.join(&*k);
+            }
+            if let Some(tls) = &mut api.tls {
+                tls.certificate = dir.join(&tls.certificate);
+                tls.key = dir.join(&tls.key);
+                if let Some(ca) = &mut tls.client_ca {
+                    *ca = dir.join(&*ca);
+                }
+            }
+        }
     }
 
     /// Conduits that are legal but deserve a second look (IEC 62443-3-2 zone and conduit review).
@@ -387,6 +428,20 @@ impl Model {
                 pos: Pos::default(),
                 message: "no gateway.management address: the gateway accepts no connections for \
                           itself (console access only)"
+                    .into(),
+            });
+        }
+        if let Some(api) = self
+            .gateway
+            .management
+            .as_ref()
+            .and_then(|m| m.api.as_ref())
+            && api.tls.is_none()
+        {
+            out.push(Warning {
+                pos: Pos::default(),
+                message: "gateway.management.api has no tls: the API key crosses the management \
+                          network in clear text; add `tls: {certificate, key}`"
                     .into(),
             });
         }
@@ -556,11 +611,13 @@ fn gateway(raw: Option<&Spanned<RawGateway>>, p: &mut Problems) -> Gateway {
                 ),
             );
         }
+        let api = m.value.api.as_ref().and_then(|a| api(a, &tcp_ports, p));
         gw.management = address.map(|address| Management {
             address,
             interface,
             allow_from,
             tcp_ports,
+            api,
         });
     }
     if let Some(proxy) = &raw.value.proxy {
@@ -590,6 +647,45 @@ fn gateway(raw: Option<&Spanned<RawGateway>>, p: &mut Problems) -> Gateway {
         }
     }
     gw
+}
+
+/// The management API section; `None` (with problems reported) when it is unusable.
+fn api(raw: &Spanned<RawApi>, tcp_ports: &[u16], p: &mut Problems) -> Option<Api> {
+    let a = &raw.value;
+    let port = a.port.value;
+    if port == 0 {
+        p.at(&a.port, "port 0 is not a port", None);
+        return None;
+    }
+    if !tcp_ports.contains(&port) {
+        p.at(
+            &a.port,
+            format!("the management API port {port} is not one of gateway.management.tcp_ports"),
+            Some(format!(
+                "add {port} to tcp_ports: the gateway admits connections to itself only on those ports"
+            )),
+        );
+    }
+    let path = |s: &Spanned<String>| PathBuf::from(&s.value);
+    let tls = a.tls.as_ref().map(|t| ApiTls {
+        certificate: path(&t.value.certificate),
+        key: path(&t.value.key),
+        client_ca: t.value.client_ca.as_ref().map(path),
+    });
+    let client_ca = tls.as_ref().is_some_and(|t| t.client_ca.is_some());
+    if a.api_key_file.is_none() && !client_ca {
+        p.at(
+            raw,
+            "gateway.management.api names no way to authenticate clients",
+            Some("set `api_key_file`, or `tls.client_ca` for client certificates, or both".into()),
+        );
+        return None;
+    }
+    Some(Api {
+        port,
+        api_key_file: a.api_key_file.as_ref().map(path),
+        tls,
+    })
 }
 
 fn nonzero_port(port: &Spanned<u16>, p: &mut Problems) -> u16 {

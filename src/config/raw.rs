@@ -107,6 +107,31 @@ pub struct RawManagement {
     pub allow_from: Vec<Spanned<String>>,
     #[serde(default)]
     pub tcp_ports: Vec<Spanned<u16>>,
+    /// zonegate's management API (health, status, metrics); none without it.
+    #[serde(default)]
+    pub api: Option<Spanned<RawApi>>,
+}
+
+/// The management API listener, on the management address only.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawApi {
+    pub port: Spanned<u16>,
+    /// A file holding the key clients send as `Authorization: Bearer <key>`.
+    #[serde(default)]
+    pub api_key_file: Option<Spanned<String>>,
+    #[serde(default)]
+    pub tls: Option<Spanned<RawApiTls>>,
+}
+
+/// The API's server certificate and, for client certificates, the CA that signs them.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawApiTls {
+    pub certificate: Spanned<String>,
+    pub key: Spanned<String>,
+    #[serde(default)]
+    pub client_ca: Option<Spanned<String>>,
 }
 
 /// Local ports of the deep-inspection proxy that `modbus` and `opcua` conduits are diverted to.

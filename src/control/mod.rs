@@ -14,8 +14,10 @@ use std::time::Duration;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
+use crate::api::{self, ApiError};
 use crate::audit::droplog::DropLog;
 use crate::audit::{self, Audit, AuditError, Event, Severity};
+use crate::metrics::Metrics;
 use crate::nft::{self, NftError, Ruleset};
 use crate::proxy::{self, Protocol, Proxy, ProxyError};
 use crate::site::{Fingerprint, Site, SiteError};
@@ -36,6 +38,8 @@ pub enum ControlError {
     Audit(#[from] AuditError),
     #[error(transparent)]
     Site(#[from] SiteError),
+    #[error(transparent)]
+    Api(#[from] ApiError),
     #[error("cannot start the data path monitor: {0}")]
     Monitor(#[source] std::io::Error),
 }
@@ -80,6 +84,8 @@ struct Daemon {
     fingerprint: Fingerprint,
     audit: Audit,
     state_dir: PathBuf,
+    /// What the management API reports.
+    state: Arc<api::State>,
 }
 
 /// Applies the site's ruleset, serves its inspected conduits, and enforces both until SIGTERM or
@@ -92,6 +98,18 @@ pub async fn run(site: Site, options: Options) -> Result<(), ControlError> {
     let model = &site.model;
     let settings = audit_settings(&site, &options);
     let (audit, writer) = Audit::start(&settings)?;
+    let metrics = Arc::new(Metrics::new());
+    let state = Arc::new(api::State::new(metrics.clone()));
+    state.set_site(&site);
+    // Keys and certificates are read now: a broken API configuration stops the start, as a
+    // proxy port that cannot be bound does.
+    let api_server = match model.gateway.management.as_ref() {
+        Some(m) => match &m.api {
+            Some(a) => Some(api::Server::bind(a, m.address)?),
+            None => None,
+        },
+        None => None,
+    };
     let (sites, sites_rx) = watch::channel(site.clone());
     // The proxy listens before the ruleset diverts anything to it, so no diverted connection
     // meets a closed port. Both protocols always listen, so that a reload may add inspected
@@ -104,7 +122,12 @@ pub async fn run(site: Site, options: Options) -> Result<(), ControlError> {
         (Protocol::OpcUa, model.gateway.opcua_proxy_port),
     ] {
         let proxy = Proxy::bind(protocol, port)?;
-        proxies.spawn(proxy.serve(sites_rx.clone(), audit.clone(), limit.clone()));
+        proxies.spawn(proxy.serve(
+            sites_rx.clone(),
+            audit.clone(),
+            limit.clone(),
+            metrics.clone(),
+        ));
     }
     drop(sites_rx);
     let listening = Arc::new(AtomicBool::new(true));
@@ -112,6 +135,14 @@ pub async fn run(site: Site, options: Options) -> Result<(), ControlError> {
     let drop_log = open_drop_log(model.gateway.drop_log_group);
     let ruleset = nft::render(model);
     nft::apply(&ruleset)?;
+    // apply reads the ruleset back and compares it.
+    state.set_ruleset_verified(true);
+    let api_task = api_server.map(|server| {
+        if let Ok(addr) = server.local_addr() {
+            tracing::info!(%addr, "management API listening");
+        }
+        tokio::spawn(server.serve(state.clone(), audit.clone()))
+    });
     if let Some(log) = drop_log {
         spawn_drop_reader(log, sites.subscribe(), audit.clone());
     }
@@ -133,6 +164,7 @@ pub async fn run(site: Site, options: Options) -> Result<(), ControlError> {
         fingerprint,
         audit,
         state_dir,
+        state,
     };
     let mut term = signal(SignalKind::terminate()).map_err(ControlError::Signals)?;
     let mut int = signal(SignalKind::interrupt()).map_err(ControlError::Signals)?;
@@ -191,6 +223,9 @@ pub async fn run(site: Site, options: Options) -> Result<(), ControlError> {
     notify::stopping();
     drop(monitor);
     proxies.abort_all();
+    if let Some(task) = api_task {
+        task.abort();
+    }
     tracing::info!("stopping; the ruleset stays in force");
     let Daemon { audit, .. } = daemon;
     audit.emit(stopped());
@@ -231,10 +266,12 @@ impl Daemon {
     /// Re-applies the ruleset when the kernel's differs from it.
     fn keep_ruleset(&self) {
         if let Err(drift) = nft::verify(&self.ruleset) {
+            self.state.set_ruleset_verified(false);
             tracing::warn!(%drift, "the kernel's ruleset changed behind zonegate's back; applying it again");
             if let Err(e) = nft::apply(&self.ruleset) {
                 tracing::error!(error = %e, "cannot restore the ruleset");
             } else {
+                self.state.set_ruleset_verified(true);
                 tracing::info!("ruleset restored");
             }
         }
@@ -266,6 +303,9 @@ impl Daemon {
                 // From here on new connections and the next request of every live one are
                 // judged by the new site.
                 self.sites.send_replace(applied.site.clone());
+                self.state.set_site(&applied.site);
+                self.state.set_ruleset_verified(true);
+                self.state.record_reload(Ok(()));
                 self.site = applied.site;
                 self.ruleset = applied.ruleset;
                 let old = std::mem::replace(&mut self.fingerprint, fingerprint);
@@ -287,6 +327,7 @@ impl Daemon {
             Err(e) => {
                 let error = e.to_string();
                 tracing::error!(%error, "reload failed: the previous configuration stays in force");
+                self.state.record_reload(Err(error.clone()));
                 self.audit.emit(reloaded(
                     trigger,
                     &self.fingerprint,

@@ -19,6 +19,7 @@ use tokio::sync::{Semaphore, watch};
 
 use crate::audit::{self, Audit, Event};
 use crate::config::{Conduit, Mode, OnDeny};
+use crate::metrics::{ConnectionMetrics, Metrics};
 use crate::nft::ruleset::UPSTREAM_MARK;
 use crate::policy::{ConnectionInput, Decision, Peer, Policy, RegisterMap};
 use crate::site::Site;
@@ -90,7 +91,13 @@ impl Proxy {
 
     /// Accepts and serves connections until the task is dropped; `limit` holds one permit per
     /// connection, shared by the proxies of all protocols.
-    pub async fn serve(self, sites: Sites, audit: Audit, limit: Arc<Semaphore>) {
+    pub async fn serve(
+        self,
+        sites: Sites,
+        audit: Audit,
+        limit: Arc<Semaphore>,
+        metrics: Arc<Metrics>,
+    ) {
         let mut tasks = tokio::task::JoinSet::new();
         for listener in self.listeners {
             tasks.spawn(accept_loop(
@@ -99,6 +106,7 @@ impl Proxy {
                 sites.clone(),
                 audit.clone(),
                 limit.clone(),
+                metrics.clone(),
             ));
         }
         while tasks.join_next().await.is_some() {}
@@ -116,6 +124,7 @@ async fn accept_loop(
     sites: Sites,
     audit: Audit,
     limit: Arc<Semaphore>,
+    metrics: Arc<Metrics>,
 ) {
     loop {
         let Ok(permit) = limit.clone().acquire_owned().await else {
@@ -130,17 +139,24 @@ async fn accept_loop(
         };
         let watch = SiteWatch::new(sites.clone());
         let audit = audit.clone();
+        let metrics = metrics.clone();
         tokio::spawn(async move {
             match protocol {
-                Protocol::Modbus => handle(stream, client, watch, audit).await,
-                Protocol::OpcUa => handle_opcua(stream, client, watch, audit).await,
+                Protocol::Modbus => handle(stream, client, watch, audit, metrics).await,
+                Protocol::OpcUa => handle_opcua(stream, client, watch, audit, metrics).await,
             }
             drop(permit);
         });
     }
 }
 
-async fn handle(stream: TcpStream, client: SocketAddr, mut watch: SiteWatch, audit: Audit) {
+async fn handle(
+    stream: TcpStream,
+    client: SocketAddr,
+    mut watch: SiteWatch,
+    audit: Audit,
+    metrics: Arc<Metrics>,
+) {
     // With TPROXY the accepted socket keeps the original destination as its local address.
     let device = match stream.local_addr() {
         Ok(a) => normalize(a),
@@ -148,7 +164,8 @@ async fn handle(stream: TcpStream, client: SocketAddr, mut watch: SiteWatch, aud
     };
     let client = normalize(client);
     let site = watch.current();
-    let Some(route) = Route::resolve(&site, Protocol::Modbus, client, device) else {
+    let Some(route) = Route::resolve(&site, Protocol::Modbus, client, device, &metrics) else {
+        metrics.no_conduit(Protocol::Modbus.as_str());
         no_conduit(
             &audit,
             "modbus-no-conduit",
@@ -163,20 +180,28 @@ async fn handle(stream: TcpStream, client: SocketAddr, mut watch: SiteWatch, aud
         .as_deref()
         .and_then(|a| site.register_map(a))
         .cloned();
+    route.metrics.accepted();
     if let Err(e) = modbus::session(stream, client, device, route, register_map, watch, audit).await
     {
         tracing::debug!(%client, %device, error = %e, "modbus session error");
     }
 }
 
-async fn handle_opcua(stream: TcpStream, client: SocketAddr, mut watch: SiteWatch, audit: Audit) {
+async fn handle_opcua(
+    stream: TcpStream,
+    client: SocketAddr,
+    mut watch: SiteWatch,
+    audit: Audit,
+    metrics: Arc<Metrics>,
+) {
     let device = match stream.local_addr() {
         Ok(a) => normalize(a),
         Err(_) => return,
     };
     let client = normalize(client);
     let site = watch.current();
-    let Some(route) = Route::resolve(&site, Protocol::OpcUa, client, device) else {
+    let Some(route) = Route::resolve(&site, Protocol::OpcUa, client, device, &metrics) else {
+        metrics.no_conduit(Protocol::OpcUa.as_str());
         no_conduit(
             &audit,
             "opcua-no-conduit",
@@ -186,6 +211,7 @@ async fn handle_opcua(stream: TcpStream, client: SocketAddr, mut watch: SiteWatc
         );
         return;
     };
+    route.metrics.accepted();
     if let Err(e) = opcua::session(stream, client, device, route, watch, audit).await {
         tracing::debug!(%client, %device, error = %e, "opcua session error");
     }
@@ -203,6 +229,8 @@ pub struct Route {
     pub policy: Arc<Policy>,
     pub client_asset: Option<String>,
     pub device_asset: Option<String>,
+    /// The connection's metric handles; it counts as active while the route lives.
+    pub metrics: ConnectionMetrics,
 }
 
 impl Route {
@@ -213,6 +241,7 @@ impl Route {
         protocol: Protocol,
         client: SocketAddr,
         device: SocketAddr,
+        metrics: &Arc<Metrics>,
     ) -> Option<Route> {
         let (conduit, policy) = match protocol {
             Protocol::Modbus => {
@@ -224,7 +253,7 @@ impl Route {
                 (c, site.opcua_policy(&c.name)?)
             }
         };
-        Route::along(site, protocol, conduit, policy, client, device)
+        Route::along(site, protocol, conduit, policy, client, device, metrics)
     }
 
     /// The route along `conduit` (which must be inspected) judged by `policy`.
@@ -235,6 +264,7 @@ impl Route {
         policy: &Arc<Policy>,
         client: SocketAddr,
         device: SocketAddr,
+        metrics: &Arc<Metrics>,
     ) -> Option<Route> {
         let inspection = conduit.inspection.as_ref()?;
         let asset = |a: SocketAddr| site.model.asset_at(a.ip()).map(|a| a.name.clone());
@@ -247,6 +277,7 @@ impl Route {
             policy: policy.clone(),
             client_asset: asset(client),
             device_asset: asset(device),
+            metrics: metrics.connection(&conduit.name, protocol.as_str()),
         })
     }
 
@@ -393,6 +424,15 @@ pub fn audit_unavailable() -> Decision {
     Decision::Deny {
         reason: "audit is not recording events (audit.when_full: fail_closed)".into(),
         rule: "zonegate.audit.unavailable".into(),
+    }
+}
+
+/// The decision's name in `mode`, as [`verdict`] gives it, without building the rest (metrics).
+pub fn decision_name(decision: &Decision, mode: Mode) -> &'static str {
+    match (decision, mode) {
+        (Decision::Allow { .. }, _) => "allow",
+        (Decision::Deny { .. }, Mode::Monitor) => "would_deny",
+        (Decision::Deny { .. }, Mode::Enforce) => "deny",
     }
 }
 

@@ -11,7 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use super::{Protocol, Route, SessionError, SiteWatch, audit_unavailable};
+use super::{Protocol, Route, SessionError, SiteWatch, audit_unavailable, decision_name};
 use crate::audit::{self, Audit, Event};
 use crate::config::{Mode, OnDeny};
 use crate::policy::{ConnectionInput, Decision, Policy, RegisterMap};
@@ -120,15 +120,22 @@ struct Judge {
     /// Decisions by request (unit id + PDU): see [`MAX_CACHED_DECISIONS`].
     decisions: HashMap<Box<[u8]>, Arc<Decision>>,
     key: Vec<u8>,
+    /// Time spent in evaluations (cache hits are not measured).
+    evaluation: prometheus_client::metrics::histogram::Histogram,
 }
 
 impl Judge {
-    fn new(policy: Arc<Policy>, input: ConnectionInput) -> Judge {
+    fn new(
+        policy: Arc<Policy>,
+        input: ConnectionInput,
+        evaluation: prometheus_client::metrics::histogram::Histogram,
+    ) -> Judge {
         Judge {
             policy,
             input,
             decisions: HashMap::with_capacity(MAX_CACHED_DECISIONS),
             key: Vec::with_capacity(MAX_ADU_LEN),
+            evaluation,
         }
     }
 
@@ -140,8 +147,10 @@ impl Judge {
         if let Some(d) = self.decisions.get(self.key.as_slice()) {
             return d.clone();
         }
+        let started = std::time::Instant::now();
         let input = self.input.modbus_input(frame.header.unit_id, &frame.body);
         let decision = Arc::new(self.policy.decide(input));
+        self.evaluation.observe(started.elapsed().as_secs_f64());
         if self.decisions.len() >= MAX_CACHED_DECISIONS {
             self.decisions.clear();
         }
@@ -184,7 +193,11 @@ impl Session {
         Session {
             client_addr,
             device_addr,
-            judge: Judge::new(route.policy.clone(), input),
+            judge: Judge::new(
+                route.policy.clone(),
+                input,
+                route.metrics.decision_histogram(),
+            ),
             route,
             watch,
             audit,
@@ -224,6 +237,7 @@ impl Session {
                         return Ok(End::ClientClosed);
                     }
                     self.from_client_len = self.from_client_len.saturating_add(n);
+                    self.route.metrics.to_device(n);
                     last_activity = Instant::now();
                     let refused = self.requests(last_activity);
                     if let Some(due) = self.in_flight.iter().map(|f| f.deadline).min()
@@ -246,6 +260,7 @@ impl Session {
                         return Ok(End::DeviceClosed);
                     }
                     self.from_device_len = self.from_device_len.saturating_add(n);
+                    self.route.metrics.to_client(n);
                     let refused = self.responses();
                     self.flush(client, device).await?;
                     if refused {
@@ -278,9 +293,14 @@ impl Session {
     /// conduit is gone (the connection must close).
     fn follow_reload(&mut self) -> bool {
         let site = self.watch.current();
-        let Some(route) =
-            Route::resolve(&site, Protocol::Modbus, self.client_addr, self.device_addr)
-        else {
+        let registry = self.route.metrics.registry().clone();
+        let Some(route) = Route::resolve(
+            &site,
+            Protocol::Modbus,
+            self.client_addr,
+            self.device_addr,
+            &registry,
+        ) else {
             self.event_plain(
                 "modbus-conduit-removed",
                 "failure",
@@ -296,7 +316,11 @@ impl Session {
             .and_then(|a| site.register_map(a))
             .cloned();
         let input = route.input(self.client_addr, self.device_addr, map);
-        self.judge = Judge::new(route.policy.clone(), input);
+        self.judge = Judge::new(
+            route.policy.clone(),
+            input,
+            route.metrics.decision_histogram(),
+        );
         self.route = route;
         true
     }
@@ -334,6 +358,7 @@ impl Session {
                     if !self.audit.healthy() {
                         // Nothing is allowed that cannot be audited (audit.when_full:
                         // fail_closed); the gateway's path is what is unavailable.
+                        self.route.metrics.request(frame.body.name(), "deny");
                         self.event_decision_in(&frame, &audit_unavailable(), Mode::Enforce);
                         self.to_client
                             .extend_from_slice(&modbus::exception_response(
@@ -345,6 +370,9 @@ impl Session {
                         continue;
                     }
                     let decision = self.judge.decide(&frame);
+                    self.route
+                        .metrics
+                        .request(frame.body.name(), decision_name(&decision, self.route.mode));
                     let (forward, answer) = match (&*decision, self.route.mode) {
                         (Decision::Allow { .. }, _) | (Decision::Deny { .. }, Mode::Monitor) => {
                             (true, None)
@@ -455,6 +483,7 @@ impl Session {
                 }
                 Ok(None) => break,
                 Err(e) => {
+                    self.route.metrics.malformed();
                     self.event_plain(
                         "modbus-malformed-response",
                         "failure",
@@ -584,11 +613,13 @@ impl Session {
     }
 
     fn event_malformed(&self, reason: &str) {
+        self.route.metrics.malformed();
         let e = self.base_event("modbus-malformed", "failure", "refuse", reason.to_owned());
         self.audit.emit(e);
     }
 
     fn event_parse_error(&self, error: &ModbusError, bytes: &[u8]) {
+        self.route.metrics.malformed();
         let mut e = self.base_event("modbus-malformed", "failure", "refuse", error.to_string());
         let head: String = bytes
             .iter()

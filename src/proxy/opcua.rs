@@ -258,16 +258,20 @@ impl Session {
             reserve(&mut self.from_server);
             let flow = tokio::select! {
                 r = client.read_buf(&mut self.from_client), if read_client => {
-                    if r.map_err(SessionError::Client)? == 0 {
+                    let n = r.map_err(SessionError::Client)?;
+                    if n == 0 {
                         return Ok(());
                     }
+                    self.route.metrics.to_device(n);
                     self.chunks(Side::Client)
                 }
                 r = server.read_buf(&mut self.from_server), if read_server => {
-                    if r.map_err(SessionError::Device)? == 0 {
+                    let n = r.map_err(SessionError::Device)?;
+                    if n == 0 {
                         self.flush(client, server).await?;
                         return Ok(());
                     }
+                    self.route.metrics.to_client(n);
                     self.chunks(Side::Server)
                 }
                 () = &mut idle => Flow::Close,
@@ -391,6 +395,10 @@ impl Session {
             self.readability = Readability::Readable;
         }
         let decision = self.decide_channel(Stage::Open);
+        self.route.metrics.request(
+            "channel-open",
+            super::decision_name(&decision, self.route.mode),
+        );
         self.event_channel("opcua-channel", Stage::Open, &decision);
         if !decision.is_allow() && self.route.mode == Mode::Enforce {
             self.refuse_connection(
@@ -503,6 +511,10 @@ impl Session {
         self.channel.security_mode = Some(SecurityMode::SignAndEncrypt);
         self.reassembler = Reassembler::default();
         let decision = self.decide_channel(Stage::Uninspected);
+        self.route.metrics.request(
+            "channel-uninspected",
+            super::decision_name(&decision, self.route.mode),
+        );
         self.event_channel("opcua-uninspected", Stage::Uninspected, &decision);
         if !decision.is_allow() && self.route.mode == Mode::Enforce {
             self.refuse_connection(
@@ -557,6 +569,12 @@ impl Session {
             reason: "the request has nothing to judge".into(),
             rule: crate::policy::RULE_UNDEFINED.into(),
         });
+        let counted = if audit_down {
+            "deny"
+        } else {
+            super::decision_name(&decision, self.route.mode)
+        };
+        self.route.metrics.request(request.service.name(), counted);
         let summarized = matches!(
             access(request.service),
             "read" | "browse" | "subscribe" | "session" | "discovery"
@@ -688,9 +706,14 @@ impl Session {
     /// the old one are forgotten. Closes (telling the client) when the conduit is gone.
     fn follow_reload(&mut self) -> Flow {
         let site = self.watch.current();
-        let Some(route) =
-            Route::resolve(&site, Protocol::OpcUa, self.client_addr, self.device_addr)
-        else {
+        let registry = self.route.metrics.registry().clone();
+        let Some(route) = Route::resolve(
+            &site,
+            Protocol::OpcUa,
+            self.client_addr,
+            self.device_addr,
+            &registry,
+        ) else {
             let reason = "a reload removed this connection's conduit; connection closed";
             self.event_plain("opcua-conduit-removed", reason);
             self.refuse_connection(STATUS_BAD_USER_ACCESS_DENIED, reason);
@@ -704,7 +727,10 @@ impl Session {
     }
 
     fn decide(&self, opcua: Value) -> Decision {
-        self.route.policy.decide(self.input.opcua_input(opcua))
+        let started = std::time::Instant::now();
+        let decision = self.route.policy.decide(self.input.opcua_input(opcua));
+        self.route.metrics.decision_time(started.elapsed());
+        decision
     }
 
     /// The decision on one item of a request, from the cache when the connection asked it
@@ -846,6 +872,7 @@ impl Session {
     }
 
     fn malformed(&self, side: Side, error: &OpcUaError, bytes: &[u8]) {
+        self.route.metrics.malformed();
         let mut e = self.event("opcua-malformed", "failure", "refuse", error.to_string());
         let head: String = bytes
             .iter()

@@ -10,6 +10,7 @@
 
 pub mod audit;
 pub mod bess;
+pub mod mgmt;
 pub mod plant;
 pub mod rsyslog;
 
