@@ -7,7 +7,7 @@
 use std::fmt::Write as _;
 
 use crate::audit::{SyslogTransport, WhenFull};
-use crate::config::{Mode, Model, PurdueLevel, Service};
+use crate::config::{FailureMode, Mode, Model, PurdueLevel, Service};
 use crate::proxy::MAX_CONNECTIONS;
 
 /// How far this configuration meets an SR with zonegate's means.
@@ -274,12 +274,23 @@ pub fn rows(model: &Model) -> Vec<Row> {
         },
         format!("{} inspected conduit(s)", inspected.len()),
     );
+    let failure_mode = model.gateway.failure_mode;
     row(
         "SR 3.6",
         "Deterministic output",
-        "Fail-closed: the early-block ruleset at boot; the ruleset stays in force when zonegate stops; inspected conduits carry nothing without the proxy",
-        Coverage::Configured,
-        "systemd/zonegate-early-block.service; failure mode closed".to_owned(),
+        "A predetermined state when zonegate fails: the early-block ruleset at boot; a kernel-side liveness signal the daemon renews every second, expiring 5 s after it dies (at once on a clean stop), when `gateway.failure_mode` takes over",
+        match failure_mode {
+            FailureMode::Closed => Coverage::Configured,
+            FailureMode::Open => Coverage::Partly,
+        },
+        match failure_mode {
+            FailureMode::Closed => {
+                "systemd/zonegate-early-block.service; failure_mode closed: nothing crosses zones while zonegate is down".to_owned()
+            }
+            FailureMode::Open => {
+                "systemd/zonegate-early-block.service; failure_mode open: inspected conduits pass uninspected at L4 while zonegate is down".to_owned()
+            }
+        },
     );
     row(
         "SR 3.9",

@@ -28,7 +28,7 @@ pub mod fuzz {
         if let Ok(model) = crate::config::parse(text) {
             let rs = crate::nft::render(&model);
             let _ = crate::nft::text::render(&rs);
-            let _ = serde_json::to_vec(&crate::nft::json::transaction(&rs));
+            let _ = crate::nft::json::transaction(&rs).and_then(|doc| serde_json::to_vec(&doc));
             let _ = crate::diagram::mermaid(&model);
             let _ = model.warnings();
         }

@@ -36,6 +36,7 @@ enum Cmd {
         file: PathBuf,
     },
     /// Print the nftables ruleset zones.yaml produces, for review (does not touch the kernel).
+    /// It is what `apply` installs; `run` installs the same with expiring liveness elements.
     Plan {
         #[arg(default_value = "zones.yaml")]
         file: PathBuf,
@@ -44,11 +45,20 @@ enum Cmd {
         json: bool,
     },
     /// Program the kernel: replace table inet zonegate in one transaction and verify it.
+    ///
+    /// No daemon runs afterwards, so the liveness elements are installed without a timeout: the
+    /// failure mode (zones.yaml `gateway.failure_mode`) never takes over, the conduits stay as
+    /// applied, and deep-inspected conduits carry nothing without `zonegate run`.
     Apply {
         #[arg(default_value = "zones.yaml")]
         file: PathBuf,
     },
-    /// Apply, inspect the modbus conduits, and stay up until SIGTERM or SIGINT (the ruleset stays).
+    /// Apply, inspect the modbus and opcua conduits, and stay up until SIGTERM or SIGINT.
+    ///
+    /// While it runs it renews its liveness in the kernel every second; killed, the kernel
+    /// notices within 5 s, stopped (SIGTERM, SIGINT) at once, and the ruleset's failure mode takes
+    /// over: `closed` (default) lets nothing cross zones, `open` lets deep-inspected conduits pass
+    /// uninspected at L4. The ruleset stays in the kernel either way.
     Run {
         #[arg(default_value = "zones.yaml")]
         file: PathBuf,
@@ -150,11 +160,11 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
     match cmd {
         Cmd::Check { file } => Ok(check(&file)),
         Cmd::Plan { file, json } => {
-            let rs = nft::render(&load(&file)?);
+            let rs = nft::render(&load(&file)?).with_permanent_liveness();
             if json {
                 println!(
                     "{}",
-                    serde_json::to_string_pretty(&nft::json::transaction(&rs))?
+                    serde_json::to_string_pretty(&nft::json::transaction(&rs)?)?
                 );
             } else {
                 print!("{}", nft::text::render(&rs));
@@ -163,7 +173,8 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
         }
         Cmd::Apply { file } => {
             let model = load(&file)?;
-            nft::apply(&nft::render(&model)).context("apply")?;
+            // No daemon renews liveness after a one-shot apply: it must not expire.
+            nft::apply(&nft::render(&model).with_permanent_liveness()).context("apply")?;
             tracing::info!(
                 file = %file.display(),
                 zones = model.zones.len(),

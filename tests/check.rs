@@ -183,6 +183,12 @@ const BROKEN: &[Broken] = &[
         "unknown inspection mode `audit`",
     ),
     broken(
+        "failure-mode-unknown.yaml",
+        5,
+        17,
+        "unknown gateway.failure_mode `fail-open`",
+    ),
+    broken(
         "inspection-on-l4-conduit.yaml",
         65,
         17,

@@ -91,6 +91,17 @@ fn table_shape(ns: &str) -> Vec<Value> {
                 obj.remove("handle");
                 obj.remove("packets");
                 obj.remove("bytes");
+                // The liveness set's elements count down while `zonegate run` renews them.
+                for e in obj
+                    .get_mut("elem")
+                    .and_then(Value::as_array_mut)
+                    .into_iter()
+                    .flatten()
+                {
+                    if let Some(e) = e.get_mut("elem").and_then(Value::as_object_mut) {
+                        e.remove("expires");
+                    }
+                }
             }
             o
         })

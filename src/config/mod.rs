@@ -9,8 +9,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 pub use model::{
-    Asset, AssetKind, Conduit, Endpoint, Gateway, Inspection, Management, Mode, Model, OnDeny,
-    PortRange, PurdueLevel, Service, Warning, Zone,
+    Asset, AssetKind, Conduit, Endpoint, FailureMode, Gateway, Inspection, Management, Mode, Model,
+    OnDeny, PortRange, PurdueLevel, Service, Warning, Zone,
 };
 use serde_saphyr::Spanned;
 

@@ -47,6 +47,31 @@ pub struct Gateway {
     pub opcua_proxy_port: u16,
     pub drop_log_group: u16,
     pub drop_log_per_second: u32,
+    /// What crosses zones while zonegate is down (killed, crashed, stopped).
+    pub failure_mode: FailureMode,
+    /// Where `failure_mode` is written, for warnings; default when it is not.
+    pub failure_mode_at: Pos,
+}
+
+/// What crosses zones while zonegate is not running (or has stopped renewing its liveness).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FailureMode {
+    /// Nothing crosses between zones, not even established flows (security first).
+    #[default]
+    Closed,
+    /// L4 conduits keep working and deep-inspected conduits fall back to an uninspected L4
+    /// allow of their services (process safety first).
+    Open,
+}
+
+impl FailureMode {
+    /// As zones.yaml writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureMode::Closed => "closed",
+            FailureMode::Open => "open",
+        }
+    }
 }
 
 /// The only place where the gateway itself accepts connections.
@@ -445,6 +470,32 @@ impl Model {
                     .into(),
             });
         }
+        if self.gateway.failure_mode == FailureMode::Open {
+            let inspected: Vec<&str> = self
+                .conduits
+                .iter()
+                .filter(|c| c.services.iter().any(Service::is_inspected))
+                .map(|c| c.name.as_str())
+                .collect();
+            out.push(Warning {
+                pos: self.gateway.failure_mode_at,
+                message: if inspected.is_empty() {
+                    "gateway.failure_mode is `open`: while zonegate is down, its conduits keep \
+                     forwarding and nothing repairs or audits the ruleset"
+                        .into()
+                } else {
+                    format!(
+                        "gateway.failure_mode is `open`: while zonegate is down, conduit(s) {} \
+                         carry their services uninspected (no policy, no audit)",
+                        inspected
+                            .iter()
+                            .map(|n| format!("`{n}`"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                },
+            });
+        }
         for c in &self.conduits {
             let (Some(from), Some(to)) = (self.zone(&c.from), self.zone(&c.to)) else {
                 continue;
@@ -566,8 +617,26 @@ fn gateway(raw: Option<&Spanned<RawGateway>>, p: &mut Problems) -> Gateway {
         opcua_proxy_port: DEFAULT_OPCUA_PROXY_PORT,
         drop_log_group: DEFAULT_DROP_LOG_GROUP,
         drop_log_per_second: DEFAULT_DROP_LOG_PER_SECOND,
+        failure_mode: FailureMode::default(),
+        failure_mode_at: Pos::default(),
     };
     let Some(raw) = raw else { return gw };
+    if let Some(mode) = &raw.value.failure_mode {
+        gw.failure_mode_at = Pos::of(mode);
+        match mode.value.as_str() {
+            "closed" => gw.failure_mode = FailureMode::Closed,
+            "open" => gw.failure_mode = FailureMode::Open,
+            other => p.at(
+                mode,
+                format!("unknown gateway.failure_mode `{other}`"),
+                Some(
+                    "use `closed` (nothing crosses zones while zonegate is down) or `open` \
+                     (deep-inspected conduits pass uninspected while zonegate is down)"
+                        .into(),
+                ),
+            ),
+        }
+    }
     if let Some(m) = &raw.value.management {
         let address = match m.value.address.value.parse::<IpAddr>() {
             Ok(a) => Some(a),
@@ -1331,5 +1400,37 @@ conduits:
         assert_eq!(warnings.len(), 2, "{warnings:?}");
         assert!(warnings[0].contains("reaches level 1"));
         assert!(warnings[1].contains("lets all of zone `office`"));
+    }
+
+    #[test]
+    fn failure_mode_open_is_a_warning_and_closed_the_default() {
+        let yaml = "
+gateway: {failure_mode: open, management: {address: 10.9.0.1, tcp_ports: [22]}}
+zones:
+  ops: {level: 3, security_level: 2, networks: [10.3.0.0/24]}
+  field: {level: 2, security_level: 3, networks: [10.2.0.0/24]}
+assets:
+  plc: {zone: field, address: 10.2.0.5, kind: plc}
+conduits:
+  mb: {from: ops, to: field, destinations: [plc], services: [modbus], inspection: {policy: p.rego}}
+";
+        let model = parse(yaml).unwrap();
+        assert_eq!(model.gateway.failure_mode, FailureMode::Open);
+        let warnings = model.warnings();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert_eq!(
+            warnings[0].pos,
+            Pos {
+                line: 2,
+                column: 25
+            }
+        );
+        assert!(
+            warnings[0].message.contains("conduit(s) `mb`"),
+            "{warnings:?}"
+        );
+        let closed = parse(&yaml.replace("failure_mode: open, ", "")).unwrap();
+        assert_eq!(closed.gateway.failure_mode, FailureMode::Closed);
+        assert!(closed.warnings().is_empty());
     }
 }

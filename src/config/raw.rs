@@ -94,6 +94,9 @@ pub struct RawGateway {
     pub proxy: Option<RawProxy>,
     #[serde(default)]
     pub drop_log: Option<RawDropLog>,
+    /// `closed` (default) or `open`: what crosses zones while zonegate is down.
+    #[serde(default)]
+    pub failure_mode: Option<Spanned<String>>,
 }
 
 /// The one address on which the gateway accepts connections for itself.

@@ -89,8 +89,11 @@ struct Daemon {
 }
 
 /// Applies the site's ruleset, serves its inspected conduits, and enforces both until SIGTERM or
-/// SIGINT; reloads on SIGHUP and on `zonegate reload`. The ruleset stays in the kernel
-/// afterwards: stopping zonegate must not open the plant (inspected conduits then carry nothing).
+/// SIGINT; reloads on SIGHUP and on `zonegate reload`. While the data path serves, zonegate's
+/// liveness in the kernel is renewed every second. The ruleset stays in the kernel afterwards
+/// and liveness is withdrawn, so that its failure mode takes over at once (closed: nothing
+/// crosses zones; open: inspected conduits pass uninspected); a killed daemon gets the same
+/// within [`nft::liveness::TIMEOUT`], from the kernel alone.
 pub async fn run(site: Site, options: Options) -> Result<(), ControlError> {
     // A policy whose own tests fail is not put in force (nor on reload).
     site.test_policies()?;
@@ -185,7 +188,7 @@ pub async fn run(site: Site, options: Options) -> Result<(), ControlError> {
             runtime: tokio::runtime::Handle::current(),
             listening: listening.clone(),
         },
-        |_serving| {},
+        liveness(site_failure_mode(&daemon.site)),
     )
     .map_err(ControlError::Monitor)?;
     notify::ready(&daemon.status_line());
@@ -221,18 +224,58 @@ pub async fn run(site: Site, options: Options) -> Result<(), ControlError> {
         }
     }
     notify::stopping();
+    // No renewal after this: from here the failure mode decides, not a dying proxy.
     drop(monitor);
+    if let Err(e) = nft::liveness::withdraw() {
+        tracing::error!(error = %e, "cannot withdraw liveness: the failure mode takes over when it expires");
+    }
     proxies.abort_all();
     if let Some(task) = api_task {
         task.abort();
     }
-    tracing::info!("stopping; the ruleset stays in force");
-    let Daemon { audit, .. } = daemon;
+    let Daemon { audit, site, .. } = daemon;
+    tracing::info!(
+        failure_mode = site.model.gateway.failure_mode.as_str(),
+        "stopping; the ruleset stays in force in its failure mode"
+    );
     audit.emit(stopped());
     drop(audit);
     // The writer delivers what is queued, the stop event last.
     let _ = tokio::task::spawn_blocking(move || writer.finish()).await;
     Ok(())
+}
+
+fn site_failure_mode(site: &Site) -> &'static str {
+    site.model.gateway.failure_mode.as_str()
+}
+
+/// Renews zonegate's liveness in the kernel every [`nft::liveness::RENEW_INTERVAL`] while the
+/// data path serves (called by the data path monitor). When it stops, by a stall or a kill -9,
+/// the elements expire after [`nft::liveness::TIMEOUT`] and the ruleset's failure mode takes
+/// over. Failures are logged when they start and when they end.
+fn liveness(failure_mode: &'static str) -> impl FnMut(bool) + Send + 'static {
+    let mut last: Option<std::time::Instant> = None;
+    let mut renewing = true;
+    move |serving| {
+        if !serving || last.is_some_and(|t| t.elapsed() < nft::liveness::RENEW_INTERVAL) {
+            return;
+        }
+        match nft::liveness::renew() {
+            Ok(()) => {
+                last = Some(std::time::Instant::now());
+                if !renewing {
+                    tracing::info!("liveness renewed again");
+                    renewing = true;
+                }
+            }
+            // The verify tick restores a removed table, and with it fresh liveness.
+            Err(e) if renewing => {
+                tracing::error!(error = %e, failure_mode, "cannot renew liveness: the failure mode takes over when it expires");
+                renewing = false;
+            }
+            Err(_) => {}
+        }
+    }
 }
 
 /// The next control socket request; never, without a socket.

@@ -1,6 +1,7 @@
 //! The ruleset as one libnftables JSON transaction (`nft -j -f -`), built from the `nftables` crate's
 //! schema types. The batch adds the table, deletes it and adds it again with its contents, so the
 //! kernel swaps the old table for the new one atomically, or keeps the old one if anything fails.
+//! The liveness set is the one object written by hand: the crate has no `nf_proto` set type.
 
 use std::borrow::Cow;
 use std::collections::HashSet;
@@ -15,15 +16,60 @@ use nftables::schema::{
 };
 use nftables::stmt::{self, Counter, Limit, Log, Mangle, Operator, Statement, TProxy};
 use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
+use serde_json::{Value, json};
 
 use super::ruleset::{
-    Addrs, Chain, Family, Hook, L4, Match, ND_TYPES, Policy, Rule, Ruleset, Stmt, TABLE,
+    ALIVE_ELEMENTS, ALIVE_SET, Addrs, Chain, Family, Hook, L4, Liveness, Match, ND_TYPES, Policy,
+    Rule, Ruleset, Stmt, TABLE,
 };
 use super::text::{ipproto, net, nfproto};
 use crate::config::PortRange;
 
-/// The replace-whole-table transaction.
-pub fn transaction(rs: &Ruleset) -> Nftables<'static> {
+/// The replace-whole-table transaction, as the JSON document `nft -j -f -` reads.
+pub fn transaction(rs: &Ruleset) -> Result<Value, serde_json::Error> {
+    let mut doc = serde_json::to_value(typed_transaction(rs))?;
+    if let (Some(liveness), Some(cmds)) = (
+        rs.liveness,
+        doc.get_mut("nftables").and_then(Value::as_array_mut),
+    ) {
+        // After the other sets, as the text form has it (the kernel lists sets in the order
+        // they were added), and before any chain's rule refers to it.
+        let at = cmds
+            .iter()
+            .position(|c| c.get("add").and_then(|a| a.get("chain")).is_some())
+            .unwrap_or(cmds.len());
+        cmds.insert(at, json!({ "add": { "set": alive_set(liveness) } }));
+    }
+    Ok(doc)
+}
+
+/// The liveness set with its elements, as libnftables JSON.
+fn alive_set(liveness: Liveness) -> Value {
+    json!({
+        "family": "inet",
+        "table": TABLE,
+        "name": ALIVE_SET,
+        "type": "nf_proto",
+        "flags": ["timeout"],
+        "elem": alive_elements(liveness),
+    })
+}
+
+/// The liveness elements: with their timeout (seconds) when they expire.
+pub(super) fn alive_elements(liveness: Liveness) -> Vec<Value> {
+    ALIVE_ELEMENTS
+        .iter()
+        .map(|f| match liveness {
+            Liveness::Expiring(t) => {
+                json!({ "elem": { "val": nfproto(*f), "timeout": t.as_secs().max(1) } })
+            }
+            Liveness::Permanent => json!(nfproto(*f)),
+        })
+        .collect()
+}
+
+/// Everything but the liveness set, in the crate's schema types.
+fn typed_transaction(rs: &Ruleset) -> Nftables<'static> {
     let table = || schema::Table {
         family: NfFamily::INet,
         name: TABLE.into(),
@@ -235,6 +281,12 @@ fn matcher(m: &Match) -> Statement<'static> {
             }
         }
         Match::Mark(m) => eq(meta(MetaKey::Mark), Expression::Number(*m)),
+        Match::Alive => eq(meta(MetaKey::Nfproto), string(format!("@{ALIVE_SET}"))),
+        Match::NotAlive => Statement::Match(stmt::Match {
+            left: meta(MetaKey::Nfproto),
+            right: string(format!("@{ALIVE_SET}")),
+            op: Operator::NEQ,
+        }),
         Match::SocketTransparent => eq(
             Expression::Named(NamedExpression::Socket(Socket {
                 key: Cow::Owned(SocketAttr::Transparent),
@@ -281,5 +333,78 @@ fn statement(s: &Stmt) -> Statement<'static> {
         }),
         Stmt::Accept => Statement::Accept(None),
         Stmt::Drop => Statement::Drop(None),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::parse;
+
+    const ZONES: &str = "
+zones:
+  a: {level: 3, security_level: 2, networks: [10.1.0.0/24]}
+  b: {level: 2, security_level: 2, networks: [10.2.0.0/24]}
+conduits:
+  c: {from: a, to: b, services: [tcp/80]}
+";
+
+    fn alive_cmd(doc: &Value) -> (usize, Value) {
+        let cmds = doc["nftables"].as_array().unwrap();
+        let at = cmds
+            .iter()
+            .position(|c| c["add"]["set"]["name"] == ALIVE_SET)
+            .unwrap();
+        let first_rule = cmds
+            .iter()
+            .position(|c| c["add"].get("rule").is_some())
+            .unwrap();
+        assert!(at < first_rule, "the set exists before rules use it");
+        (at, cmds[at]["add"]["set"].clone())
+    }
+
+    #[test]
+    fn the_liveness_set_is_in_the_transaction_with_or_without_timeouts() {
+        let rs = crate::nft::render(&parse(ZONES).unwrap());
+        let doc = transaction(&rs).unwrap();
+        let (at, set) = alive_cmd(&doc);
+        assert!(
+            doc["nftables"][at - 1]["add"]["set"]["name"]
+                .as_str()
+                .unwrap()
+                .starts_with("zone_"),
+            "after the zone sets"
+        );
+        assert_eq!(set["type"], "nf_proto");
+        assert_eq!(set["flags"], json!(["timeout"]));
+        assert_eq!(
+            set["elem"],
+            json!([
+                {"elem": {"val": "ipv4", "timeout": 5}},
+                {"elem": {"val": "ipv6", "timeout": 5}}
+            ])
+        );
+        let (_, permanent) = alive_cmd(&transaction(&rs.with_permanent_liveness()).unwrap());
+        assert_eq!(permanent["elem"], json!(["ipv4", "ipv6"]));
+        assert_eq!(
+            alive_elements(Liveness::Expiring(Duration::from_millis(10))),
+            vec![
+                json!({"elem": {"val": "ipv4", "timeout": 1}}),
+                json!({"elem": {"val": "ipv6", "timeout": 1}})
+            ],
+            "never a timeout of 0 (which would mean none)"
+        );
+    }
+
+    #[test]
+    fn the_early_block_has_no_liveness_set() {
+        let doc = transaction(&crate::nft::early_block()).unwrap();
+        assert!(
+            !doc.to_string().contains(ALIVE_SET),
+            "nothing to renew before zonegate runs"
+        );
     }
 }

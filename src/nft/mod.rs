@@ -1,8 +1,10 @@
 //! nftables: the ruleset derived from the model ([`ruleset::render`], pure), its two renderings
 //! ([`text`], [`json`]), and the kernel side: one atomic `nft -j -f -` transaction, read back to
-//! verify, and the per-conduit counters.
+//! verify, and the per-conduit counters. [`liveness`] keeps the kernel's "zonegate is up" signal
+//! fresh, on which the ruleset's failure mode turns.
 
 pub mod json;
+pub mod liveness;
 pub mod ruleset;
 pub mod text;
 
@@ -11,7 +13,7 @@ use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
-pub use ruleset::{Ruleset, TABLE, early_block, render};
+pub use ruleset::{Liveness, Ruleset, TABLE, early_block, render};
 
 /// Largest `nft` output we parse (a listing of our own table is kilobytes).
 const MAX_NFT_OUTPUT: usize = 16 * 1024 * 1024;
@@ -43,7 +45,7 @@ pub struct CounterValue {
 /// Replaces table `inet zonegate` in one transaction, then reads it back and checks that the
 /// kernel holds what was sent. On any error from the kernel nothing has changed.
 pub fn apply(rs: &Ruleset) -> Result<(), NftError> {
-    let doc = serde_json::to_vec(&json::transaction(rs))?;
+    let doc = serde_json::to_vec(&json::transaction(rs)?)?;
     match run_nft(&["-j", "-f", "-"], Some(&doc)) {
         Ok(_) => verify(rs),
         Err(NftError::Command { stderr, .. }) => {
@@ -129,6 +131,9 @@ pub fn verify(rs: &Ruleset) -> Result<(), NftError> {
     }
     sets.sort();
     let mut expected_sets: Vec<String> = rs.sets.iter().map(|s| s.name.clone()).collect();
+    if rs.liveness.is_some() {
+        expected_sets.push(ruleset::ALIVE_SET.to_owned());
+    }
     expected_sets.sort();
     if sets != expected_sets {
         return Err(NftError::Verify(format!(

@@ -2,9 +2,11 @@
 //! it into `nft` text for people ([`super::text`]) and JSON for the kernel ([`super::json`]); keeping
 //! one source for both is what makes `zonegate plan` show exactly what `zonegate apply` installs.
 
+use std::time::Duration;
+
 use ipnet::IpNet;
 
-use crate::config::{Conduit, Endpoint, Model, PortRange, Service, Zone};
+use crate::config::{Conduit, Endpoint, FailureMode, Model, PortRange, Service, Zone};
 
 /// The one table zonegate owns. It is replaced whole on every apply and nothing else is touched.
 pub const TABLE: &str = "zonegate";
@@ -21,6 +23,15 @@ pub const DROP_FORWARD_COUNTER: &str = "drop_forward";
 pub const DROP_INPUT_COUNTER: &str = "drop_input";
 /// Counter of packets from the gateway itself that were dropped.
 pub const DROP_OUTPUT_COUNTER: &str = "drop_output";
+/// Counter of packets dropped between zones because zonegate is down (`failure_mode: closed`).
+pub const DROP_DOWN_COUNTER: &str = "drop_zonegate_down";
+/// The liveness set: while it holds its elements, zonegate is up. The daemon installs them with a
+/// timeout and renews them ([`super::liveness`]); when it dies, the kernel expires them by itself.
+pub const ALIVE_SET: &str = "alive";
+/// The liveness set's elements, keyed on `meta nfproto`: every packet an `inet` table sees is
+/// IPv4 or IPv6, and the kernel always knows which, so one element per family covers every
+/// forwarded packet whatever its interfaces or addresses (zones may have either).
+pub const ALIVE_ELEMENTS: [Family; 2] = [Family::V4, Family::V6];
 /// Log prefix of kernel drop messages; the audit reader keys on it. The chain name follows.
 pub const DROP_LOG_PREFIX: &str = "zonegate drop ";
 /// Burst of the drop log rate limit, in packets.
@@ -35,7 +46,30 @@ pub struct Ruleset {
     /// Named counters: one per conduit, plus the drop counters.
     pub counters: Vec<String>,
     pub sets: Vec<AddrSet>,
+    /// The liveness set [`ALIVE_SET`] and how its elements are installed; `None`: no such set.
+    pub liveness: Option<Liveness>,
     pub chains: Vec<Chain>,
+}
+
+/// How the elements of the liveness set are installed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Liveness {
+    /// They expire after this long unless renewed: `zonegate run`, which renews them every
+    /// second, so that the kernel notices a dead daemon without any process's help.
+    Expiring(Duration),
+    /// They never expire: `zonegate apply` and `plan`, after which no daemon renews anything.
+    Permanent,
+}
+
+impl Ruleset {
+    /// The same ruleset with liveness elements that never expire, for a one-shot apply.
+    #[must_use]
+    pub fn with_permanent_liveness(mut self) -> Self {
+        if self.liveness.is_some() {
+            self.liveness = Some(Liveness::Permanent);
+        }
+        self
+    }
 }
 
 /// A named interval set of networks of one address family.
@@ -111,6 +145,10 @@ pub enum Match {
     CtState(Vec<&'static str>),
     Mark(u32),
     SocketTransparent,
+    /// zonegate is up: the packet's family is in [`ALIVE_SET`] (`meta nfproto @alive`).
+    Alive,
+    /// zonegate is down: the liveness elements expired or were withdrawn.
+    NotAlive,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -164,8 +202,11 @@ fn zone_set(zone: &str, family: Family) -> String {
     }
 }
 
-/// Derives the whole ruleset from the model. Pure: no I/O, same model in, same ruleset out.
+/// Derives the whole ruleset from the model, as `zonegate run` installs it: liveness elements
+/// expire after [`super::liveness::TIMEOUT`] unless renewed (see [`Ruleset::with_permanent_liveness`]).
+/// Pure: no I/O, same model in, same ruleset out.
 pub fn render(model: &Model) -> Ruleset {
+    let failure_mode = model.gateway.failure_mode;
     let mut counters: Vec<String> = model
         .conduits
         .iter()
@@ -179,6 +220,9 @@ pub fn render(model: &Model) -> Ruleset {
         ]
         .map(String::from),
     );
+    if failure_mode == FailureMode::Closed {
+        counters.push(DROP_DOWN_COUNTER.into());
+    }
 
     let mut sets = Vec::new();
     for z in &model.zones {
@@ -200,7 +244,16 @@ pub fn render(model: &Model) -> Ruleset {
     }
 
     let mut divert = Vec::new();
-    let mut forward = vec![
+    let mut forward = Vec::new();
+    if failure_mode == FailureMode::Closed {
+        // Before `ct state established`: when zonegate is down, flows it allowed stop too.
+        forward.push(rule(
+            vec![Match::NotAlive],
+            vec![Stmt::Counter(DROP_DOWN_COUNTER.into()), Stmt::Drop],
+            "failure_mode closed: zonegate is down (liveness expired or withdrawn), nothing crosses zones",
+        ));
+    }
+    forward.extend([
         rule(
             vec![Match::CtState(vec!["established", "related"])],
             vec![Stmt::Accept],
@@ -211,7 +264,7 @@ pub fn render(model: &Model) -> Ruleset {
             vec![Stmt::Drop],
             "packets conntrack cannot place",
         ),
-    ];
+    ]);
     let mut proxy_upstream = Vec::new();
     for c in &model.conduits {
         let (Some(from), Some(to)) = (model.zone(&c.from), model.zone(&c.to)) else {
@@ -244,6 +297,30 @@ pub fn render(model: &Model) -> Ruleset {
                         forward.push(rule(m, vec![counter, Stmt::Accept], &comment));
                     }
                     Service::Modbus { port } | Service::OpcUa { port } => {
+                        let dport = Match::Dport(
+                            L4::Tcp,
+                            vec![PortRange {
+                                first: port,
+                                last: port,
+                            }],
+                        );
+                        if failure_mode == FailureMode::Open {
+                            // The bypass: only while zonegate is down, and only what the
+                            // conduit names, at L4, as if it were a tcp/PORT service.
+                            let mut bypass = vec![Match::NotAlive];
+                            bypass.extend(m.iter().cloned());
+                            bypass.extend([dport.clone(), Match::CtState(vec!["new"])]);
+                            forward.push(rule(
+                                bypass,
+                                vec![counter.clone(), Stmt::Accept],
+                                &format!(
+                                    "{comment}: failure_mode open: uninspected while zonegate is down"
+                                ),
+                            ));
+                        }
+                        // Diverted only while zonegate is up, so that a dead proxy's conduit
+                        // falls through to the forward chain's failure mode.
+                        m.insert(0, Match::Alive);
                         for m in &mut m {
                             if let Match::OifName(names) = m {
                                 *m = Match::RouteOifName(std::mem::take(names));
@@ -253,13 +330,7 @@ pub fn render(model: &Model) -> Ruleset {
                             Service::Modbus { .. } => model.gateway.modbus_proxy_port,
                             _ => model.gateway.opcua_proxy_port,
                         };
-                        m.push(Match::Dport(
-                            L4::Tcp,
-                            vec![PortRange {
-                                first: port,
-                                last: port,
-                            }],
-                        ));
+                        m.push(dport);
                         divert.push(rule(
                             m,
                             vec![
@@ -423,7 +494,7 @@ pub fn render(model: &Model) -> Ruleset {
         divert.insert(
             0,
             rule(
-                vec![Match::L4ProtoTcp, Match::SocketTransparent],
+                vec![Match::Alive, Match::L4ProtoTcp, Match::SocketTransparent],
                 vec![Stmt::MarkSet(PROXY_MARK), Stmt::Accept],
                 "packets of established proxy connections",
             ),
@@ -462,6 +533,7 @@ pub fn render(model: &Model) -> Ruleset {
     Ruleset {
         counters,
         sets,
+        liveness: Some(Liveness::Expiring(super::liveness::TIMEOUT)),
         chains,
     }
 }
@@ -472,6 +544,7 @@ pub fn early_block() -> Ruleset {
     Ruleset {
         counters: vec![DROP_FORWARD_COUNTER.into()],
         sets: vec![],
+        liveness: None,
         chains: vec![Chain {
             name: "forward",
             hook: Hook::Forward,
@@ -684,6 +757,139 @@ conduits:
             family: Family::V4,
             port: 15020
         }));
+    }
+
+    fn with_failure_mode(mode: &str) -> Ruleset {
+        render(&parse(&format!("gateway: {{failure_mode: {mode}}}\n{TWO_ZONES}")).unwrap())
+    }
+
+    #[test]
+    fn closed_failure_mode_drops_everything_forwarded_first_while_down() {
+        let default = render(&parse(TWO_ZONES).unwrap());
+        assert_eq!(
+            default,
+            with_failure_mode("closed"),
+            "closed is the default"
+        );
+        let forward = chain(&default, "forward");
+        let first = &forward.rules[0];
+        assert_eq!(first.matches, vec![Match::NotAlive]);
+        assert_eq!(
+            first.stmts,
+            vec![Stmt::Counter(DROP_DOWN_COUNTER.into()), Stmt::Drop]
+        );
+        assert!(first.comment.contains("failure_mode closed"));
+        // ahead of the rule that lets established flows through
+        assert_eq!(
+            forward.rules[1].matches,
+            vec![Match::CtState(vec!["established", "related"])]
+        );
+        assert_eq!(
+            forward
+                .rules
+                .iter()
+                .filter(|r| r.matches.contains(&Match::NotAlive))
+                .count(),
+            1
+        );
+        assert!(default.counters.contains(&DROP_DOWN_COUNTER.to_owned()));
+        // management access to the gateway itself is not gated
+        for name in ["input", "output"] {
+            assert!(chain(&default, name).rules.iter().all(
+                |r| !r.matches.contains(&Match::NotAlive) && !r.matches.contains(&Match::Alive)
+            ));
+        }
+    }
+
+    #[test]
+    fn divert_happens_only_while_alive_in_both_modes() {
+        for mode in ["closed", "open"] {
+            let rs = with_failure_mode(mode);
+            let divert = chain(&rs, "divert");
+            assert!(
+                divert
+                    .rules
+                    .iter()
+                    .all(|r| r.matches.first() == Some(&Match::Alive)),
+                "{mode}: {divert:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn open_failure_mode_forwards_inspected_services_at_l4_only_while_down() {
+        let rs = with_failure_mode("open");
+        assert!(!rs.counters.contains(&DROP_DOWN_COUNTER.to_owned()));
+        let forward = chain(&rs, "forward");
+        assert_eq!(
+            forward.rules[0].matches,
+            vec![Match::CtState(vec!["established", "related"])],
+            "nothing is dropped for being down"
+        );
+        let bypass: Vec<&Rule> = forward
+            .rules
+            .iter()
+            .filter(|r| r.matches.contains(&Match::NotAlive))
+            .collect();
+        // one rule: conduit mb, its one service, IPv4 (ctl has no IPv6)
+        assert_eq!(bypass.len(), 1, "{bypass:#?}");
+        let mb = bypass[0];
+        assert!(mb.comment.starts_with("conduit mb:"));
+        assert!(
+            mb.comment
+                .ends_with("failure_mode open: uninspected while zonegate is down")
+        );
+        assert_eq!(mb.matches.first(), Some(&Match::NotAlive));
+        for m in [
+            Match::IifName(vec!["ops0".into()]),
+            Match::Saddr(Family::V4, Addrs::Set("zone_ops_v4".into())),
+            Match::Daddr(
+                Family::V4,
+                Addrs::Nets(vec!["10.20.0.5/32".parse().unwrap()]),
+            ),
+            Match::Dport(
+                L4::Tcp,
+                vec![PortRange {
+                    first: 502,
+                    last: 502,
+                }],
+            ),
+            Match::CtState(vec!["new"]),
+        ] {
+            assert!(mb.matches.contains(&m), "{m:?} missing: {mb:?}");
+        }
+        assert_eq!(
+            mb.stmts,
+            vec![Stmt::Counter(conduit_counter("mb")), Stmt::Accept]
+        );
+        // everything else is as in closed mode, minus the closed mode's drop rule
+        let closed = with_failure_mode("closed");
+        let strip = |rs: &Ruleset| -> Vec<Rule> {
+            chain(rs, "forward")
+                .rules
+                .iter()
+                .filter(|r| !r.matches.contains(&Match::NotAlive))
+                .cloned()
+                .collect()
+        };
+        assert_eq!(strip(&rs), strip(&closed));
+        assert_eq!(chain(&rs, "divert"), chain(&closed, "divert"));
+    }
+
+    #[test]
+    fn the_daemon_s_liveness_expires_and_a_one_shot_apply_s_does_not() {
+        let rs = render(&parse(TWO_ZONES).unwrap());
+        assert_eq!(
+            rs.liveness,
+            Some(Liveness::Expiring(crate::nft::liveness::TIMEOUT))
+        );
+        assert!(crate::nft::liveness::RENEW_INTERVAL * 3 <= crate::nft::liveness::TIMEOUT);
+        assert_eq!(
+            rs.clone().with_permanent_liveness().liveness,
+            Some(Liveness::Permanent)
+        );
+        // the early block has no liveness set and gains none
+        assert_eq!(early_block().with_permanent_liveness().liveness, None);
     }
 
     #[test]

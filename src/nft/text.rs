@@ -6,7 +6,8 @@ use std::fmt::Write as _;
 use ipnet::IpNet;
 
 use super::ruleset::{
-    Addrs, Chain, Family, Hook, L4, Match, ND_TYPES, Policy, Rule, Ruleset, Stmt, TABLE,
+    ALIVE_ELEMENTS, ALIVE_SET, Addrs, Chain, Family, Hook, L4, Liveness, Match, ND_TYPES, Policy,
+    Rule, Ruleset, Stmt, TABLE,
 };
 use crate::config::PortRange;
 
@@ -29,6 +30,27 @@ pub fn render(rs: &Ruleset) -> String {
             out,
             "\tset {} {{\n\t\ttype {ty}\n\t\tflags interval\n\t\telements = {{ {} }}\n\t}}\n",
             s.name,
+            elems.join(", ")
+        );
+    }
+    if let Some(liveness) = rs.liveness {
+        let (timeout, note) = match liveness {
+            Liveness::Expiring(t) => (
+                format!(" timeout {}", duration(t)),
+                "renewed every second by zonegate run; expire when it dies",
+            ),
+            Liveness::Permanent => (
+                String::new(),
+                "permanent (zonegate apply); zonegate run installs them with a timeout and renews them",
+            ),
+        };
+        let elems: Vec<String> = ALIVE_ELEMENTS
+            .iter()
+            .map(|f| format!("{}{timeout}", nfproto(*f)))
+            .collect();
+        let _ = writeln!(
+            out,
+            "\t# zonegate is up while this set holds its elements: {note}\n\tset {ALIVE_SET} {{\n\t\ttype nf_proto\n\t\tflags timeout\n\t\telements = {{ {} }}\n\t}}\n",
             elems.join(", ")
         );
     }
@@ -100,6 +122,8 @@ fn matcher(m: &Match) -> String {
         }
         Match::Mark(m) => format!("meta mark {m:#x}"),
         Match::SocketTransparent => "socket transparent 1".into(),
+        Match::Alive => format!("meta nfproto @{ALIVE_SET}"),
+        Match::NotAlive => format!("meta nfproto != @{ALIVE_SET}"),
     }
 }
 
@@ -115,6 +139,11 @@ fn stmt(s: &Stmt) -> String {
         Stmt::Accept => "accept".into(),
         Stmt::Drop => "drop".into(),
     }
+}
+
+/// Whole seconds, at least one, as nft writes a timeout.
+pub(super) fn duration(d: std::time::Duration) -> String {
+    format!("{}s", d.as_secs().max(1))
 }
 
 pub(super) fn ipproto(f: Family) -> &'static str {

@@ -29,6 +29,11 @@ pub struct Bench {
     pub dir: tempfile::TempDir,
     /// zonegate's audit log.
     pub audit_log: PathBuf,
+    /// Process id of `zonegate run` (the last one started).
+    pub daemon: u32,
+    zones: PathBuf,
+    args: Vec<String>,
+    env: Vec<String>,
     device: Child,
 }
 
@@ -58,22 +63,7 @@ impl Bench {
         let plant = Plant::build(&model);
         let dir = tempfile::tempdir().unwrap();
         let audit = audit_log.map_or_else(|| dir.path().join("audit.jsonl"), Path::to_owned);
-        plant.spawn_in_gateway(
-            &["env"]
-                .into_iter()
-                .chain(env.iter().copied())
-                .chain([
-                    ZONEGATE,
-                    "run",
-                    zones.to_str().unwrap(),
-                    "--audit-log",
-                    audit.to_str().unwrap(),
-                    "--state-dir",
-                    dir.path().join("state").to_str().unwrap(),
-                ])
-                .chain(args.iter().copied())
-                .collect::<Vec<_>>(),
-        );
+        let daemon = spawn_daemon(&plant, zones, &audit, dir.path(), args, env);
         let journal = dir.path().join("device.jsonl");
         let mut device = Command::new("ip")
             .args(["netns", "exec", &plant.zone_ns("bess"), &python()])
@@ -100,10 +90,65 @@ impl Bench {
             plant,
             dir,
             audit_log: audit,
+            daemon,
+            zones: zones.to_owned(),
+            args: args.iter().map(|a| (*a).to_owned()).collect(),
+            env: env.iter().map(|a| (*a).to_owned()).collect(),
             device,
         };
         bench.plant.wait_for_ruleset();
         bench
+    }
+
+    /// Starts `zonegate run` again (after the last one was killed) with the same zones.yaml and
+    /// arguments, its audit events in `audit_log` (a killed daemon's chain ends where it died).
+    pub fn restart_daemon(&mut self, audit_log: &Path) {
+        let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        let env: Vec<&str> = self.env.iter().map(String::as_str).collect();
+        self.daemon = spawn_daemon(
+            &self.plant,
+            &self.zones,
+            audit_log,
+            self.dir.path(),
+            &args,
+            &env,
+        );
+    }
+
+    /// One operation on a fresh connection, whatever happens: a connection that cannot be made
+    /// is `{"op": "connect", "ok": false, "error": ...}`.
+    pub fn attempt(&self, op: &[&str]) -> Value {
+        let out = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.plant.zone_ns("operations"),
+                &python(),
+            ])
+            .arg(format!("{REPO}/tests/peers/modbus_client.py"))
+            .args([
+                "--host",
+                INVERTER,
+                "--port",
+                "502",
+                "--source",
+                SCADA,
+                "--unit",
+                "1",
+                "--timeout",
+                "2",
+            ])
+            .args(op)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let line = stdout.lines().next().unwrap_or_else(|| {
+            panic!(
+                "client printed nothing: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"))
     }
 
     /// Runs the pymodbus client as SCADA (or `source`) against inverter-1; one JSON result per op.
@@ -201,6 +246,36 @@ impl Bench {
     pub fn audit_event(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
         super::audit::wait_for_event(&self.audit_log, what, pred)
     }
+}
+
+/// `zonegate run` in the gateway; `env` (`NAME=value`) through env(1), which execs it: the pid
+/// is the daemon's.
+fn spawn_daemon(
+    plant: &Plant,
+    zones: &Path,
+    audit: &Path,
+    dir: &Path,
+    args: &[&str],
+    env: &[&str],
+) -> u32 {
+    let prefix: &[&str] = if env.is_empty() { &[] } else { &["env"] };
+    plant.spawn_in_gateway(
+        &prefix
+            .iter()
+            .copied()
+            .chain(env.iter().copied())
+            .chain([
+                ZONEGATE,
+                "run",
+                zones.to_str().unwrap(),
+                "--audit-log",
+                audit.to_str().unwrap(),
+                "--state-dir",
+                dir.join("state").to_str().unwrap(),
+            ])
+            .chain(args.iter().copied())
+            .collect::<Vec<_>>(),
+    )
 }
 
 pub fn read_lines(path: &Path) -> Vec<Value> {

@@ -1,0 +1,274 @@
+//! `gateway.failure_mode` with the real kernel and a real daemon: what crosses between zones after
+//! `zonegate run` is killed (`kill -9`), stopped (SIGTERM), or never ran (`zonegate apply`).
+//! The kernel notices a dead daemon by itself: the liveness elements the daemon renews expire.
+#![allow(
+    clippy::arithmetic_side_effects,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde_json::Value;
+use socket2::{Domain, SockAddr, Socket, Type};
+use support::bess::{Bench, SCADA, zones_variant};
+use support::plant::{Plant, Probe, in_ns, tcp_echo, tcp_probe};
+use support::{ZONEGATE, shipped_zones};
+use zonegate::nft::liveness::{RENEW_INTERVAL, TIMEOUT};
+
+/// Long enough for a SYN and its answer inside one machine.
+const PROBE_WAIT: Duration = Duration::from_millis(700);
+/// After the liveness timeout: time for the kernel's garbage collection and one more probe.
+const MARGIN: Duration = Duration::from_secs(3);
+/// conduit historian-mirror-web (L4): enterprise -> dmz-historian tcp/443.
+const ERP: &str = "10.40.0.10";
+const MIRROR: &str = "10.35.0.20:443";
+const INVERTER_MODBUS: &str = "10.21.0.11:502";
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+fn signal(pid: u32, sig: Signal) {
+    kill(Pid::from_raw(i32::try_from(pid).unwrap()), sig).unwrap();
+}
+
+/// Polls `probe` until it returns true; the time it took, or a panic naming `what` at `deadline`.
+fn within(deadline: Duration, what: &str, mut probe: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while !probe() {
+        assert!(
+            start.elapsed() < deadline,
+            "{what}: not within {deadline:?}"
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+    start.elapsed()
+}
+
+/// Whether a TCP connection from `src` in `ns` to `dst` is established at all.
+fn connects(ns: &str, src: IpAddr, dst: SocketAddr) -> bool {
+    in_ns(ns, move || {
+        let sock = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        sock.bind(&SockAddr::from(SocketAddr::new(src, 0))).unwrap();
+        sock.connect_timeout(&SockAddr::from(dst), PROBE_WAIT)
+            .is_ok()
+    })
+}
+
+/// An established connection through the gateway, to an echo server.
+fn open_stream(ns: &str, src: IpAddr, dst: SocketAddr) -> TcpStream {
+    let stream: TcpStream = in_ns(ns, move || {
+        let sock = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        sock.bind(&SockAddr::from(SocketAddr::new(src, 0))).unwrap();
+        sock.connect_timeout(&SockAddr::from(dst), PROBE_WAIT)
+            .unwrap();
+        sock.into()
+    });
+    stream
+        .set_read_timeout(Some(Duration::from_millis(1500)))
+        .unwrap();
+    stream
+}
+
+/// Whether a line sent on `stream` comes back.
+fn echoes(stream: &mut TcpStream) -> bool {
+    stream.write_all(b"ping\n").unwrap();
+    let mut buf = [0u8; 5];
+    stream.read_exact(&mut buf).is_ok() && &buf == b"ping\n"
+}
+
+fn counter(plant: &Plant, name: &str) -> u64 {
+    let out = plant.gateway_cmd(&[ZONEGATE, "counters", "--json"]);
+    assert!(out.status.success());
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|v| v["name"] == name)
+        .and_then(|v| v["packets"].as_u64())
+        .unwrap_or_else(|| panic!("no counter {name}"))
+}
+
+/// The liveness set's elements as the kernel lists them.
+fn alive_elements(plant: &Plant) -> Vec<Value> {
+    let out = plant.gateway_cmd(&["nft", "-j", "list", "set", "inet", "zonegate", "alive"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    doc["nftables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find_map(|o| o["set"]["elem"].as_array().cloned())
+        .unwrap_or_default()
+}
+
+#[test]
+fn closed_after_kill_9_nothing_crosses_until_zonegate_is_back() {
+    let mut bench = Bench::start(&shipped_zones());
+    let plant = &bench.plant;
+    let enterprise = plant.zone_ns("enterprise");
+    let web = tcp_echo(&plant.zone_ns("dmz"), addr(MIRROR));
+    assert_eq!(
+        tcp_probe(&enterprise, ip(ERP), web.addr, PROBE_WAIT),
+        Probe::Passed
+    );
+    let mut established = open_stream(&enterprise, ip(ERP), web.addr);
+    assert!(echoes(&mut established));
+    assert_eq!(bench.op(&["read-holding", "300", "1"])["ok"], true);
+
+    signal(bench.daemon, Signal::SIGKILL);
+    let took = within(TIMEOUT + MARGIN, "new L4 connections stop", || {
+        tcp_probe(&enterprise, ip(ERP), web.addr, PROBE_WAIT) == Probe::TimedOut
+    });
+    eprintln!("the kernel noticed the dead daemon after {took:?}");
+    assert!(!echoes(&mut established), "an established flow stops too");
+    let frames = bench.device_frames().len();
+    let r = bench.attempt(&["read-holding", "300", "1"]);
+    assert_eq!(r["ok"], false, "{r}");
+    assert_eq!(
+        bench.device_frames().len(),
+        frames,
+        "no Modbus request reaches the device"
+    );
+    assert!(counter(&bench.plant, "drop_zonegate_down") > 0);
+    // Management access to the gateway is not gated: the operator can still log in.
+    let ssh = tcp_echo(&bench.plant.gateway, addr("0.0.0.0:22"));
+    let (mgmt_ns, mgmt_host) = bench.plant.management.clone().unwrap();
+    assert_eq!(
+        tcp_probe(&mgmt_ns, mgmt_host, addr("10.99.0.1:22"), PROBE_WAIT),
+        Probe::Passed
+    );
+    assert_eq!(ssh.accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
+
+    let second_log = bench.dir.path().join("audit-after-restart.jsonl");
+    bench.restart_daemon(&second_log);
+    within(
+        Duration::from_secs(20),
+        "L4 conduit back after restart",
+        || tcp_probe(&enterprise, ip(ERP), web.addr, PROBE_WAIT) == Probe::Passed,
+    );
+    assert_eq!(bench.op(&["read-holding", "300", "1"])["ok"], true);
+    support::audit::check_log(&second_log);
+}
+
+#[test]
+fn open_after_kill_9_the_modbus_conduit_carries_traffic_uninspected() {
+    let dir = tempfile::tempdir().unwrap();
+    let zones = zones_variant(dir.path(), |t| {
+        t.replace("failure_mode: closed ", "failure_mode: open ")
+    });
+    let bench = Bench::start(&zones);
+    let plant = &bench.plant;
+    let operations = plant.zone_ns("operations");
+    let enterprise = plant.zone_ns("enterprise");
+    let web = tcp_echo(&plant.zone_ns("dmz"), addr(MIRROR));
+    // While zonegate is up, the policy refuses grid_disconnect (104).
+    assert_eq!(bench.op(&["write-register", "104", "1"])["exception"], 1);
+    assert_eq!(bench.device_register(104), 0);
+
+    signal(bench.daemon, Signal::SIGKILL);
+    let took = within(
+        TIMEOUT + MARGIN + Duration::from_secs(5),
+        "Modbus bypass",
+        || bench.attempt(&["read-holding", "300", "1"])["ok"] == true,
+    );
+    eprintln!("the Modbus conduit passed uninspected after {took:?}");
+    let r = bench.attempt(&["write-register", "104", "1"]);
+    assert_eq!(
+        r["ok"], true,
+        "uninspected: the policy no longer refuses: {r}"
+    );
+    assert_eq!(bench.device_register(104), 1);
+    let last = bench.device_frames().pop().unwrap();
+    assert!(
+        last["peer"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{SCADA}:")),
+        "{last}"
+    );
+
+    // Everything else as before: the L4 conduit works, nothing undeclared crosses.
+    let decoy = tcp_echo(&plant.zone_ns("bess"), addr("10.21.0.11:8502"));
+    assert_eq!(
+        tcp_probe(&enterprise, ip(ERP), web.addr, PROBE_WAIT),
+        Probe::Passed
+    );
+    let stranger = plant.stranger("operations");
+    let (ops1, ops2, ops3) = (operations.clone(), operations.clone(), operations.clone());
+    let not_on_conduit = thread::spawn(move || connects(&ops1, stranger, addr(INVERTER_MODBUS)));
+    let other_port = thread::spawn(move || connects(&ops2, ip(SCADA), addr("10.21.0.11:8502")));
+    let undeclared_zone = thread::spawn(move || connects(&ops3, ip(SCADA), addr(MIRROR)));
+    assert!(
+        !not_on_conduit.join().unwrap(),
+        "a host not on the conduit stays out"
+    );
+    assert!(!other_port.join().unwrap(), "another port stays closed");
+    assert!(
+        !undeclared_zone.join().unwrap(),
+        "operations -> dmz:443 stays dropped"
+    );
+    assert_eq!(decoy.accepted.load(std::sync::atomic::Ordering::SeqCst), 0);
+}
+
+#[test]
+fn closed_a_clean_stop_withdraws_liveness_at_once() {
+    let bench = Bench::start(&shipped_zones());
+    let plant = &bench.plant;
+    let enterprise = plant.zone_ns("enterprise");
+    let web = tcp_echo(&plant.zone_ns("dmz"), addr(MIRROR));
+    assert_eq!(
+        tcp_probe(&enterprise, ip(ERP), web.addr, PROBE_WAIT),
+        Probe::Passed
+    );
+    assert_eq!(alive_elements(plant).len(), 2);
+    signal(bench.daemon, Signal::SIGTERM);
+    // Expiry would take at least TIMEOUT - RENEW_INTERVAL after the last renewal.
+    within(TIMEOUT - RENEW_INTERVAL * 2, "liveness withdrawn", || {
+        alive_elements(plant).is_empty()
+    });
+    assert_eq!(
+        tcp_probe(&enterprise, ip(ERP), web.addr, PROBE_WAIT),
+        Probe::TimedOut
+    );
+    bench.audit_event("daemon-stop", |e| e["event"]["action"] == "daemon-stop");
+}
+
+#[test]
+fn a_one_shot_apply_keeps_conduits_open_past_the_liveness_timeout() {
+    let model = zonegate::config::load(&shipped_zones()).unwrap();
+    let plant = Plant::build(&model);
+    let out = plant.gateway_cmd(&[ZONEGATE, "apply", shipped_zones().to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let elements = alive_elements(&plant);
+    assert_eq!(elements, vec![Value::from("ipv4"), Value::from("ipv6")]);
+    let web = tcp_echo(&plant.zone_ns("dmz"), addr(MIRROR));
+    // Past the timeout on purpose: nothing may expire.
+    thread::sleep(TIMEOUT + Duration::from_secs(1));
+    assert_eq!(alive_elements(&plant), elements);
+    assert_eq!(
+        tcp_probe(&plant.zone_ns("enterprise"), ip(ERP), web.addr, PROBE_WAIT),
+        Probe::Passed
+    );
+}
