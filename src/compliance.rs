@@ -8,7 +8,6 @@ use std::fmt::Write as _;
 
 use crate::audit::{SyslogTransport, WhenFull};
 use crate::config::{FailureMode, Mode, Model, PurdueLevel, Service};
-use crate::proxy::MAX_CONNECTIONS;
 
 /// How far this configuration meets an SR with zonegate's means.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -400,7 +399,10 @@ pub fn rows(model: &Model) -> Vec<Row> {
         } else {
             Coverage::Configured
         },
-        format!("{MAX_CONNECTIONS} proxied connections at most"),
+        format!(
+            "{} proxied connections at most, {} per source",
+            model.limits.connections, model.limits.connections_per_source
+        ),
     );
     row(
         "SR 7.6",

@@ -77,6 +77,69 @@ struct ResultLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LimitLabels {
+    limit: &'static str,
+}
+
+/// A bound of the inspection proxy (zones.yaml `limits:`, `inspection.write_rate`), as
+/// `zonegate_limit_hits_total` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    /// `limits.connections`: a connection refused at accept.
+    Connections,
+    /// `limits.connections_per_source`: a connection refused at accept.
+    ConnectionsPerSource,
+    /// `limits.in_flight_per_connection`: the client is not read until the device answers.
+    InFlight,
+    /// `limits.idle_timeout`: an idle connection closed.
+    IdleTimeout,
+    /// `limits.request_timeout`: a client that started a request and did not finish it, cut off.
+    RequestTimeout,
+    /// `limits.connect_timeout`: the device did not accept the connection in time.
+    ConnectTimeout,
+    /// `limits.response_timeout`: the device did not answer in time.
+    ResponseTimeout,
+    /// `limits.policy_time`: a decision that took too long, denied.
+    PolicyTime,
+    /// `inspection.write_rate`: a write refused.
+    WriteRate,
+}
+
+impl Limit {
+    /// Every limit, in the order of [`Limit::index`].
+    pub const ALL: [Limit; 9] = [
+        Limit::Connections,
+        Limit::ConnectionsPerSource,
+        Limit::InFlight,
+        Limit::IdleTimeout,
+        Limit::RequestTimeout,
+        Limit::ConnectTimeout,
+        Limit::ResponseTimeout,
+        Limit::PolicyTime,
+        Limit::WriteRate,
+    ];
+
+    /// The label value: the zones.yaml field's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Limit::Connections => "connections",
+            Limit::ConnectionsPerSource => "connections_per_source",
+            Limit::InFlight => "in_flight_per_connection",
+            Limit::IdleTimeout => "idle_timeout",
+            Limit::RequestTimeout => "request_timeout",
+            Limit::ConnectTimeout => "connect_timeout",
+            Limit::ResponseTimeout => "response_timeout",
+            Limit::PolicyTime => "policy_time",
+            Limit::WriteRate => "write_rate",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReceiverLabels {
     receiver: String,
 }
@@ -103,6 +166,9 @@ pub struct Metrics {
     audit_spooled: Family<ReceiverLabels, Gauge>,
     audit_receiver_dropped: Family<ReceiverLabels, Counter>,
     audit_receiver_connected: Family<ReceiverLabels, Gauge>,
+    limit_hits: Family<LimitLabels, Counter>,
+    /// `limit_hits`' counters by [`Limit::index`], resolved once: hits cost one atomic add.
+    limit_counters: Vec<Counter>,
     info: std::sync::Arc<Info>,
 }
 
@@ -193,6 +259,8 @@ impl Metrics {
             audit_spooled: Family::default(),
             audit_receiver_dropped: Family::default(),
             audit_receiver_connected: Family::default(),
+            limit_hits: Family::default(),
+            limit_counters: Vec::new(),
             info: std::sync::Arc::new(Info::default()),
         };
         let r = &mut m.registry;
@@ -290,6 +358,11 @@ impl Metrics {
             "1 while zonegate is connected to the syslog receiver",
             m.audit_receiver_connected.clone(),
         );
+        r.register(
+            "zonegate_limit_hits",
+            "Times a bound of the inspection proxy was hit, by limit (the zones.yaml field: connections, connections_per_source, in_flight_per_connection, idle_timeout, request_timeout, connect_timeout, response_timeout, policy_time, write_rate)",
+            m.limit_hits.clone(),
+        );
         r.register_collector(Box::new(m.info.clone()));
         // Series that alerting rules watch with increase() exist from the start, at 0.
         for result in ["ok", "failed"] {
@@ -300,7 +373,22 @@ impl Metrics {
                 .get_or_create(&ProtocolLabels { protocol })
                 .inc_by(0);
         }
+        m.limit_counters = Limit::ALL
+            .iter()
+            .map(|l| {
+                m.limit_hits
+                    .get_or_create(&LimitLabels { limit: l.as_str() })
+                    .clone()
+            })
+            .collect();
         m
+    }
+
+    /// Counts one hit of `limit`.
+    pub fn limit_hit(&self, limit: Limit) {
+        if let Some(c) = self.limit_counters.get(limit.index()) {
+            c.inc();
+        }
     }
 
     /// Records what `site` enforces, for the `_info` metrics.
@@ -457,6 +545,11 @@ impl ConnectionMetrics {
                 protocol: self.protocol,
             })
             .inc();
+    }
+
+    /// Counts one hit of `limit` on this connection.
+    pub fn limit_hit(&self, limit: Limit) {
+        self.metrics.limit_hit(limit);
     }
 
     /// The registry the handles come from, for the handles of a new route after a reload.

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use crate::config::{self, Conduit, ConfigError, Model, Service};
 use crate::policy::registers::RegisterMap;
 use crate::policy::{Policy, PolicyError};
+use crate::proxy::limits::TokenBucket;
 
 #[derive(Debug)]
 pub struct Site {
@@ -20,6 +21,9 @@ pub struct Site {
     /// By conduit: the policy for OPC UA channels and requests.
     opcua_policies: HashMap<String, Arc<Policy>>,
     maps: HashMap<String, Arc<RegisterMap>>,
+    /// By conduit: its `inspection.write_rate` bucket, shared by its connections (a reload
+    /// starts it full again).
+    write_rates: HashMap<String, Arc<TokenBucket>>,
 }
 
 /// See [`Site::fingerprint`].
@@ -60,15 +64,18 @@ pub enum SiteError {
 impl Site {
     pub fn load(path: &Path) -> Result<Site, SiteError> {
         let model = config::load(path)?;
+        let policy_time = model.limits.policy_time;
         let mut by_file: HashMap<PathBuf, Arc<Policy>> = HashMap::new();
         let mut load = |conduit: &str, path: &PathBuf| -> Result<Arc<Policy>, SiteError> {
             if let Some(p) = by_file.get(path) {
                 return Ok(p.clone());
             }
-            let p = Arc::new(Policy::load(path).map_err(|source| SiteError::Policy {
-                conduit: conduit.to_owned(),
-                path: path.clone(),
-                source: Box::new(source),
+            let p = Arc::new(Policy::load_with_time(path, policy_time).map_err(|source| {
+                SiteError::Policy {
+                    conduit: conduit.to_owned(),
+                    path: path.clone(),
+                    source: Box::new(source),
+                }
             })?);
             by_file.insert(path.clone(), p.clone());
             Ok(p)
@@ -99,12 +106,21 @@ impl Site {
             })?;
             maps.insert(a.name.clone(), Arc::new(map));
         }
+        let write_rates = model
+            .conduits
+            .iter()
+            .filter_map(|c| {
+                let rate = c.inspection.as_ref()?.write_rate?;
+                Some((c.name.clone(), Arc::new(TokenBucket::new(rate))))
+            })
+            .collect();
         Ok(Site {
             model,
             path: path.to_owned(),
             policies,
             opcua_policies,
             maps,
+            write_rates,
         })
     }
 
@@ -196,6 +212,11 @@ impl Site {
     /// The policy that judges the conduit's OPC UA channels and requests.
     pub fn opcua_policy(&self, conduit: &str) -> Option<&Arc<Policy>> {
         self.opcua_policies.get(conduit)
+    }
+
+    /// The conduit's write rate bucket, if it has `inspection.write_rate`.
+    pub fn write_rate(&self, conduit: &str) -> Option<&Arc<TokenBucket>> {
+        self.write_rates.get(conduit)
     }
 
     pub fn register_map(&self, asset: &str) -> Option<&Arc<RegisterMap>> {

@@ -200,6 +200,24 @@ const BROKEN: &[Broken] = &[
         60,
         "conduit `scada-bess` has `inspection.opcua_policy` but no opcua service",
     ),
+    broken(
+        "limits-out-of-range.yaml",
+        5,
+        27,
+        "limits.connections_per_source 0 is out of range",
+    ),
+    broken(
+        "limits-duration-without-unit.yaml",
+        5,
+        20,
+        "limits.request_timeout `5x` is not a duration",
+    ),
+    broken(
+        "write-rate-zero.yaml",
+        58,
+        86,
+        "conduit `scada-bess`: inspection.write_rate.per_second 0 is out of range",
+    ),
 ];
 
 fn data(path: &str) -> PathBuf {

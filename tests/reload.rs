@@ -314,16 +314,18 @@ fn live_connections_follow_the_reload_and_lose_a_removed_conduit() {
     let bench = site.start();
     let zones_text = std::fs::read_to_string(&site.zones).unwrap();
     std::thread::scope(|scope| {
-        // One connection: a write allowed now, a pause in which the policy changes, the same write.
-        let live = scope.spawn(|| {
-        bench.client(
-            SCADA,
-            &[
-                "sequence",
-                r#"[["write-register", 40, 5], ["sleep", 3], ["write-register", 40, 6], ["read-holding", 0, 1]]"#,
-            ],
-        )
-    });
+        // One connection: a write allowed now; it waits, open, until the policy has changed; then
+        // the same write.
+        let go = site.dir.path().join("go-1");
+        let sequence = serde_json::json!([
+            ["write-register", 40, 5],
+            ["wait-file", go],
+            ["write-register", 40, 6],
+            ["read-holding", 0, 1]
+        ])
+        .to_string();
+        let b = &bench;
+        let live = scope.spawn(move || b.client(SCADA, &["sequence", &sequence]));
         bench.audit_event("the first write", |e| {
             e["event"]["action"] == "modbus-request"
                 && e["modbus"]["values"] == serde_json::json!([5])
@@ -331,6 +333,7 @@ fn live_connections_follow_the_reload_and_lose_a_removed_conduit() {
         std::fs::write(&site.policy, policy_text(41)).unwrap();
         let out = site.reload();
         assert!(out.status.success(), "{}", text(&out));
+        std::fs::write(&go, "").unwrap();
         let answers = live.join().unwrap();
         assert_eq!(answers[0]["ok"], true, "{answers:?}");
         assert_eq!(
@@ -354,20 +357,26 @@ fn live_connections_follow_the_reload_and_lose_a_removed_conduit() {
         assert_eq!(e["event"]["outcome"], "success", "{e}");
         assert!(write_passes(&bench, 40));
 
-        // Removing the conduit closes a live connection on it, idle or not.
-        let live = scope.spawn(|| {
-            bench.client(
-                SCADA,
-                &[
-                    "sequence",
-                    r#"[["read-holding", 0, 1], ["sleep", 3], ["read-holding", 0, 1]]"#,
-                ],
-            )
-        });
-        bench.audit_event("the live read", |e| {
-            e["event"]["action"] == "modbus-reads" || e["event"]["action"] == "modbus-request"
-        });
-        std::thread::sleep(Duration::from_millis(300));
+        // Removing the conduit closes a live connection on it, idle or not: one read, then the
+        // connection waits, open, across the reload.
+        let go = site.dir.path().join("go-2");
+        let sequence = serde_json::json!([
+            ["read-holding", 0, 1],
+            ["wait-file", go],
+            ["read-holding", 0, 1]
+        ])
+        .to_string();
+        let before = bench.device_frames().len();
+        let b = &bench;
+        let live = scope.spawn(move || b.client(SCADA, &["sequence", &sequence]));
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while bench.device_frames().len() == before {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the first read never reached the device"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let without = remove_conduit(&zones_text, "scada-bess");
         std::fs::write(&site.zones, &without).unwrap();
         let out = site.reload();

@@ -2,12 +2,14 @@
 //! Every error names the file, line and column and, where it can, what to change.
 
 mod audit;
+mod limits;
 pub mod model;
 pub mod raw;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+pub use limits::{Limits, WriteRate};
 pub use model::{
     Asset, AssetKind, Conduit, Endpoint, FailureMode, Gateway, Inspection, Management, Mode, Model,
     OnDeny, PortRange, PurdueLevel, Service, Warning, Zone,

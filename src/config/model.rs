@@ -38,6 +38,8 @@ pub struct Model {
     pub assets: Vec<Asset>,
     pub conduits: Vec<Conduit>,
     pub audit: crate::audit::Settings,
+    /// Bounds of the inspection proxy (`limits:`).
+    pub limits: super::Limits,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -161,6 +163,8 @@ pub struct Inspection {
     pub opcua_policy: Option<PathBuf>,
     pub mode: Mode,
     pub on_deny: OnDeny,
+    /// Writes allowed per second on the conduit, all its connections together.
+    pub write_rate: Option<super::WriteRate>,
 }
 
 /// `enforce`: refuse what policy denies. `monitor`: decide and record, but forward everything.
@@ -580,6 +584,7 @@ impl TryFrom<RawFile> for Model {
         let assets = assets(&raw, &zones, &mut p);
         let conduits = conduits(&raw, &zones, &assets, &mut p);
         let audit = super::audit::settings(raw.audit.as_ref(), &mut p);
+        let limits = super::limits::limits(raw.limits.as_ref(), &mut p);
         if p.0.is_empty() {
             Ok(Model {
                 gateway,
@@ -587,6 +592,7 @@ impl TryFrom<RawFile> for Model {
                 assets,
                 conduits,
                 audit,
+                limits,
             })
         } else {
             Err(p.0)
@@ -1162,11 +1168,16 @@ fn inspection(conduit: &str, raw: &RawInspection, p: &mut Problems) -> Option<In
             return None;
         }
     }
+    let write_rate = match &raw.write_rate {
+        Some(w) => Some(super::limits::write_rate(conduit, w, p)?),
+        None => None,
+    };
     Some(Inspection {
         policy: PathBuf::from(&raw.policy.value),
         opcua_policy: raw.opcua_policy.as_ref().map(|v| PathBuf::from(&v.value)),
         mode,
         on_deny,
+        write_rate,
     })
 }
 
@@ -1432,5 +1443,60 @@ conduits:
         let closed = parse(&yaml.replace("failure_mode: open, ", "")).unwrap();
         assert_eq!(closed.gateway.failure_mode, FailureMode::Closed);
         assert!(closed.warnings().is_empty());
+    }
+
+    #[test]
+    fn limits_default_to_the_old_constants_and_are_checked() {
+        use std::time::Duration;
+        let yaml = "
+zones:
+  ops: {level: 3, security_level: 2, networks: [10.3.0.0/24]}
+  field: {level: 2, security_level: 3, networks: [10.2.0.0/24]}
+assets:
+  plc: {zone: field, address: 10.2.0.5, kind: plc}
+conduits:
+  mb: {from: ops, to: field, destinations: [plc], services: [modbus], inspection: {policy: p.rego}}
+";
+        let model = parse(yaml).unwrap();
+        assert_eq!(model.limits, crate::config::Limits::default());
+        assert_eq!(model.limits.connections, 1024);
+        let set = format!(
+            "{yaml}limits: {{connections: 10, connections_per_source: 2, request_timeout: 750ms, idle_timeout: 1m, policy_time: 20ms}}\n"
+        );
+        let set = set.replace("p.rego}", "p.rego, write_rate: {per_second: 5}}");
+        let model = parse(&set).unwrap();
+        assert_eq!(model.limits.connections, 10);
+        assert_eq!(model.limits.connections_per_source, 2);
+        assert_eq!(model.limits.request_timeout, Duration::from_millis(750));
+        assert_eq!(model.limits.idle_timeout, Duration::from_secs(60));
+        assert_eq!(model.limits.policy_time, Duration::from_millis(20));
+        assert_eq!(model.limits.connect_timeout, Duration::from_secs(3));
+        let rate = model.conduits[0].inspection.as_ref().unwrap().write_rate;
+        assert_eq!(
+            rate,
+            Some(crate::config::WriteRate {
+                per_second: 5,
+                burst: 5
+            })
+        );
+        for (bad, message) in [
+            ("connections: 0", "limits.connections 0 is out of range"),
+            (
+                "connections: 4, connections_per_source: 8",
+                "is more than limits.connections 4",
+            ),
+            ("idle_timeout: 300", "is not a duration"),
+            (
+                "response_timeout: 10m",
+                "limits.response_timeout 10m is out of range",
+            ),
+            ("policy_time: 5s", "limits.policy_time 5s is out of range"),
+        ] {
+            let errors = parse(&format!("{yaml}limits: {{{bad}}}\n")).unwrap_err();
+            assert!(
+                errors.iter().any(|e| e.message.contains(message)),
+                "{bad}: {errors:?}"
+            );
+        }
     }
 }

@@ -20,6 +20,8 @@ pub struct RawFile {
     pub conduits: IndexMap<Spanned<String>, Spanned<RawConduit>>,
     #[serde(default)]
     pub audit: Option<Spanned<RawAudit>>,
+    #[serde(default)]
+    pub limits: Option<Spanned<RawLimits>>,
 }
 
 /// Where audit events go and how they are sealed.
@@ -215,4 +217,38 @@ pub struct RawInspection {
     /// `illegal-function` (default), `illegal-data-address` or `close`.
     #[serde(default)]
     pub on_deny: Option<Spanned<String>>,
+    /// A token bucket for the conduit's writes, shared by its connections.
+    #[serde(default)]
+    pub write_rate: Option<Spanned<RawWriteRate>>,
+}
+
+/// `inspection.write_rate`: writes per second, and how many may come at once.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWriteRate {
+    pub per_second: Spanned<u32>,
+    #[serde(default)]
+    pub burst: Option<Spanned<u32>>,
+}
+
+/// Gateway-wide bounds of the inspection proxy; durations as humantime strings (`300s`, `50ms`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    #[serde(default)]
+    pub connections: Option<Spanned<u32>>,
+    #[serde(default)]
+    pub connections_per_source: Option<Spanned<u32>>,
+    #[serde(default)]
+    pub in_flight_per_connection: Option<Spanned<u32>>,
+    #[serde(default)]
+    pub idle_timeout: Option<Spanned<String>>,
+    #[serde(default)]
+    pub request_timeout: Option<Spanned<String>>,
+    #[serde(default)]
+    pub connect_timeout: Option<Spanned<String>>,
+    #[serde(default)]
+    pub response_timeout: Option<Spanned<String>>,
+    #[serde(default)]
+    pub policy_time: Option<Spanned<String>>,
 }

@@ -118,7 +118,7 @@ pub async fn run(site: Site, options: Options) -> Result<(), ControlError> {
     // meets a closed port. Both protocols always listen, so that a reload may add inspected
     // conduits.
     proxy::routing::install().map_err(ProxyError::from)?;
-    let limit = proxy::connection_limit();
+    let limit = proxy::connection_limit(&model.limits);
     let mut proxies = tokio::task::JoinSet::new();
     for (protocol, port) in [
         (Protocol::Modbus, model.gateway.modbus_proxy_port),

@@ -60,5 +60,14 @@ fn needs_restart(
     if old.audit != new.audit {
         return Err(ReloadError::NeedsRestart("audit"));
     }
+    // The connection counts are bound by the listeners at start-up; timeouts, the in-flight
+    // bound, policy time and write rates follow a reload with each connection's route.
+    if old.limits.connections != new.limits.connections
+        || old.limits.connections_per_source != new.limits.connections_per_source
+    {
+        return Err(ReloadError::NeedsRestart(
+            "limits.connections, limits.connections_per_source",
+        ));
+    }
     Ok(())
 }

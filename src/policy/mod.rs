@@ -343,6 +343,8 @@ pub struct Policy {
 }
 
 struct Inner {
+    /// Wall-clock budget of one decision.
+    time: Duration,
     name: String,
     package: String,
     revision: String,
@@ -366,12 +368,27 @@ impl fmt::Debug for Policy {
 impl Policy {
     /// Reads and compiles a policy file.
     pub fn load(path: &Path) -> Result<Policy, PolicyError> {
+        Self::load_with_time(path, MAX_POLICY_TIME)
+    }
+
+    /// Reads and compiles a policy file whose decisions may take at most `time` each
+    /// (`limits.policy_time`); a slower one is a deny.
+    pub fn load_with_time(path: &Path, time: Duration) -> Result<Policy, PolicyError> {
         let source = read_limited(path, MAX_POLICY_BYTES)?;
-        Self::from_source(&path.display().to_string(), &source)
+        Self::from_source_with_time(&path.display().to_string(), &source, time)
     }
 
     /// Compiles policy text; `name` is the file name errors carry.
     pub fn from_source(name: &str, source: &str) -> Result<Policy, PolicyError> {
+        Self::from_source_with_time(name, source, MAX_POLICY_TIME)
+    }
+
+    /// [`Policy::from_source`] with a time budget per decision other than [`MAX_POLICY_TIME`].
+    pub fn from_source_with_time(
+        name: &str,
+        source: &str,
+        time: Duration,
+    ) -> Result<Policy, PolicyError> {
         let mut engine = Engine::new();
         let package = engine
             .add_policy(name.to_owned(), source.to_owned())
@@ -403,9 +420,10 @@ impl Policy {
         let program = Compiler::compile_from_policy(&compiled, &[entry.as_str()])
             .map_err(|e| rego_error(name, &anyhow::Error::msg(e.to_string())))?;
         let mut engine_for_eval = engine;
-        engine_for_eval.set_execution_timer_config(timer_config());
+        engine_for_eval.set_execution_timer_config(timer_config(time));
         let policy = Policy {
             inner: Arc::new(Inner {
+                time,
                 name: name.to_owned(),
                 package,
                 revision: revision(source.as_bytes()),
@@ -466,7 +484,7 @@ impl Policy {
         let mut vm = RegoVM::new_with_policy(self.inner.compiled.clone());
         vm.load_program(self.inner.program.clone());
         vm.set_max_instructions(MAX_POLICY_STEPS);
-        vm.set_execution_timer_config(Some(timer_config()));
+        vm.set_execution_timer_config(Some(timer_config(self.inner.time)));
         let backend = match vm.set_data(Value::new_object()) {
             Ok(()) => Backend::Vm(Box::new(vm)),
             Err(e) => Backend::Broken(format!("policy VM refused its data: {e}")),
@@ -492,9 +510,9 @@ thread_local! {
     static WORKER_INTERPRETERS: RefCell<Vec<(Weak<Inner>, Evaluator)>> = const { RefCell::new(Vec::new()) };
 }
 
-fn timer_config() -> ExecutionTimerConfig {
+fn timer_config(limit: Duration) -> ExecutionTimerConfig {
     ExecutionTimerConfig {
-        limit: MAX_POLICY_TIME,
+        limit,
         check_interval: NonZeroU32::new(TIME_CHECK_INTERVAL).unwrap_or(NonZeroU32::MIN),
     }
 }

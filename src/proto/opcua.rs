@@ -99,6 +99,8 @@ pub const STATUS_BAD_TCP_MESSAGE_TYPE_INVALID: u32 = 0x807E_0000;
 pub const STATUS_BAD_COMMUNICATION_ERROR: u32 = 0x8005_0000;
 pub const STATUS_BAD_SECURITY_CHECKS_FAILED: u32 = 0x8013_0000;
 pub const STATUS_BAD_DECODING_ERROR: u32 = 0x8007_0000;
+/// Bad_Timeout: the operation timed out (a request not completed in time, an idle connection).
+pub const STATUS_BAD_TIMEOUT: u32 = 0x800A_0000;
 
 /// HEL, ACK: ProtocolVersion, ReceiveBufferSize, SendBufferSize, MaxMessageSize, MaxChunkCount.
 const BUFFER_FIELDS_LEN: usize = 20;

@@ -3,6 +3,7 @@
 //! client addressed. The proxy connects to that device from the client's own address (so PLC
 //! access lists keep working), marked so that the kernel lets it out and brings replies back.
 
+pub mod limits;
 pub mod modbus;
 pub mod opcua;
 pub mod routing;
@@ -15,18 +16,15 @@ use std::sync::Arc;
 use socket2::{Domain, Socket, Type};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 
 use crate::audit::{self, Audit, Event};
-use crate::config::{Conduit, Mode, OnDeny};
-use crate::metrics::{ConnectionMetrics, Metrics};
+use crate::config::{Conduit, Limits, Mode, OnDeny};
+use crate::metrics::{ConnectionMetrics, Limit, Metrics};
 use crate::nft::ruleset::UPSTREAM_MARK;
 use crate::policy::{ConnectionInput, Decision, Peer, Policy, RegisterMap};
 use crate::site::Site;
 
-/// Proxied connections at once, all conduits together; further clients wait in the kernel's
-/// accept queue.
-pub const MAX_CONNECTIONS: usize = 1024;
 /// Accept queue length of each listener.
 const LISTEN_BACKLOG: i32 = 1024;
 
@@ -89,13 +87,13 @@ impl Proxy {
         })
     }
 
-    /// Accepts and serves connections until the task is dropped; `limit` holds one permit per
-    /// connection, shared by the proxies of all protocols.
+    /// Accepts and serves connections until the task is dropped; `connections` counts them,
+    /// shared by the proxies of all protocols.
     pub async fn serve(
         self,
         sites: Sites,
         audit: Audit,
-        limit: Arc<Semaphore>,
+        connections: Arc<limits::Connections>,
         metrics: Arc<Metrics>,
     ) {
         let mut tasks = tokio::task::JoinSet::new();
@@ -105,7 +103,7 @@ impl Proxy {
                 listener,
                 sites.clone(),
                 audit.clone(),
-                limit.clone(),
+                connections.clone(),
                 metrics.clone(),
             ));
         }
@@ -113,9 +111,9 @@ impl Proxy {
     }
 }
 
-/// The permits of [`MAX_CONNECTIONS`], for [`Proxy::serve`].
-pub fn connection_limit() -> Arc<Semaphore> {
-    Arc::new(Semaphore::new(MAX_CONNECTIONS))
+/// The connection limits of `limits` (bound at start-up), for [`Proxy::serve`].
+pub fn connection_limit(limits: &Limits) -> Arc<limits::Connections> {
+    limits::Connections::new(limits.connections, limits.connections_per_source)
 }
 
 async fn accept_loop(
@@ -123,17 +121,27 @@ async fn accept_loop(
     listener: TcpListener,
     sites: Sites,
     audit: Audit,
-    limit: Arc<Semaphore>,
+    connections: Arc<limits::Connections>,
     metrics: Arc<Metrics>,
 ) {
     loop {
-        let Ok(permit) = limit.clone().acquire_owned().await else {
-            return;
-        };
         let (stream, client) = match listener.accept().await {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(error = %e, "accept failed");
+                // Out of file descriptors, most likely: do not spin on it.
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        // Refused at once rather than left in the accept queue: the client learns it, and the
+        // SOC sees who is exhausting the gateway.
+        let permit = match connections.admit(normalize(client).ip()) {
+            Ok(p) => p,
+            Err(limit) => {
+                metrics.limit_hit(limit);
+                refuse_connection(protocol, &stream, client, limit, &connections, &audit);
+                drop(stream);
                 continue;
             }
         };
@@ -227,6 +235,10 @@ pub struct Route {
     pub mode: Mode,
     pub on_deny: OnDeny,
     pub policy: Arc<Policy>,
+    /// The site's `limits:` (timeouts and in-flight bound follow reloads with the route).
+    pub limits: Limits,
+    /// The conduit's write rate bucket, if it has one.
+    pub write_rate: Option<Arc<limits::TokenBucket>>,
     pub client_asset: Option<String>,
     pub device_asset: Option<String>,
     /// The connection's metric handles; it counts as active while the route lives.
@@ -275,6 +287,8 @@ impl Route {
             mode: inspection.mode,
             on_deny: inspection.on_deny,
             policy: policy.clone(),
+            limits: site.model.limits,
+            write_rate: site.write_rate(&conduit.name).cloned(),
             client_asset: asset(client),
             device_asset: asset(device),
             metrics: metrics.connection(&conduit.name, protocol.as_str()),
@@ -480,6 +494,41 @@ pub async fn flush(
         to_client.clear();
     }
     Ok(())
+}
+
+/// A connection over a connection limit: audited (`connection-limit`); the caller closes it.
+fn refuse_connection(
+    protocol: Protocol,
+    stream: &TcpStream,
+    client: SocketAddr,
+    limit: Limit,
+    connections: &limits::Connections,
+    audit: &Audit,
+) {
+    let client = normalize(client);
+    let device = stream.local_addr().map_or(client, normalize);
+    let (total, per_source) = connections.limits();
+    let reason = match limit {
+        Limit::ConnectionsPerSource => format!(
+            "connection limit: {client_ip} already has {per_source} connections (limits.connections_per_source)",
+            client_ip = client.ip()
+        ),
+        _ => format!("connection limit: {total} connections at once (limits.connections)"),
+    };
+    let mut e = Event::traffic("connection-limit", "refuse");
+    e.message = message("connection-limit", "refuse", client, device, None, &reason);
+    e.zonegate.reason = reason;
+    e.rule = Some(audit::Rule {
+        name: format!("zonegate.limits.{}", limit.as_str()),
+    });
+    e.source = Some(audit::Endpoint::new(client));
+    e.destination = Some(audit::Endpoint::new(device));
+    e.network = Some(audit::Network::new(
+        "tcp",
+        Some(protocol.as_str()),
+        client.ip(),
+    ));
+    audit.emit(e);
 }
 
 /// A diverted connection that no conduit of its protocol explains: audited and closed.

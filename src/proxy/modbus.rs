@@ -14,21 +14,19 @@ use tokio::time::Instant;
 use super::{Protocol, Route, SessionError, SiteWatch, audit_unavailable, decision_name};
 use crate::audit::{self, Audit, Event};
 use crate::config::{Mode, OnDeny};
-use crate::policy::{ConnectionInput, Decision, Policy, RegisterMap};
+use crate::metrics::{Limit, Metrics};
+use crate::policy::{ConnectionInput, Decision, Policy, RULE_BUDGET, RegisterMap};
 use crate::proto::modbus::{
     self, EXCEPTION_GATEWAY_PATH_UNAVAILABLE, EXCEPTION_GATEWAY_TARGET_FAILED,
     EXCEPTION_ILLEGAL_DATA_ADDRESS, EXCEPTION_ILLEGAL_FUNCTION, MAX_ADU_LEN, ModbusError, Response,
 };
 
-/// Requests forwarded and not yet answered, per connection. Beyond it the client is not read
-/// until the device answers (a request flood cannot queue up at the device).
-pub const MAX_IN_FLIGHT: usize = 16;
-/// How long the device has to answer; then the client gets 0x0B Gateway Target Device Failed
-/// to Respond.
-pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long the device has to accept the connection; then requests get 0x0A Gateway Path
-/// Unavailable.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+// The bounds of a session (requests in flight, connect, response, request and idle timeouts)
+// are the site's `limits:` (`crate::config::Limits`), read from the route so that they follow
+// reloads: in flight beyond the bound, the client is not read until the device answers; a
+// device that does not accept the connection in time gets requests 0x0A Gateway Path
+// Unavailable, one that does not answer in time 0x0B Gateway Target Device Failed to Respond.
+
 /// Decisions remembered per connection. Policies are pure functions of their input, and for one
 /// connection the input is fixed but for the request itself, so a request seen before (polling
 /// reads, a repeated heartbeat) needs no second evaluation. Cleared whole when full.
@@ -36,8 +34,9 @@ pub const MAX_CACHED_DECISIONS: usize = 512;
 /// Allowed reads are audited as one count per conduit and connection at most this often (and
 /// when the connection ends), not one event each: polling would drown the SOC.
 pub const READ_SUMMARY_INTERVAL: Duration = Duration::from_secs(60);
-/// A connection with nothing in flight and nothing received for this long is closed.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// Reason and rule of a write refused by the conduit's `inspection.write_rate`.
+pub const REASON_WRITE_RATE: &str = "write rate limit (inspection.write_rate) exceeded";
+pub const RULE_WRITE_RATE: &str = "zonegate.limits.write_rate";
 /// Read buffer per direction: room for a few whole frames, so one read can carry a batch.
 const BUF_LEN: usize = 8 * MAX_ADU_LEN;
 
@@ -64,6 +63,8 @@ enum End {
     Idle,
     /// A reload removed the connection's conduit.
     ConduitRemoved,
+    /// A request begun was not completed within `limits.request_timeout`.
+    RequestTimeout,
 }
 
 pub async fn session(
@@ -76,8 +77,9 @@ pub async fn session(
     audit: Audit,
 ) -> Result<(), SessionError> {
     let mut s = Session::new(client_addr, device_addr, route, register_map, watch, audit);
+    let connect_timeout = s.route.limits.connect_timeout;
     let mut device = match tokio::time::timeout(
-        CONNECT_TIMEOUT,
+        connect_timeout,
         super::connect_transparent(client_addr, device_addr),
     )
     .await
@@ -94,10 +96,14 @@ pub async fn session(
                 .await;
         }
         Err(_) => {
+            s.route.metrics.limit_hit(Limit::ConnectTimeout);
             s.event_plain(
                 "modbus-device-unreachable",
                 "failure",
-                "device did not accept the connection in time",
+                &format!(
+                    "device did not accept the connection within {} (limits.connect_timeout)",
+                    humantime::format_duration(connect_timeout)
+                ),
             );
             return s
                 .answer_all(&mut client, EXCEPTION_GATEWAY_PATH_UNAVAILABLE)
@@ -122,6 +128,8 @@ struct Judge {
     key: Vec<u8>,
     /// Time spent in evaluations (cache hits are not measured).
     evaluation: prometheus_client::metrics::histogram::Histogram,
+    /// For `limit_hits{limit="policy_time"}`.
+    metrics: Arc<Metrics>,
 }
 
 impl Judge {
@@ -129,6 +137,7 @@ impl Judge {
         policy: Arc<Policy>,
         input: ConnectionInput,
         evaluation: prometheus_client::metrics::histogram::Histogram,
+        metrics: Arc<Metrics>,
     ) -> Judge {
         Judge {
             policy,
@@ -136,6 +145,7 @@ impl Judge {
             decisions: HashMap::with_capacity(MAX_CACHED_DECISIONS),
             key: Vec::with_capacity(MAX_ADU_LEN),
             evaluation,
+            metrics,
         }
     }
 
@@ -151,6 +161,11 @@ impl Judge {
         let input = self.input.modbus_input(frame.header.unit_id, &frame.body);
         let decision = Arc::new(self.policy.decide(input));
         self.evaluation.observe(started.elapsed().as_secs_f64());
+        if let Decision::Deny { rule, .. } = &*decision
+            && rule == RULE_BUDGET
+        {
+            self.metrics.limit_hit(Limit::PolicyTime);
+        }
         if self.decisions.len() >= MAX_CACHED_DECISIONS {
             self.decisions.clear();
         }
@@ -178,6 +193,8 @@ struct Session {
     from_device_len: usize,
     to_device: Vec<u8>,
     to_client: Vec<u8>,
+    /// The decision for a write over the conduit's write rate, made once.
+    write_rate_deny: Arc<Decision>,
 }
 
 impl Session {
@@ -197,19 +214,24 @@ impl Session {
                 route.policy.clone(),
                 input,
                 route.metrics.decision_histogram(),
+                route.metrics.registry().clone(),
             ),
+            in_flight: Vec::with_capacity(route.limits.in_flight_per_connection),
             route,
             watch,
             audit,
             reads_allowed: 0,
             reads_reported: Instant::now(),
-            in_flight: Vec::with_capacity(MAX_IN_FLIGHT),
             from_client: Box::new([0; BUF_LEN]),
             from_client_len: 0,
             from_device: Box::new([0; BUF_LEN]),
             from_device_len: 0,
             to_device: Vec::with_capacity(BUF_LEN),
             to_client: Vec::with_capacity(BUF_LEN),
+            write_rate_deny: Arc::new(Decision::Deny {
+                reason: REASON_WRITE_RATE.into(),
+                rule: RULE_WRITE_RATE.into(),
+            }),
         }
     }
 
@@ -223,12 +245,16 @@ impl Session {
         // a quiet spell), and each time it fires it works out what is really due and is pushed
         // back, which tokio does without taking the timer driver's lock. Setting a timer per
         // request costs more than the request's own parsing.
+        // The same timer cuts off a client that began a request and did not finish it
+        // (`partial_since`): one that sends half a header and waits holds a connection, not
+        // the gateway.
         let mut last_activity = Instant::now();
-        let timer = tokio::time::sleep_until(after(last_activity, IDLE_TIMEOUT));
+        let mut partial_since: Option<Instant> = None;
+        let timer = tokio::time::sleep_until(after(last_activity, self.route.limits.idle_timeout));
         tokio::pin!(timer);
         loop {
-            let read_client =
-                self.in_flight.len() < MAX_IN_FLIGHT && self.from_client_len < BUF_LEN;
+            let read_client = self.in_flight.len() < self.route.limits.in_flight_per_connection
+                && self.from_client_len < BUF_LEN;
             let read_device = self.from_device_len < BUF_LEN;
             tokio::select! {
                 r = client.read(self.from_client.get_mut(self.from_client_len..).unwrap_or_default()), if read_client => {
@@ -239,8 +265,10 @@ impl Session {
                     self.from_client_len = self.from_client_len.saturating_add(n);
                     self.route.metrics.to_device(n);
                     last_activity = Instant::now();
+                    let buffered = self.from_client_len;
                     let refused = self.requests(last_activity);
-                    if let Some(due) = self.in_flight.iter().map(|f| f.deadline).min()
+                    partial_since = self.partial_since(partial_since, buffered, last_activity);
+                    if let Some(due) = self.next_due(partial_since)
                         && due < timer.deadline()
                     {
                         timer.as_mut().reset(due);
@@ -261,7 +289,23 @@ impl Session {
                     }
                     self.from_device_len = self.from_device_len.saturating_add(n);
                     self.route.metrics.to_client(n);
-                    let refused = self.responses();
+                    let mut refused = self.responses();
+                    // Requests held back while the in-flight bound was reached are complete in
+                    // the buffer: judge them now, the client is waiting for their answers.
+                    if !refused
+                        && self.from_client_len > 0
+                        && self.in_flight.len() < self.route.limits.in_flight_per_connection
+                    {
+                        let now = Instant::now();
+                        let buffered = self.from_client_len;
+                        refused = self.requests(now);
+                        partial_since = self.partial_since(partial_since, buffered, now);
+                        if let Some(due) = self.next_due(partial_since)
+                            && due < timer.deadline()
+                        {
+                            timer.as_mut().reset(due);
+                        }
+                    }
                     self.flush(client, device).await?;
                     if refused {
                         return Ok(End::Refused);
@@ -276,16 +320,77 @@ impl Session {
                 () = &mut timer => {
                     let now = Instant::now();
                     self.expire(now);
-                    let idle = after(last_activity, IDLE_TIMEOUT);
-                    let next = match self.in_flight.iter().map(|f| f.deadline).min() {
+                    if let Some(since) = partial_since
+                        && after(since, self.route.limits.request_timeout) <= now
+                    {
+                        self.flush(client, device).await?;
+                        self.route.metrics.limit_hit(Limit::RequestTimeout);
+                        self.event_plain(
+                            "modbus-request-timeout",
+                            "failure",
+                            &format!(
+                                "a request begun was not completed within {} (limits.request_timeout; {} bytes of it received); connection closed",
+                                humantime::format_duration(self.route.limits.request_timeout),
+                                self.from_client_len
+                            ),
+                        );
+                        return Ok(End::RequestTimeout);
+                    }
+                    let idle = after(last_activity, self.route.limits.idle_timeout);
+                    let next = match self.next_due(partial_since) {
                         Some(due) => due,
-                        None if now >= idle => return Ok(End::Idle),
+                        None if now >= idle => {
+                            self.route.metrics.limit_hit(Limit::IdleTimeout);
+                            let mut e = self.base_event(
+                                "modbus-idle-timeout",
+                                "success",
+                                "refuse",
+                                format!(
+                                    "nothing received for {} (limits.idle_timeout); connection closed",
+                                    humantime::format_duration(self.route.limits.idle_timeout)
+                                ),
+                            );
+                            // Closing an idle connection is housekeeping, not an attack.
+                            e.event.kind = "event";
+                            self.audit.emit(e);
+                            return Ok(End::Idle);
+                        }
                         None => idle,
                     };
                     timer.as_mut().reset(next);
                     self.flush(client, device).await?;
                 }
             }
+        }
+    }
+
+    /// When the client's unfinished request began: `None` when the buffer holds none (or only
+    /// whole requests held back by the in-flight bound); `now` when this read left a new one
+    /// (`buffered` was the length before judging); else unchanged.
+    fn partial_since(
+        &self,
+        was: Option<Instant>,
+        buffered: usize,
+        now: Instant,
+    ) -> Option<Instant> {
+        if self.from_client_len == 0
+            || self.in_flight.len() >= self.route.limits.in_flight_per_connection
+        {
+            None
+        } else if self.from_client_len < buffered || was.is_none() {
+            Some(now)
+        } else {
+            was
+        }
+    }
+
+    /// The earliest deadline: a response due, or the unfinished request's.
+    fn next_due(&self, partial_since: Option<Instant>) -> Option<Instant> {
+        let partial = partial_since.map(|p| after(p, self.route.limits.request_timeout));
+        let response = self.in_flight.iter().map(|f| f.deadline).min();
+        match (partial, response) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
     }
 
@@ -320,6 +425,7 @@ impl Session {
             route.policy.clone(),
             input,
             route.metrics.decision_histogram(),
+            route.metrics.registry().clone(),
         );
         self.route = route;
         true
@@ -369,7 +475,17 @@ impl Session {
                         used_total = used_total.saturating_add(used);
                         continue;
                     }
-                    let decision = self.judge.decide(&frame);
+                    let mut decision = self.judge.decide(&frame);
+                    // Allowed writes take from the conduit's bucket; over the rate, the write
+                    // is refused as a policy deny would be (mode, on_deny, audit).
+                    if decision.is_allow()
+                        && frame.body.access() == modbus::Access::Write
+                        && let Some(bucket) = &self.route.write_rate
+                        && !bucket.take()
+                    {
+                        self.route.metrics.limit_hit(Limit::WriteRate);
+                        decision = self.write_rate_deny.clone();
+                    }
                     self.route
                         .metrics
                         .request(frame.body.name(), decision_name(&decision, self.route.mode));
@@ -399,7 +515,7 @@ impl Session {
                             transaction_id: header.transaction_id,
                             unit_id: header.unit_id,
                             function,
-                            deadline: after(now, RESPONSE_TIMEOUT),
+                            deadline: after(now, self.route.limits.response_timeout),
                         });
                     } else if let Some(code) = answer {
                         self.to_client
@@ -412,7 +528,8 @@ impl Session {
                         break;
                     }
                     used_total = used_total.saturating_add(used);
-                    if self.in_flight.len() >= MAX_IN_FLIGHT {
+                    if self.in_flight.len() >= self.route.limits.in_flight_per_connection {
+                        self.route.metrics.limit_hit(Limit::InFlight);
                         break;
                     }
                 }
@@ -518,12 +635,14 @@ impl Session {
                         f.function,
                         EXCEPTION_GATEWAY_TARGET_FAILED,
                     ));
+                self.route.metrics.limit_hit(Limit::ResponseTimeout);
                 self.event_plain(
                     "modbus-device-timeout",
                     "failure",
                     &format!(
-                        "no response to transaction {} within {RESPONSE_TIMEOUT:?}",
-                        f.transaction_id
+                        "no response to transaction {} within {} (limits.response_timeout); answered 0x0B",
+                        f.transaction_id,
+                        humantime::format_duration(self.route.limits.response_timeout)
                     ),
                 );
             } else {
@@ -548,9 +667,18 @@ impl Session {
                 .from_client
                 .get_mut(self.from_client_len..)
                 .unwrap_or_default();
-            let n = match tokio::time::timeout(IDLE_TIMEOUT, client.read(buf)).await {
+            // A request begun must still be finished in time; else the idle bound applies.
+            let (wait, limit) = if self.from_client_len > 0 {
+                (self.route.limits.request_timeout, Limit::RequestTimeout)
+            } else {
+                (self.route.limits.idle_timeout, Limit::IdleTimeout)
+            };
+            let n = match tokio::time::timeout(wait, client.read(buf)).await {
                 Ok(r) => r.map_err(SessionError::Client)?,
-                Err(_) => return Ok(()),
+                Err(_) => {
+                    self.route.metrics.limit_hit(limit);
+                    return Ok(());
+                }
             };
             if n == 0 {
                 return Ok(());

@@ -24,6 +24,7 @@ use tokio::time::Instant;
 use super::{Protocol, Route, SessionError, SiteWatch};
 use crate::audit::{self, Audit};
 use crate::config::{Mode, OnDeny};
+use crate::metrics::Limit;
 use crate::policy::opcua::{
     CertificateFacts, ChannelFacts, ChannelValues, Item, SecurityMode, Stage, access,
     channel_input, service_input, service_items, session_identity,
@@ -33,16 +34,16 @@ use crate::proto::opcua::{
     self, Acknowledge, Chunk, ChunkBody, ChunkType, HEADER_LEN, Hello, MAX_CHUNK_COUNT,
     MAX_CHUNK_SIZE, MAX_MESSAGE_SIZE, MAX_PARTIAL_MESSAGES, OpcUaError, OpenHeader, Reassembler,
     STATUS_BAD_COMMUNICATION_ERROR, STATUS_BAD_SECURITY_POLICY_REJECTED,
-    STATUS_BAD_TCP_MESSAGE_TYPE_INVALID, STATUS_BAD_USER_ACCESS_DENIED, SYMMETRIC_SEQUENCE_OFFSET,
-    SequenceHeader, ServiceRequest, SymmetricHeader, next_sequence_number,
+    STATUS_BAD_TCP_MESSAGE_TYPE_INVALID, STATUS_BAD_TIMEOUT, STATUS_BAD_USER_ACCESS_DENIED,
+    SYMMETRIC_SEQUENCE_OFFSET, SequenceHeader, ServiceRequest, SymmetricHeader,
+    next_sequence_number,
 };
 /// How long a client has to send its Hello.
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long the server has to accept the connection; then the client gets an ERR.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-/// A connection on which nothing arrives from either side for this long is closed. OPC UA
-/// clients keep sessions alive with Publish or Read requests well within it.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+// The server's connect timeout (then an ERR `BadCommunicationError`), the idle timeout (OPC UA
+// clients keep sessions alive with Publish or Read requests well within it) and the time a
+// chunk once begun has to be completed (then ERR `BadTimeout`) are the site's `limits:`, read
+// from the route so that they follow reloads.
 /// Allowed reads, browses and subscription requests are audited as one count per connection at
 /// most this often (and when it ends), not one event each.
 pub const READ_SUMMARY_INTERVAL: Duration = Duration::from_secs(60);
@@ -118,8 +119,9 @@ pub async fn session(
             return Ok(());
         }
     }
+    let connect_timeout = s.route.limits.connect_timeout;
     let connected = tokio::time::timeout(
-        CONNECT_TIMEOUT,
+        connect_timeout,
         super::connect_transparent(client_addr, device_addr),
     )
     .await;
@@ -131,9 +133,12 @@ pub async fn session(
                 .await;
         }
         Err(_) => {
-            return s
-                .unreachable(&mut client, "server did not accept the connection in time")
-                .await;
+            s.route.metrics.limit_hit(Limit::ConnectTimeout);
+            let reason = format!(
+                "server did not accept the connection within {} (limits.connect_timeout)",
+                humantime::format_duration(connect_timeout)
+            );
+            return s.unreachable(&mut client, &reason).await;
         }
     };
     let _ = client.set_nodelay(true);
@@ -245,8 +250,10 @@ impl Session {
         server: &mut TcpStream,
     ) -> Result<(), SessionError> {
         // One timer for the session, pushed back on activity (which tokio does without the
-        // timer driver's lock).
-        let idle = tokio::time::sleep(IDLE_TIMEOUT);
+        // timer driver's lock): the idle deadline, or while the client has begun a chunk and
+        // not finished it, that chunk's.
+        let mut partial_since: Option<Instant> = None;
+        let idle = tokio::time::sleep(self.route.limits.idle_timeout);
         tokio::pin!(idle);
         // The Hello (and whatever the client sent with it) was judged before the server was
         // connected.
@@ -263,7 +270,16 @@ impl Session {
                         return Ok(());
                     }
                     self.route.metrics.to_device(n);
-                    self.chunks(Side::Client)
+                    let buffered = self.from_client.len();
+                    let flow = self.chunks(Side::Client);
+                    partial_since = if self.from_client.is_empty() {
+                        None
+                    } else if self.from_client.len() < buffered || partial_since.is_none() {
+                        Some(Instant::now())
+                    } else {
+                        partial_since
+                    };
+                    flow
                 }
                 r = server.read_buf(&mut self.from_server), if read_server => {
                     let n = r.map_err(SessionError::Device)?;
@@ -274,12 +290,16 @@ impl Session {
                     self.route.metrics.to_client(n);
                     self.chunks(Side::Server)
                 }
-                () = &mut idle => Flow::Close,
+                () = &mut idle => self.timed_out(partial_since),
                 () = self.watch.reloaded() => self.follow_reload(),
             };
             let now = Instant::now();
-            idle.as_mut()
-                .reset(now.checked_add(IDLE_TIMEOUT).unwrap_or(now));
+            let limits = self.route.limits;
+            let next = match partial_since {
+                Some(since) => since.checked_add(limits.request_timeout).unwrap_or(since),
+                None => now.checked_add(limits.idle_timeout).unwrap_or(now),
+            };
+            idle.as_mut().reset(next);
             if now.saturating_duration_since(self.reads_reported) >= READ_SUMMARY_INTERVAL {
                 self.report_reads();
             }
@@ -565,10 +585,26 @@ impl Session {
                 break;
             }
         }
-        let decision = decision.unwrap_or_else(|| Decision::Deny {
+        let mut decision = decision.unwrap_or_else(|| Decision::Deny {
             reason: "the request has nothing to judge".into(),
             rule: crate::policy::RULE_UNDEFINED.into(),
         });
+        // Allowed writes, calls and node changes take from the conduit's bucket; over the
+        // rate, the request is refused as a policy deny would be.
+        if decision.is_allow()
+            && matches!(
+                access(request.service),
+                "write" | "call" | "node_management"
+            )
+            && let Some(bucket) = &self.route.write_rate
+            && !bucket.take()
+        {
+            self.route.metrics.limit_hit(Limit::WriteRate);
+            decision = Decision::Deny {
+                reason: super::modbus::REASON_WRITE_RATE.into(),
+                rule: super::modbus::RULE_WRITE_RATE.into(),
+            };
+        }
         let counted = if audit_down {
             "deny"
         } else {
@@ -772,6 +808,34 @@ impl Session {
     fn channel_changed(&mut self) {
         self.channel_values = None;
         self.decisions.clear();
+    }
+
+    /// The session's timer fired: the client's unfinished chunk took too long, or nothing came
+    /// from either side for the idle time. The client is told with an ERR `BadTimeout`.
+    fn timed_out(&mut self, partial_since: Option<Instant>) -> Flow {
+        let limits = self.route.limits;
+        if partial_since.is_some() {
+            self.route.metrics.limit_hit(Limit::RequestTimeout);
+            let reason = format!(
+                "a chunk begun was not completed within {} (limits.request_timeout; {} bytes of it received); connection closed",
+                humantime::format_duration(limits.request_timeout),
+                self.from_client.len()
+            );
+            self.event_plain("opcua-request-timeout", &reason);
+            self.refuse_connection(STATUS_BAD_TIMEOUT, &reason);
+        } else {
+            self.route.metrics.limit_hit(Limit::IdleTimeout);
+            let reason = format!(
+                "nothing received for {} (limits.idle_timeout); connection closed",
+                humantime::format_duration(limits.idle_timeout)
+            );
+            let mut e = self.event("opcua-idle-timeout", "success", "refuse", reason.clone());
+            // Closing an idle connection is housekeeping, not an attack.
+            e.event.kind = "event";
+            self.audit.emit(e);
+            self.refuse_connection(STATUS_BAD_TIMEOUT, &reason);
+        }
+        Flow::Close
     }
 
     /// Tells the client why the connection ends (an ERR message); the caller closes it.

@@ -41,6 +41,8 @@ USAGE = """operations:
   diagnostics SUB [DATA_HEX]      FC 08 with that sub-function; data field default 0000
   read-device-id [CODE [OBJECT]]  FC 2B/0E; read code default 1 (basic), object default 0
   sleep SECONDS                   (in a sequence) wait, keeping the connection open
+  wait-file PATH                  (in a sequence) wait until PATH exists (at most 60 s), keeping
+                                  the connection open: the test decides when the sequence goes on
   sequence FILE|JSON              run a JSON list of operations on one connection, e.g.
                                   [["write-register", 40, 1], ["read-holding", 40, 1],
                                    {"op": "read-holding", "args": [0, 1], "unit": 7}]
@@ -61,7 +63,11 @@ OPS = {
     "diagnostics": (1, True),
     "read-device-id": (0, True),
     "sleep": (1, False),
+    "wait-file": (1, False),
 }
+
+# Operations that send nothing, with arguments that are not numbers.
+LOCAL_OPS = ("sleep", "wait-file")
 
 
 class Usage(Exception):
@@ -120,10 +126,16 @@ def jsonable(value):
 
 async def run_op(client: AsyncModbusTcpClient, op: str, args: list, unit: int) -> dict:
     """Runs one operation; returns the fields of its result line."""
-    a = [number(x) for x in args] if op not in ("diagnostics", "sleep") else args
+    a = [number(x) for x in args] if op not in ("diagnostics", *LOCAL_OPS) else args
     if op == "sleep":
         await asyncio.sleep(float(args[0]))
         return {"ok": True}
+    if op == "wait-file":
+        for _ in range(600):
+            if os.path.exists(args[0]):
+                return {"ok": True}
+            await asyncio.sleep(0.1)
+        return {"ok": False, "error": "timeout"}
     if op == "read-holding":
         rr = await client.read_holding_registers(a[0], count=a[1], device_id=unit)
     elif op == "read-input":
@@ -218,7 +230,7 @@ async def run(args: argparse.Namespace, ops: list[tuple[str, list, int]]) -> int
 
     for op, op_args, unit in ops:
         line: dict = {"op": op, "args": shown_args(op, op_args), "unit": unit, "local": local}
-        if op != "sleep" and not client.connected:
+        if op not in LOCAL_OPS and not client.connected:
             line.update(ok=False, error="connection closed")
         else:
             try:
@@ -245,6 +257,8 @@ def shown_args(op: str, args: list) -> list:
     """The arguments as numbers, except a diagnostics data field (hex) and a sleep time."""
     if op == "sleep":
         return [float(args[0])]
+    if op == "wait-file":
+        return [str(args[0])]
     if op == "diagnostics":
         return [number(args[0])] + [str(a) for a in args[1:]]
     return [number(a) for a in args]
@@ -313,10 +327,12 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, list[tuple[str, list, in
         for name, op_args, unit in ops:
             if not 0 <= unit <= 255:
                 raise Usage(f"unit {unit} is not 0..255")
-            if name not in ("diagnostics", "sleep"):
+            if name not in ("diagnostics", *LOCAL_OPS):
                 [number(x) for x in op_args]
             elif name == "sleep":
                 float(op_args[0])
+            elif name == "wait-file":
+                str(op_args[0])
             else:
                 number(op_args[0])
                 if len(op_args) > 1:

@@ -224,6 +224,11 @@ impl Bench {
         serde_json::from_slice(&out.stdout).unwrap()
     }
 
+    /// Process id of the device (pymodbus on inverter-1), e.g. to stop it (`SIGSTOP`: silent).
+    pub fn device_pid(&self) -> u32 {
+        self.device.id()
+    }
+
     /// Request frames the device received, as its journal recorded them.
     pub fn device_frames(&self) -> Vec<Value> {
         read_lines(&self.dir.path().join("device.jsonl"))
