@@ -69,6 +69,8 @@ pub struct State {
     ruleset_verified: AtomicBool,
     policies_compiled: AtomicBool,
     inner: Mutex<Inner>,
+    /// The sources held in quarantine, for `/status`.
+    quarantine: std::sync::OnceLock<Arc<crate::quarantine::Quarantine>>,
 }
 
 #[derive(Debug, Default, Clone, Serialize)]
@@ -130,7 +132,13 @@ impl State {
             ruleset_verified: AtomicBool::new(false),
             policies_compiled: AtomicBool::new(false),
             inner: Mutex::new(Inner::default()),
+            quarantine: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The daemon's quarantine, whose sources `/status` lists.
+    pub fn set_quarantine(&self, quarantine: Arc<crate::quarantine::Quarantine>) {
+        let _ = self.quarantine.set(quarantine);
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {
@@ -217,6 +225,7 @@ impl State {
             "policies_compiled": self.policies_compiled.load(Ordering::SeqCst),
             "config": inner.site,
             "last_reload": inner.last_reload,
+            "quarantined": self.quarantine.get().map(|q| q.list()).unwrap_or_default(),
         })
     }
 }

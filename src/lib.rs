@@ -15,6 +15,7 @@ pub mod nft;
 pub mod policy;
 pub mod proto;
 pub mod proxy;
+pub mod quarantine;
 pub mod site;
 
 /// Entry points for the `fuzz/` targets: each is the whole path that untrusted input takes.

@@ -140,6 +140,11 @@ impl Limit {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct QuarantineLabels {
+    conduit: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReceiverLabels {
     receiver: String,
 }
@@ -169,6 +174,8 @@ pub struct Metrics {
     limit_hits: Family<LimitLabels, Counter>,
     /// `limit_hits`' counters by [`Limit::index`], resolved once: hits cost one atomic add.
     limit_counters: Vec<Counter>,
+    quarantined: Gauge,
+    quarantine_total: Family<QuarantineLabels, Counter>,
     info: std::sync::Arc<Info>,
 }
 
@@ -261,6 +268,8 @@ impl Metrics {
             audit_receiver_connected: Family::default(),
             limit_hits: Family::default(),
             limit_counters: Vec::new(),
+            quarantined: Gauge::default(),
+            quarantine_total: Family::default(),
             info: std::sync::Arc::new(Info::default()),
         };
         let r = &mut m.registry;
@@ -363,6 +372,16 @@ impl Metrics {
             "Times a bound of the inspection proxy was hit, by limit (the zones.yaml field: connections, connections_per_source, in_flight_per_connection, idle_timeout, request_timeout, connect_timeout, response_timeout, policy_time, write_rate)",
             m.limit_hits.clone(),
         );
+        r.register(
+            "zonegate_quarantined_sources",
+            "Sources quarantined now: dropped in the kernel until their timeout",
+            m.quarantined.clone(),
+        );
+        r.register(
+            "zonegate_quarantine",
+            "Sources put in quarantine, by the conduit whose policy they broke too often",
+            m.quarantine_total.clone(),
+        );
         r.register_collector(Box::new(m.info.clone()));
         // Series that alerting rules watch with increase() exist from the start, at 0.
         for result in ["ok", "failed"] {
@@ -422,6 +441,20 @@ impl Metrics {
     pub fn record_reload(&self, ok: bool) {
         let result = if ok { "ok" } else { "failed" };
         self.reloads.get_or_create(&ResultLabels { result }).inc();
+    }
+
+    /// Counts a source put in quarantine for its violations on `conduit`.
+    pub fn quarantined(&self, conduit: &str) {
+        self.quarantine_total
+            .get_or_create(&QuarantineLabels {
+                conduit: conduit.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Sets `zonegate_quarantined_sources`.
+    pub fn set_quarantined(&self, n: usize) {
+        self.quarantined.set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
     /// Sets `zonegate_ready`.

@@ -183,6 +183,31 @@ const BROKEN: &[Broken] = &[
         "unknown inspection mode `audit`",
     ),
     broken(
+        "quarantine-bad-duration.yaml",
+        57,
+        77,
+        "conduit `scada-bess`: quarantine.within `10 parsecs` is not a duration",
+    ),
+    broken(
+        "quarantine-after-zero.yaml",
+        57,
+        66,
+        "conduit `scada-bess`: quarantine.after 0 is outside 1-100",
+    ),
+    broken(
+        "quarantine-too-long.yaml",
+        57,
+        87,
+        "conduit `scada-bess`: quarantine.for `30d` is outside 1s-7days",
+    ),
+    broken(
+        "quarantine-unknown-field.yaml",
+        57,
+        82,
+        "unknown field `duration`",
+    ),
+    broken("asset-critical-not-bool.yaml", 36, 15, "invalid boolean"),
+    broken(
         "failure-mode-unknown.yaml",
         5,
         17,

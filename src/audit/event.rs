@@ -162,8 +162,9 @@ pub struct Interface {
 pub struct Zonegate {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub conduit: Option<String>,
-    /// `allow`, `deny`, `would_deny` (monitor mode), `refuse` (malformed, no policy asked) or
-    /// `drop` (the kernel's default deny).
+    /// `allow`, `deny`, `would_deny` (monitor mode), `refuse` (malformed, no policy asked),
+    /// `drop` (the kernel's default deny), `quarantine` or `would_quarantine` (a critical
+    /// source, or monitor mode).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub decision: Option<&'static str>,
     #[serde(skip_serializing_if = "String::is_empty")]
@@ -191,6 +192,9 @@ pub struct Zonegate {
     /// `certificate` with its subject, or `none`), never the key itself.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub api: Option<serde_json::Value>,
+    /// A source quarantined (or that would be): the settings, the violations, until when.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quarantine: Option<serde_json::Value>,
 }
 
 /// A zone and, when known, the asset at an address.
@@ -286,7 +290,7 @@ impl Event {
                 "success",
                 Severity::Info,
             ),
-            "would_deny" => (
+            "would_deny" | "would_quarantine" => (
                 "alert",
                 &["allowed", "connection"][..],
                 "success",

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 pub use limits::{Limits, WriteRate};
 pub use model::{
     Asset, AssetKind, Conduit, Endpoint, FailureMode, Gateway, Inspection, Management, Mode, Model,
-    OnDeny, PortRange, PurdueLevel, Service, Warning, Zone,
+    OnDeny, PortRange, PurdueLevel, QuarantineSettings, Service, Warning, Zone,
 };
 use serde_saphyr::Spanned;
 

@@ -6,11 +6,14 @@ use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use ipnet::IpNet;
 use serde_saphyr::Spanned;
 
-use super::raw::{RawApi, RawAsset, RawConduit, RawFile, RawGateway, RawInspection, RawZone};
+use super::raw::{
+    RawApi, RawAsset, RawConduit, RawFile, RawGateway, RawInspection, RawQuarantine, RawZone,
+};
 use super::{Diagnostic, Pos};
 
 /// Longest zone, asset or conduit name; keeps nftables object names and rule comments short.
@@ -29,6 +32,13 @@ pub const DEFAULT_DROP_LOG_PER_SECOND: u32 = 10;
 pub const MODBUS_PORT: u16 = 502;
 /// OPC UA's registered port (opc.tcp).
 pub const OPCUA_PORT: u16 = 4840;
+/// Largest `quarantine.after`: the daemon keeps up to this many violation times per source and
+/// conduit, so the bound keeps its memory small.
+pub const MAX_QUARANTINE_AFTER: u32 = 100;
+/// Longest `quarantine.within`.
+pub const MAX_QUARANTINE_WITHIN: Duration = Duration::from_secs(3600);
+/// Longest `quarantine.for`: a week; longer is a decision for a person, not a timer.
+pub const MAX_QUARANTINE_FOR: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// A validated plant.
 #[derive(Debug, Clone, PartialEq)]
@@ -133,6 +143,8 @@ pub struct Asset {
     pub description: Option<String>,
     /// Device profile (register map) as written; relative to the zones.yaml directory.
     pub register_map: Option<PathBuf>,
+    /// Never quarantined: losing it would cost more than its violations (they are still audited).
+    pub critical: bool,
     pub defined_at: Pos,
 }
 
@@ -165,6 +177,18 @@ pub struct Inspection {
     pub on_deny: OnDeny,
     /// Writes allowed per second on the conduit, all its connections together.
     pub write_rate: Option<super::WriteRate>,
+    /// When a source is dropped in the kernel for its violations; `None`: never.
+    pub quarantine: Option<QuarantineSettings>,
+}
+
+/// A source that commits more than `after` violations (denied or malformed requests) on the
+/// conduit within `within` is dropped in the kernel for `duration`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuarantineSettings {
+    pub after: u32,
+    pub within: Duration,
+    /// Whole seconds, as nftables timeouts count.
+    pub duration: Duration,
 }
 
 /// `enforce`: refuse what policy denies. `monitor`: decide and record, but forward everything.
@@ -537,6 +561,24 @@ impl Model {
                         from.security_level.value(),
                         to.name,
                         to.security_level.value()
+                    ),
+                });
+            }
+            if c.inspection
+                .as_ref()
+                .is_some_and(|i| i.quarantine.is_some())
+                && !c.sources.is_empty()
+                && c.sources.iter().all(|s| match s {
+                    Endpoint::Asset { name, .. } => self.asset(name).is_some_and(|a| a.critical),
+                    Endpoint::Network(_) => false,
+                })
+            {
+                out.push(Warning {
+                    pos: c.defined_at,
+                    message: format!(
+                        "conduit `{}` has `inspection.quarantine` but every source is a critical \
+                         asset: nothing on it is ever quarantined (violations are only audited)",
+                        c.name
                     ),
                 });
             }
@@ -922,6 +964,7 @@ fn assets(raw: &RawFile, zones: &[Zone], p: &mut Problems) -> Vec<Asset> {
             kind,
             description,
             register_map,
+            critical,
         } = &a.value;
         if raw.zones.keys().any(|z| z.value == *name) {
             p.at(
@@ -998,6 +1041,7 @@ fn assets(raw: &RawFile, zones: &[Zone], p: &mut Problems) -> Vec<Asset> {
                 kind,
                 description: description.clone(),
                 register_map: register_map.as_ref().map(|m| PathBuf::from(&m.value)),
+                critical: critical.as_ref().is_some_and(|c| c.value),
                 defined_at: Pos::of(key),
             });
         }
@@ -1172,12 +1216,70 @@ fn inspection(conduit: &str, raw: &RawInspection, p: &mut Problems) -> Option<In
         Some(w) => Some(super::limits::write_rate(conduit, w, p)?),
         None => None,
     };
+    let quarantine = match &raw.quarantine {
+        Some(q) => Some(quarantine(conduit, &q.value, p)?),
+        None => None,
+    };
     Some(Inspection {
         policy: PathBuf::from(&raw.policy.value),
         opcua_policy: raw.opcua_policy.as_ref().map(|v| PathBuf::from(&v.value)),
         mode,
         on_deny,
         write_rate,
+        quarantine,
+    })
+}
+
+/// `quarantine: {after, within, for}`: every value within its bounds, durations as humantime.
+fn quarantine(conduit: &str, raw: &RawQuarantine, p: &mut Problems) -> Option<QuarantineSettings> {
+    let mut ok = true;
+    if !(1..=MAX_QUARANTINE_AFTER).contains(&raw.after.value) {
+        p.at(
+            &raw.after,
+            format!(
+                "conduit `{conduit}`: quarantine.after {} is outside 1-{MAX_QUARANTINE_AFTER}",
+                raw.after.value
+            ),
+            Some("the number of violations tolerated within `within`; one more quarantines the source".into()),
+        );
+        ok = false;
+    }
+    let mut duration = |field: &str, s: &Spanned<String>, max: Duration, p: &mut Problems| {
+        let d = match humantime::parse_duration(s.value.trim()) {
+            Ok(d) => d,
+            Err(e) => {
+                p.at(
+                    s,
+                    format!(
+                        "conduit `{conduit}`: quarantine.{field} `{}` is not a duration: {e}",
+                        s.value
+                    ),
+                    Some("write e.g. `30s`, `10m` or `1h`".into()),
+                );
+                ok = false;
+                return Duration::ZERO;
+            }
+        };
+        if d < Duration::from_secs(1) || d > max || d.subsec_nanos() != 0 {
+            p.at(
+                s,
+                format!(
+                    "conduit `{conduit}`: quarantine.{field} `{}` is outside 1s-{}",
+                    s.value,
+                    humantime::format_duration(max)
+                ),
+                Some("use whole seconds (nftables timeouts count seconds)".into()),
+            );
+            ok = false;
+        }
+        d
+    };
+    let within = duration("within", &raw.within, MAX_QUARANTINE_WITHIN, p);
+    let for_ = duration("for", &raw.duration, MAX_QUARANTINE_FOR, p);
+    ok.then_some(QuarantineSettings {
+        after: raw.after.value,
+        within,
+        duration: for_,
     })
 }
 

@@ -183,6 +183,9 @@ pub struct RawAsset {
     /// Device profile naming the asset's registers (path relative to zones.yaml).
     #[serde(default)]
     pub register_map: Option<Spanned<String>>,
+    /// An asset the plant cannot lose (e.g. the SCADA server): never quarantined.
+    #[serde(default)]
+    pub critical: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -220,6 +223,9 @@ pub struct RawInspection {
     /// A token bucket for the conduit's writes, shared by its connections.
     #[serde(default)]
     pub write_rate: Option<Spanned<RawWriteRate>>,
+    /// Drop a source in the kernel for a while after too many violations; absent: never.
+    #[serde(default)]
+    pub quarantine: Option<Spanned<RawQuarantine>>,
 }
 
 /// `inspection.write_rate`: writes per second, and how many may come at once.
@@ -251,4 +257,17 @@ pub struct RawLimits {
     pub response_timeout: Option<Spanned<String>>,
     #[serde(default)]
     pub policy_time: Option<Spanned<String>>,
+}
+
+/// `quarantine: {after: N, within: T, for: D}` on an inspected conduit.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawQuarantine {
+    /// Violations tolerated within `within`; one more quarantines the source.
+    pub after: Spanned<u32>,
+    /// The sliding window, a humantime duration (`10s`, `1m`).
+    pub within: Spanned<String>,
+    /// How long the source stays dropped (`for` in YAML).
+    #[serde(rename = "for")]
+    pub duration: Spanned<String>,
 }

@@ -20,6 +20,7 @@ use crate::audit::{self, Audit, AuditError, Event, Severity};
 use crate::metrics::Metrics;
 use crate::nft::{self, NftError, Ruleset};
 use crate::proxy::{self, Protocol, Proxy, ProxyError};
+use crate::quarantine::{Quarantine, QuarantineError};
 use crate::site::{Fingerprint, Site, SiteError};
 
 /// How often the ruleset in the kernel is compared with the one applied. Someone running
@@ -42,6 +43,8 @@ pub enum ControlError {
     Api(#[from] ApiError),
     #[error("cannot start the data path monitor: {0}")]
     Monitor(#[source] std::io::Error),
+    #[error(transparent)]
+    Quarantine(#[from] QuarantineError),
 }
 
 /// What the command line adds to zones.yaml.
@@ -86,6 +89,8 @@ struct Daemon {
     state_dir: PathBuf,
     /// What the management API reports.
     state: Arc<api::State>,
+    /// Sources held in quarantine; every apply puts them back into the kernel's sets.
+    quarantine: Arc<Quarantine>,
 }
 
 /// Applies the site's ruleset, serves its inspected conduits, and enforces both until SIGTERM or
@@ -104,6 +109,8 @@ pub async fn run(site: Site, options: Options) -> Result<(), ControlError> {
     let metrics = Arc::new(Metrics::new());
     let state = Arc::new(api::State::new(metrics.clone()));
     state.set_site(&site);
+    let quarantine = Quarantine::start(audit.clone(), metrics.clone())?;
+    state.set_quarantine(quarantine.clone());
     // Keys and certificates are read now: a broken API configuration stops the start, as a
     // proxy port that cannot be bound does.
     let api_server = match model.gateway.management.as_ref() {
@@ -130,6 +137,7 @@ pub async fn run(site: Site, options: Options) -> Result<(), ControlError> {
             audit.clone(),
             limit.clone(),
             metrics.clone(),
+            quarantine.clone(),
         ));
     }
     drop(sites_rx);
@@ -137,7 +145,7 @@ pub async fn run(site: Site, options: Options) -> Result<(), ControlError> {
     // The drop log is read from before the ruleset logs anything to it.
     let drop_log = open_drop_log(model.gateway.drop_log_group);
     let ruleset = nft::render(model);
-    nft::apply(&ruleset)?;
+    quarantine.apply(&ruleset, None)?;
     // apply reads the ruleset back and compares it.
     state.set_ruleset_verified(true);
     let api_task = api_server.map(|server| {
@@ -168,6 +176,7 @@ pub async fn run(site: Site, options: Options) -> Result<(), ControlError> {
         audit,
         state_dir,
         state,
+        quarantine,
     };
     let mut term = signal(SignalKind::terminate()).map_err(ControlError::Signals)?;
     let mut int = signal(SignalKind::interrupt()).map_err(ControlError::Signals)?;
@@ -220,6 +229,8 @@ pub async fn run(site: Site, options: Options) -> Result<(), ControlError> {
             _ = tick.tick() => {
                 audit_health.check(&daemon.audit.stats());
                 daemon.keep_ruleset();
+                // Forgets expired quarantines (and updates their gauge).
+                daemon.quarantine.list();
             }
         }
     }
@@ -306,12 +317,13 @@ fn stall(d: Duration) {
 }
 
 impl Daemon {
-    /// Re-applies the ruleset when the kernel's differs from it.
+    /// Re-applies the ruleset when the kernel's differs from it, with the sources still held in
+    /// quarantine.
     fn keep_ruleset(&self) {
         if let Err(drift) = nft::verify(&self.ruleset) {
             self.state.set_ruleset_verified(false);
             tracing::warn!(%drift, "the kernel's ruleset changed behind zonegate's back; applying it again");
-            if let Err(e) = nft::apply(&self.ruleset) {
+            if let Err(e) = self.quarantine.apply(&self.ruleset, None) {
                 tracing::error!(error = %e, "cannot restore the ruleset");
             } else {
                 self.state.set_ruleset_verified(true);
@@ -336,9 +348,11 @@ impl Daemon {
         notify::reloading();
         tracing::info!(trigger, file = %self.fingerprint.file, "reloading");
         let current = self.site.clone();
-        let result = tokio::task::spawn_blocking(move || reload::load_and_apply(&current))
-            .await
-            .unwrap_or_else(|e| Err(reload::ReloadError::Aborted(e.to_string())));
+        let quarantine = self.quarantine.clone();
+        let result =
+            tokio::task::spawn_blocking(move || reload::load_and_apply(&current, &quarantine))
+                .await
+                .unwrap_or_else(|e| Err(reload::ReloadError::Aborted(e.to_string())));
         let answer = match result {
             Ok(applied) => {
                 let fingerprint = applied.site.fingerprint();

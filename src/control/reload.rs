@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use crate::nft::{self, NftError, Ruleset};
+use crate::quarantine::Quarantine;
 use crate::site::{Site, SiteError};
 
 #[derive(Debug, thiserror::Error)]
@@ -29,13 +30,14 @@ pub struct Applied {
 
 /// Everything before the swap, blocking (compiling policies, running their tests, `nft`): the
 /// new site from `current`'s file, checked against what only a restart can change, and its
-/// ruleset applied in one transaction (which the kernel takes whole or not at all).
-pub fn load_and_apply(current: &Site) -> Result<Applied, ReloadError> {
+/// ruleset applied in one transaction (which the kernel takes whole or not at all), with the
+/// sources `quarantine` still holds (those the new file still quarantines).
+pub fn load_and_apply(current: &Site, quarantine: &Quarantine) -> Result<Applied, ReloadError> {
     let site = Site::load(&current.path)?;
     site.test_policies()?;
     needs_restart(&current.model, &site.model)?;
     let ruleset = nft::render(&site.model);
-    nft::apply(&ruleset)?;
+    quarantine.apply(&ruleset, Some(&site.model))?;
     Ok(Applied {
         site: Arc::new(site),
         ruleset,

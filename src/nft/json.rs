@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 
 use super::ruleset::{
     ALIVE_ELEMENTS, ALIVE_SET, Addrs, Chain, Family, Hook, L4, Liveness, Match, ND_TYPES, Policy,
-    Rule, Ruleset, Stmt, TABLE,
+    Quarantined, Rule, Ruleset, Stmt, TABLE,
 };
 use super::text::{ipproto, net, nfproto};
 use crate::config::PortRange;
@@ -40,7 +40,54 @@ pub fn transaction(rs: &Ruleset) -> Result<Value, serde_json::Error> {
             .unwrap_or(cmds.len());
         cmds.insert(at, json!({ "add": { "set": alive_set(liveness) } }));
     }
+    if let (Some(held), Some(cmds)) = (
+        &rs.quarantine,
+        doc.get_mut("nftables").and_then(Value::as_array_mut),
+    ) {
+        let at = cmds
+            .iter()
+            .position(|c| c.get("add").and_then(|a| a.get("chain")).is_some())
+            .unwrap_or(cmds.len());
+        for (i, family) in [Family::V4, Family::V6].into_iter().enumerate() {
+            cmds.insert(
+                at.saturating_add(i),
+                json!({ "add": { "set": quarantine_set(family, held) } }),
+            );
+        }
+    }
     Ok(doc)
+}
+
+/// A quarantine set with the sources held now, each with its remaining time, as libnftables
+/// JSON (written by hand, as the liveness set: elements with timeouts).
+fn quarantine_set(family: Family, held: &[Quarantined]) -> Value {
+    let elem: Vec<Value> = held
+        .iter()
+        .filter(|q| Family::of_addr(q.address) == family)
+        .map(|q| quarantine_element(q.address, q.timeout))
+        .collect();
+    let mut set = json!({
+        "family": "inet",
+        "table": TABLE,
+        "name": Ruleset::quarantine_set(family),
+        "type": match family {
+            Family::V4 => "ipv4_addr",
+            Family::V6 => "ipv6_addr",
+        },
+        "flags": ["timeout"],
+    });
+    if !elem.is_empty()
+        && let Some(map) = set.as_object_mut()
+    {
+        map.insert("elem".into(), Value::Array(elem));
+    }
+    set
+}
+
+/// One quarantine element: the address and its timeout in whole seconds (at least one: a
+/// timeout of 0 would mean none).
+pub(super) fn quarantine_element(address: std::net::IpAddr, timeout: std::time::Duration) -> Value {
+    json!({ "elem": { "val": address.to_string(), "timeout": timeout.as_secs().max(1) } })
 }
 
 /// The liveness set with its elements, as libnftables JSON.
@@ -285,6 +332,14 @@ fn matcher(m: &Match) -> Statement<'static> {
         Match::NotAlive => Statement::Match(stmt::Match {
             left: meta(MetaKey::Nfproto),
             right: string(format!("@{ALIVE_SET}")),
+            op: Operator::NEQ,
+        }),
+        Match::NotLocal => Statement::Match(stmt::Match {
+            left: Expression::Named(NamedExpression::Fib(Fib {
+                result: FibResult::Type,
+                flags: HashSet::from([FibFlag::Daddr]),
+            })),
+            right: string("local"),
             op: Operator::NEQ,
         }),
         Match::SocketTransparent => eq(

@@ -1,10 +1,12 @@
 //! nftables: the ruleset derived from the model ([`ruleset::render`], pure), its two renderings
 //! ([`text`], [`json`]), and the kernel side: one atomic `nft -j -f -` transaction, read back to
 //! verify, and the per-conduit counters. [`liveness`] keeps the kernel's "zonegate is up" signal
-//! fresh, on which the ruleset's failure mode turns.
+//! fresh, on which the ruleset's failure mode turns; [`quarantine`] adds a source to the
+//! quarantine sets at runtime.
 
 pub mod json;
 pub mod liveness;
+pub mod quarantine;
 pub mod ruleset;
 pub mod text;
 
@@ -13,7 +15,7 @@ use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
-pub use ruleset::{Liveness, Ruleset, TABLE, early_block, render};
+pub use ruleset::{Liveness, Quarantined, Ruleset, TABLE, early_block, render};
 
 /// Largest `nft` output we parse (a listing of our own table is kilobytes).
 const MAX_NFT_OUTPUT: usize = 16 * 1024 * 1024;
@@ -133,6 +135,9 @@ pub fn verify(rs: &Ruleset) -> Result<(), NftError> {
     let mut expected_sets: Vec<String> = rs.sets.iter().map(|s| s.name.clone()).collect();
     if rs.liveness.is_some() {
         expected_sets.push(ruleset::ALIVE_SET.to_owned());
+    }
+    if rs.quarantine.is_some() {
+        expected_sets.extend([ruleset::QUARANTINE_V4, ruleset::QUARANTINE_V6].map(String::from));
     }
     expected_sets.sort();
     if sets != expected_sets {

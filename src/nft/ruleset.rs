@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
+use super::text::nfproto;
 use crate::config::{Conduit, Endpoint, FailureMode, Model, PortRange, Service, Zone};
 
 /// The one table zonegate owns. It is replaced whole on every apply and nothing else is touched.
@@ -32,6 +33,13 @@ pub const ALIVE_SET: &str = "alive";
 /// IPv4 or IPv6, and the kernel always knows which, so one element per family covers every
 /// forwarded packet whatever its interfaces or addresses (zones may have either).
 pub const ALIVE_ELEMENTS: [Family; 2] = [Family::V4, Family::V6];
+/// Counter of packets dropped because their source is quarantined.
+pub const DROP_QUARANTINE_COUNTER: &str = "drop_quarantine";
+/// The quarantine sets: sources that broke an inspected conduit's policy too often, each with
+/// a timeout after which the kernel lets them in again by itself.
+pub const QUARANTINE_V4: &str = "quarantine_v4";
+/// See [`QUARANTINE_V4`].
+pub const QUARANTINE_V6: &str = "quarantine_v6";
 /// Log prefix of kernel drop messages; the audit reader keys on it. The chain name follows.
 pub const DROP_LOG_PREFIX: &str = "zonegate drop ";
 /// Burst of the drop log rate limit, in packets.
@@ -48,7 +56,17 @@ pub struct Ruleset {
     pub sets: Vec<AddrSet>,
     /// The liveness set [`ALIVE_SET`] and how its elements are installed; `None`: no such set.
     pub liveness: Option<Liveness>,
+    /// The quarantine sets [`QUARANTINE_V4`] and [`QUARANTINE_V6`] with the sources held now;
+    /// `None`: no conduit quarantines, no such sets.
+    pub quarantine: Option<Vec<Quarantined>>,
     pub chains: Vec<Chain>,
+}
+
+/// A quarantined source and how long it stays dropped from the moment the ruleset is applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quarantined {
+    pub address: std::net::IpAddr,
+    pub timeout: Duration,
 }
 
 /// How the elements of the liveness set are installed.
@@ -70,6 +88,24 @@ impl Ruleset {
         }
         self
     }
+
+    /// The same ruleset with `held` in its quarantine sets (when it has them), so that
+    /// replacing the table does not release quarantined sources.
+    #[must_use]
+    pub fn with_quarantined(mut self, held: Vec<Quarantined>) -> Self {
+        if self.quarantine.is_some() {
+            self.quarantine = Some(held);
+        }
+        self
+    }
+
+    /// The quarantine set for an address of `family`.
+    pub fn quarantine_set(family: Family) -> &'static str {
+        match family {
+            Family::V4 => QUARANTINE_V4,
+            Family::V6 => QUARANTINE_V6,
+        }
+    }
 }
 
 /// A named interval set of networks of one address family.
@@ -87,6 +123,15 @@ pub enum Family {
 }
 
 impl Family {
+    /// The family of an address.
+    pub fn of_addr(addr: std::net::IpAddr) -> Family {
+        if addr.is_ipv4() {
+            Family::V4
+        } else {
+            Family::V6
+        }
+    }
+
     fn of(net: &IpNet) -> Family {
         match net {
             IpNet::V4(_) => Family::V4,
@@ -149,6 +194,8 @@ pub enum Match {
     Alive,
     /// zonegate is down: the liveness elements expired or were withdrawn.
     NotAlive,
+    /// Not addressed to the gateway itself (`fib daddr type != local`).
+    NotLocal,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -222,6 +269,14 @@ pub fn render(model: &Model) -> Ruleset {
     );
     if failure_mode == FailureMode::Closed {
         counters.push(DROP_DOWN_COUNTER.into());
+    }
+    let quarantines = model.conduits.iter().any(|c| {
+        c.inspection
+            .as_ref()
+            .is_some_and(|i| i.quarantine.is_some())
+    });
+    if quarantines {
+        counters.push(DROP_QUARANTINE_COUNTER.into());
     }
 
     let mut sets = Vec::new();
@@ -499,6 +554,31 @@ pub fn render(model: &Model) -> Ruleset {
                 "packets of established proxy connections",
             ),
         );
+        if quarantines {
+            // First of all, in prerouting: before TPROXY and before the forward chain's
+            // established/related accept, so that new and established connections of the
+            // source stop, inspected or not. Packets to the gateway itself pass on to the
+            // input chain, which admits only management access.
+            for (i, family) in [Family::V4, Family::V6].into_iter().enumerate() {
+                divert.insert(
+                    i,
+                    rule(
+                        vec![
+                            Match::Saddr(family, Addrs::Set(Ruleset::quarantine_set(family).into())),
+                            Match::NotLocal,
+                        ],
+                        vec![
+                            Stmt::Counter(DROP_QUARANTINE_COUNTER.into()),
+                            Stmt::Drop,
+                        ],
+                        &format!(
+                            "quarantine: {} source broke an inspected conduit's policy too often; dropped until its timeout",
+                            nfproto(family)
+                        ),
+                    ),
+                );
+            }
+        }
         chains.push(Chain {
             name: "divert",
             hook: Hook::Prerouting,
@@ -534,6 +614,7 @@ pub fn render(model: &Model) -> Ruleset {
         counters,
         sets,
         liveness: Some(Liveness::Expiring(super::liveness::TIMEOUT)),
+        quarantine: quarantines.then(Vec::new),
         chains,
     }
 }
@@ -545,6 +626,7 @@ pub fn early_block() -> Ruleset {
         counters: vec![DROP_FORWARD_COUNTER.into()],
         sets: vec![],
         liveness: None,
+        quarantine: None,
         chains: vec![Chain {
             name: "forward",
             hook: Hook::Forward,
@@ -890,6 +972,51 @@ conduits:
         );
         // the early block has no liveness set and gains none
         assert_eq!(early_block().with_permanent_liveness().liveness, None);
+    }
+
+    #[test]
+    fn quarantine_drops_first_in_prerouting_and_only_when_configured() {
+        assert_eq!(render(&parse(TWO_ZONES).unwrap()).quarantine, None);
+        let model = parse(&TWO_ZONES.replace(
+            "inspection: {policy: p.rego}",
+            "inspection: {policy: p.rego, quarantine: {after: 3, within: 10s, for: 5m}}",
+        ))
+        .unwrap();
+        let rs = render(&model);
+        assert_eq!(rs.quarantine, Some(vec![]));
+        assert!(rs.counters.contains(&DROP_QUARANTINE_COUNTER.to_owned()));
+        let divert = chain(&rs, "divert");
+        for (i, family) in [Family::V4, Family::V6].into_iter().enumerate() {
+            let r = &divert.rules[i];
+            assert_eq!(
+                r.matches,
+                vec![
+                    Match::Saddr(family, Addrs::Set(Ruleset::quarantine_set(family).into())),
+                    Match::NotLocal
+                ],
+                "before TPROXY and the established-connection rule"
+            );
+            assert_eq!(
+                r.stmts,
+                vec![Stmt::Counter(DROP_QUARANTINE_COUNTER.into()), Stmt::Drop]
+            );
+        }
+        let held = vec![Quarantined {
+            address: "10.30.0.10".parse().unwrap(),
+            timeout: Duration::from_secs(42),
+        }];
+        let text = crate::nft::text::render(&rs.clone().with_quarantined(held.clone()));
+        assert!(
+            text.contains("elements = { 10.30.0.10 timeout 42s }"),
+            "{text}"
+        );
+        assert!(
+            crate::nft::text::render(&rs).contains("set quarantine_v6"),
+            "empty sets are still declared"
+        );
+        // a ruleset without quarantine sets gains none
+        let plain = render(&parse(TWO_ZONES).unwrap());
+        assert_eq!(plain.clone().with_quarantined(held), plain);
     }
 
     #[test]

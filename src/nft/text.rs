@@ -54,6 +54,30 @@ pub fn render(rs: &Ruleset) -> String {
             elems.join(", ")
         );
     }
+    if let Some(held) = &rs.quarantine {
+        for family in [Family::V4, Family::V6] {
+            let ty = match family {
+                Family::V4 => "ipv4_addr",
+                Family::V6 => "ipv6_addr",
+            };
+            let elems: Vec<String> = held
+                .iter()
+                .filter(|q| Family::of_addr(q.address) == family)
+                .map(|q| format!("{} timeout {}", q.address, duration(q.timeout)))
+                .collect();
+            // nft refuses an empty `elements = { }`.
+            let elements = if elems.is_empty() {
+                String::new()
+            } else {
+                format!("\t\telements = {{ {} }}\n", elems.join(", "))
+            };
+            let _ = writeln!(
+                out,
+                "\t# sources quarantined for their violations; the kernel releases each at its timeout\n\tset {} {{\n\t\ttype {ty}\n\t\tflags timeout\n{elements}\t}}\n",
+                Ruleset::quarantine_set(family)
+            );
+        }
+    }
     for (i, chain) in rs.chains.iter().enumerate() {
         if i > 0 {
             out.push('\n');
@@ -124,6 +148,7 @@ fn matcher(m: &Match) -> String {
         Match::SocketTransparent => "socket transparent 1".into(),
         Match::Alive => format!("meta nfproto @{ALIVE_SET}"),
         Match::NotAlive => format!("meta nfproto != @{ALIVE_SET}"),
+        Match::NotLocal => "fib daddr type != local".into(),
     }
 }
 
@@ -153,7 +178,7 @@ pub(super) fn ipproto(f: Family) -> &'static str {
     }
 }
 
-pub(super) fn nfproto(f: Family) -> &'static str {
+pub(crate) fn nfproto(f: Family) -> &'static str {
     match f {
         Family::V4 => "ipv4",
         Family::V6 => "ipv6",

@@ -23,6 +23,7 @@ use crate::config::{Conduit, Limits, Mode, OnDeny};
 use crate::metrics::{ConnectionMetrics, Limit, Metrics};
 use crate::nft::ruleset::UPSTREAM_MARK;
 use crate::policy::{ConnectionInput, Decision, Peer, Policy, RegisterMap};
+use crate::quarantine::Quarantine;
 use crate::site::Site;
 
 /// Accept queue length of each listener.
@@ -95,6 +96,7 @@ impl Proxy {
         audit: Audit,
         connections: Arc<limits::Connections>,
         metrics: Arc<Metrics>,
+        quarantine: Arc<Quarantine>,
     ) {
         let mut tasks = tokio::task::JoinSet::new();
         for listener in self.listeners {
@@ -105,6 +107,7 @@ impl Proxy {
                 audit.clone(),
                 connections.clone(),
                 metrics.clone(),
+                quarantine.clone(),
             ));
         }
         while tasks.join_next().await.is_some() {}
@@ -123,6 +126,7 @@ async fn accept_loop(
     audit: Audit,
     connections: Arc<limits::Connections>,
     metrics: Arc<Metrics>,
+    quarantine: Arc<Quarantine>,
 ) {
     loop {
         let (stream, client) = match listener.accept().await {
@@ -148,10 +152,13 @@ async fn accept_loop(
         let watch = SiteWatch::new(sites.clone());
         let audit = audit.clone();
         let metrics = metrics.clone();
+        let quarantine = quarantine.clone();
         tokio::spawn(async move {
             match protocol {
-                Protocol::Modbus => handle(stream, client, watch, audit, metrics).await,
-                Protocol::OpcUa => handle_opcua(stream, client, watch, audit, metrics).await,
+                Protocol::Modbus => handle(stream, client, watch, audit, metrics, quarantine).await,
+                Protocol::OpcUa => {
+                    handle_opcua(stream, client, watch, audit, metrics, quarantine).await;
+                }
             }
             drop(permit);
         });
@@ -164,6 +171,7 @@ async fn handle(
     mut watch: SiteWatch,
     audit: Audit,
     metrics: Arc<Metrics>,
+    quarantine: Arc<Quarantine>,
 ) {
     // With TPROXY the accepted socket keeps the original destination as its local address.
     let device = match stream.local_addr() {
@@ -172,7 +180,14 @@ async fn handle(
     };
     let client = normalize(client);
     let site = watch.current();
-    let Some(route) = Route::resolve(&site, Protocol::Modbus, client, device, &metrics) else {
+    let Some(route) = Route::resolve(
+        &site,
+        Protocol::Modbus,
+        client,
+        device,
+        &metrics,
+        &quarantine,
+    ) else {
         metrics.no_conduit(Protocol::Modbus.as_str());
         no_conduit(
             &audit,
@@ -201,6 +216,7 @@ async fn handle_opcua(
     mut watch: SiteWatch,
     audit: Audit,
     metrics: Arc<Metrics>,
+    quarantine: Arc<Quarantine>,
 ) {
     let device = match stream.local_addr() {
         Ok(a) => normalize(a),
@@ -208,7 +224,14 @@ async fn handle_opcua(
     };
     let client = normalize(client);
     let site = watch.current();
-    let Some(route) = Route::resolve(&site, Protocol::OpcUa, client, device, &metrics) else {
+    let Some(route) = Route::resolve(
+        &site,
+        Protocol::OpcUa,
+        client,
+        device,
+        &metrics,
+        &quarantine,
+    ) else {
         metrics.no_conduit(Protocol::OpcUa.as_str());
         no_conduit(
             &audit,
@@ -243,6 +266,8 @@ pub struct Route {
     pub device_asset: Option<String>,
     /// The connection's metric handles; it counts as active while the route lives.
     pub metrics: ConnectionMetrics,
+    /// Where the session reports violations (denied or malformed requests).
+    pub quarantine: Arc<Quarantine>,
 }
 
 impl Route {
@@ -254,6 +279,7 @@ impl Route {
         client: SocketAddr,
         device: SocketAddr,
         metrics: &Arc<Metrics>,
+        quarantine: &Arc<Quarantine>,
     ) -> Option<Route> {
         let (conduit, policy) = match protocol {
             Protocol::Modbus => {
@@ -265,10 +291,13 @@ impl Route {
                 (c, site.opcua_policy(&c.name)?)
             }
         };
-        Route::along(site, protocol, conduit, policy, client, device, metrics)
+        Route::along(
+            site, protocol, conduit, policy, client, device, metrics, quarantine,
+        )
     }
 
     /// The route along `conduit` (which must be inspected) judged by `policy`.
+    #[allow(clippy::too_many_arguments)]
     fn along(
         site: &Arc<Site>,
         protocol: Protocol,
@@ -277,6 +306,7 @@ impl Route {
         client: SocketAddr,
         device: SocketAddr,
         metrics: &Arc<Metrics>,
+        quarantine: &Arc<Quarantine>,
     ) -> Option<Route> {
         let inspection = conduit.inspection.as_ref()?;
         let asset = |a: SocketAddr| site.model.asset_at(a.ip()).map(|a| a.name.clone());
@@ -292,6 +322,7 @@ impl Route {
             client_asset: asset(client),
             device_asset: asset(device),
             metrics: metrics.connection(&conduit.name, protocol.as_str()),
+            quarantine: quarantine.clone(),
         })
     }
 
@@ -320,6 +351,12 @@ impl Route {
             peer(device, Some(device.port())),
             map,
         )
+    }
+
+    /// Reports a violation by `client` (a denied or malformed request, `what`) to the
+    /// quarantine. True when the source is now quarantined: the caller closes the connection.
+    pub fn violation(&self, client: SocketAddr, device: SocketAddr, what: &str) -> bool {
+        self.quarantine.violation(self, client, device, what)
     }
 
     /// An audit event about this connection; `kind` is `alert` for failures.

@@ -399,12 +399,14 @@ impl Session {
     fn follow_reload(&mut self) -> bool {
         let site = self.watch.current();
         let registry = self.route.metrics.registry().clone();
+        let quarantine = self.route.quarantine.clone();
         let Some(route) = Route::resolve(
             &site,
             Protocol::Modbus,
             self.client_addr,
             self.device_addr,
             &registry,
+            &quarantine,
         ) else {
             self.event_plain(
                 "modbus-conduit-removed",
@@ -508,6 +510,16 @@ impl Session {
                         self.reads_allowed = self.reads_allowed.saturating_add(1);
                     } else {
                         self.event_decision(&frame, &decision);
+                    }
+                    if let Decision::Deny { reason, .. } = &*decision
+                        && self
+                            .route
+                            .violation(self.client_addr, self.device_addr, reason)
+                    {
+                        // Quarantined: this connection ends now, the kernel drops the rest.
+                        close = true;
+                        used_total = used_total.saturating_add(used);
+                        break;
                     }
                     if forward {
                         self.to_device.extend_from_slice(raw);
@@ -740,10 +752,13 @@ impl Session {
         self.audit.emit(e);
     }
 
+    /// A malformed request: audited, and a violation (the connection closes anyway).
     fn event_malformed(&self, reason: &str) {
         self.route.metrics.malformed();
         let e = self.base_event("modbus-malformed", "failure", "refuse", reason.to_owned());
         self.audit.emit(e);
+        self.route
+            .violation(self.client_addr, self.device_addr, reason);
     }
 
     fn event_parse_error(&self, error: &ModbusError, bytes: &[u8]) {
@@ -756,6 +771,8 @@ impl Session {
             .collect();
         e.modbus = Some(serde_json::json!({ "error": error.kind(), "raw_hex": head }));
         self.audit.emit(e);
+        self.route
+            .violation(self.client_addr, self.device_addr, &error.to_string());
     }
 
     fn event_decision(&self, frame: &modbus::RequestFrame<'_>, decision: &Decision) {

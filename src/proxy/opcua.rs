@@ -620,6 +620,15 @@ impl Session {
         } else {
             self.event_request(sequence, request, &decision);
         }
+        if !decision.is_allow()
+            && !audit_down
+            && self
+                .route
+                .violation(self.client_addr, self.device_addr, &reason(&decision))
+        {
+            self.refuse_connection(STATUS_BAD_USER_ACCESS_DENIED, "source quarantined");
+            return Flow::Close;
+        }
         if decision.is_allow()
             && let Some(identity) = session_identity(request)
         {
@@ -743,12 +752,14 @@ impl Session {
     fn follow_reload(&mut self) -> Flow {
         let site = self.watch.current();
         let registry = self.route.metrics.registry().clone();
+        let quarantine = self.route.quarantine.clone();
         let Some(route) = Route::resolve(
             &site,
             Protocol::OpcUa,
             self.client_addr,
             self.device_addr,
             &registry,
+            &quarantine,
         ) else {
             let reason = "a reload removed this connection's conduit; connection closed";
             self.event_plain("opcua-conduit-removed", reason);
@@ -949,6 +960,11 @@ impl Session {
         };
         e.opcua = Some(serde_json::json!({ "error": error.kind(), "from": from, "raw_hex": head }));
         self.audit.emit(e);
+        if side == Side::Client {
+            // A violation; the connection closes anyway.
+            self.route
+                .violation(self.client_addr, self.device_addr, &error.to_string());
+        }
     }
 
     /// Reports allowed reads, browses and subscription requests counted since the last report.
