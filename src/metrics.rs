@@ -595,7 +595,11 @@ impl ConnectionMetrics {
         if let Some((_, _, c)) = self
             .requests
             .iter()
-            .find(|(f, d, _)| *f == function && *d == decision)
+            // The names are the same statics each time: compare addresses before bytes.
+            .find(|(f, d, _)| {
+                (std::ptr::eq(*f, function) || *f == function)
+                    && (std::ptr::eq(*d, decision) || *d == decision)
+            })
         {
             c.inc();
             return;

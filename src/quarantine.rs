@@ -12,14 +12,19 @@
 //!
 //! Critical assets and conduits in monitor mode are never quarantined: crossing the line is a
 //! `would_quarantine` event instead.
+//!
+//! The sources held are written to the state directory ([`FILE`]) whenever they change, so that
+//! a restart (or a crash) does not release them: the next start holds them again for what
+//! remains of their time.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::audit::{Audit, Event};
 use crate::config::{Mode, Model, QuarantineSettings};
@@ -35,6 +40,10 @@ pub const MAX_TRACKED: usize = 4096;
 pub const MAX_HELD: usize = 4096;
 /// Quarantine requests waiting for the worker.
 const QUEUE: usize = 256;
+/// The sources held, in the state directory: what a restart must not forget.
+pub const FILE: &str = "quarantine.json";
+/// The file is not read beyond this (4096 entries of about 150 bytes fit well within it).
+const MAX_FILE_LEN: u64 = 4 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum QuarantineError {
@@ -60,6 +69,19 @@ struct Held {
     since: SystemTime,
     until: SystemTime,
     expires: Instant,
+    violations: u32,
+}
+
+/// A held source as [`FILE`] keeps it: wall-clock times, since `Instant`s do not survive a
+/// restart.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Saved {
+    address: IpAddr,
+    conduit: String,
+    /// Seconds since the Unix epoch.
+    since: u64,
+    until: u64,
     violations: u32,
 }
 
@@ -98,6 +120,8 @@ pub struct Quarantine {
     requests: SyncSender<Request>,
     audit: Audit,
     metrics: Arc<Metrics>,
+    /// Where the sources held are kept across restarts ([`FILE`] in the state directory).
+    file: Option<PathBuf>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -120,15 +144,30 @@ fn ceil_secs(d: Duration) -> u64 {
 
 impl Quarantine {
     /// The quarantine with its worker thread; the thread ends when the quarantine is dropped.
-    pub fn start(audit: Audit, metrics: Arc<Metrics>) -> Result<Arc<Quarantine>, QuarantineError> {
+    /// With `file`, the sources an earlier run held there and whose time is not up are held
+    /// again (the first [`Quarantine::apply`] puts them in the kernel).
+    pub fn start(
+        audit: Audit,
+        metrics: Arc<Metrics>,
+        file: Option<PathBuf>,
+    ) -> Result<Arc<Quarantine>, QuarantineError> {
         let (requests, rx) = std::sync::mpsc::sync_channel(QUEUE);
+        let held = file.as_ref().map(|f| restore(f)).unwrap_or_default();
+        if !held.is_empty() {
+            tracing::warn!(
+                sources = held.len(),
+                "sources quarantined before the restart stay quarantined for what remains of their time"
+            );
+        }
+        metrics.set_quarantined(held.len());
         let q = Arc::new(Quarantine {
             windows: Mutex::new(HashMap::new()),
-            held: Mutex::new(BTreeMap::new()),
+            held: Mutex::new(held),
             kernel: Mutex::new(()),
             requests,
             audit,
             metrics,
+            file,
         });
         let weak = Arc::downgrade(&q);
         std::thread::Builder::new()
@@ -314,7 +353,41 @@ impl Quarantine {
             k
         });
         self.metrics.set_quarantined(held.len());
+        self.save(&held);
         Ok(())
+    }
+
+    /// Writes the sources held to [`FILE`] (a new file renamed over the old, so that a crash
+    /// leaves one or the other whole). A failure is logged: the kernel holds them regardless.
+    fn save(&self, held: &BTreeMap<IpAddr, Held>) {
+        let Some(path) = &self.file else { return };
+        let unix = |t: SystemTime| {
+            t.duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs())
+        };
+        let saved: Vec<Saved> = held
+            .iter()
+            .map(|(address, h)| Saved {
+                address: *address,
+                conduit: h.conduit.clone(),
+                since: unix(h.since),
+                until: unix(h.until),
+                violations: h.violations,
+            })
+            .collect();
+        let written = serde_json::to_vec_pretty(&saved)
+            .map_err(std::io::Error::other)
+            .and_then(|bytes| {
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir)?;
+                }
+                let partial = path.with_extension("json.new");
+                std::fs::write(&partial, bytes)?;
+                std::fs::rename(&partial, path)
+            });
+        if let Err(e) = written {
+            tracing::warn!(path = %path.display(), error = %e, "cannot record the quarantined sources; a restart would release them");
+        }
     }
 
     /// The worker's part: holds the source, adds it to the kernel's set, audits the outcome.
@@ -353,6 +426,7 @@ impl Quarantine {
                 };
                 self.metrics.quarantined(&r.conduit);
                 self.metrics.set_quarantined(count);
+                self.save(&lock(&self.held));
                 tracing::warn!(address = %r.address, conduit = %r.conduit, seconds = r.duration.as_secs(), "source quarantined");
                 self.audit.emit(r.event);
             }
@@ -380,6 +454,54 @@ impl Quarantine {
         }
         self.audit.emit(e);
     }
+}
+
+/// The sources in `path` whose time is not up, held again for what remains of it. A missing
+/// file holds none; an unreadable one is logged and holds none.
+fn restore(path: &std::path::Path) -> BTreeMap<IpAddr, Held> {
+    use std::io::Read as _;
+    let mut bytes = Vec::new();
+    let read = std::fs::File::open(path).and_then(|f| f.take(MAX_FILE_LEN).read_to_end(&mut bytes));
+    match read {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return BTreeMap::new(),
+        Err(e) => {
+            tracing::error!(path = %path.display(), error = %e, "cannot read the quarantined sources of the last run");
+            return BTreeMap::new();
+        }
+    }
+    let saved: Vec<Saved> = match serde_json::from_slice(&bytes) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(path = %path.display(), error = %e, "cannot read the quarantined sources of the last run");
+            return BTreeMap::new();
+        }
+    };
+    let now = SystemTime::now();
+    let instant = Instant::now();
+    let at = |secs: u64| {
+        SystemTime::UNIX_EPOCH
+            .checked_add(Duration::from_secs(secs))
+            .unwrap_or(SystemTime::UNIX_EPOCH)
+    };
+    saved
+        .into_iter()
+        .filter_map(|s| {
+            let until = at(s.until);
+            let remaining = until.duration_since(now).ok()?;
+            Some((
+                s.address,
+                Held {
+                    conduit: s.conduit,
+                    since: at(s.since),
+                    until,
+                    expires: instant.checked_add(remaining)?,
+                    violations: s.violations,
+                },
+            ))
+        })
+        .take(MAX_HELD)
+        .collect()
 }
 
 fn worker(q: &Weak<Quarantine>, rx: &Receiver<Request>) {
@@ -469,7 +591,52 @@ mod tests {
 
     fn quarantine() -> Arc<Quarantine> {
         let (audit, _writer) = Audit::start(&crate::audit::Settings::default()).unwrap();
-        Quarantine::start(audit, Arc::new(Metrics::new())).unwrap()
+        Quarantine::start(audit, Arc::new(Metrics::new()), None).unwrap()
+    }
+
+    #[test]
+    fn held_sources_survive_a_restart_with_what_remains_of_their_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join(FILE);
+        let (audit, _writer) = Audit::start(&crate::audit::Settings::default()).unwrap();
+        let q =
+            Quarantine::start(audit.clone(), Arc::new(Metrics::new()), Some(file.clone())).unwrap();
+        let now = SystemTime::now();
+        let mut held = BTreeMap::new();
+        for (address, seconds) in [("10.30.0.10", 60), ("10.30.0.11", 0)] {
+            held.insert(
+                address.parse().unwrap(),
+                Held {
+                    conduit: "scada-bess".into(),
+                    since: now,
+                    until: now + Duration::from_secs(seconds),
+                    expires: Instant::now() + Duration::from_secs(seconds),
+                    violations: 4,
+                },
+            );
+        }
+        q.save(&held);
+        drop(q);
+
+        let q = Quarantine::start(audit, Arc::new(Metrics::new()), Some(file.clone())).unwrap();
+        let listed = q.list();
+        assert_eq!(
+            listed.len(),
+            1,
+            "the one whose time is up is not held: {listed:?}"
+        );
+        assert_eq!(listed[0].address.to_string(), "10.30.0.10");
+        assert_eq!(listed[0].conduit, "scada-bess");
+        assert_eq!(listed[0].violations, 4);
+        assert!(
+            (58..=61).contains(&listed[0].remaining_seconds),
+            "{listed:?}"
+        );
+
+        // A damaged file holds nothing and does not stop the start.
+        std::fs::write(&file, b"{not json").unwrap();
+        assert!(restore(&file).is_empty());
+        assert!(restore(&dir.path().join("absent.json")).is_empty());
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! `gateway.failure_mode` with the real kernel and a real daemon: what crosses between zones after
-//! `zonegate run` is killed (`kill -9`), stopped (SIGTERM), or never ran (`zonegate apply`).
+//! `zonegate run` is killed (`kill -9`, under traffic), stopped (SIGTERM), or never ran
+//! (`zonegate apply`).
 //! The kernel notices a dead daemon by itself: the liveness elements the daemon renews expire.
 #![allow(
     clippy::arithmetic_side_effects,
@@ -13,6 +14,7 @@ mod support;
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -69,28 +71,6 @@ fn connects(ns: &str, src: IpAddr, dst: SocketAddr) -> bool {
     })
 }
 
-/// An established connection through the gateway, to an echo server.
-fn open_stream(ns: &str, src: IpAddr, dst: SocketAddr) -> TcpStream {
-    let stream: TcpStream = in_ns(ns, move || {
-        let sock = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
-        sock.bind(&SockAddr::from(SocketAddr::new(src, 0))).unwrap();
-        sock.connect_timeout(&SockAddr::from(dst), PROBE_WAIT)
-            .unwrap();
-        sock.into()
-    });
-    stream
-        .set_read_timeout(Some(Duration::from_millis(1500)))
-        .unwrap();
-    stream
-}
-
-/// Whether a line sent on `stream` comes back.
-fn echoes(stream: &mut TcpStream) -> bool {
-    stream.write_all(b"ping\n").unwrap();
-    let mut buf = [0u8; 5];
-    stream.read_exact(&mut buf).is_ok() && &buf == b"ping\n"
-}
-
 fn counter(plant: &Plant, name: &str) -> u64 {
     let out = plant.gateway_cmd(&[ZONEGATE, "counters", "--json"]);
     assert!(out.status.success());
@@ -119,53 +99,156 @@ fn alive_elements(plant: &Plant) -> Vec<Value> {
         .unwrap_or_default()
 }
 
+/// Flows that keep going: each loop counts answered round trips and replaces a broken
+/// connection with a new one, until `stop`.
+#[derive(Default)]
+struct Traffic {
+    l4_answered: AtomicU64,
+    modbus_answered: AtomicU64,
+    stop: AtomicBool,
+}
+
+/// Sets `stop` when dropped, so that a failed assertion does not leave the loops running and
+/// the scope waiting for them.
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Traffic {
+    fn counts(&self) -> (u64, u64) {
+        (
+            self.l4_answered.load(Ordering::SeqCst),
+            self.modbus_answered.load(Ordering::SeqCst),
+        )
+    }
+
+    /// Lines to the echo server at `dst`.
+    fn l4(&self, ns: &str, src: IpAddr, dst: SocketAddr) {
+        self.keep_going(ns, src, dst, &self.l4_answered, |s| {
+            s.write_all(b"ping\n").is_ok() && {
+                let mut buf = [0u8; 5];
+                s.read_exact(&mut buf).is_ok() && &buf == b"ping\n"
+            }
+        });
+    }
+
+    /// FC03 reads of one register, answered by the device through the proxy.
+    fn modbus(&self, ns: &str, src: IpAddr, dst: SocketAddr) {
+        let mut tid: u16 = 0;
+        self.keep_going(ns, src, dst, &self.modbus_answered, |s| {
+            tid = tid.wrapping_add(1);
+            let t = tid.to_be_bytes();
+            // MBAP: transaction id, protocol 0, length 6, unit 1; PDU: FC03, address 300, 1 register.
+            let request = [t[0], t[1], 0, 0, 0, 6, 1, 3, 0x01, 0x2c, 0, 1];
+            let mut answer = [0u8; 11];
+            s.write_all(&request).is_ok()
+                && s.read_exact(&mut answer).is_ok()
+                && answer[..2] == t
+                && answer[7] == 3
+        });
+    }
+
+    fn keep_going(
+        &self,
+        ns: &str,
+        src: IpAddr,
+        dst: SocketAddr,
+        answered: &AtomicU64,
+        mut round_trip: impl FnMut(&mut TcpStream) -> bool,
+    ) {
+        let mut stream: Option<TcpStream> = None;
+        while !self.stop.load(Ordering::SeqCst) {
+            if stream.is_none() {
+                stream = in_ns(ns, move || {
+                    let sock = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+                    sock.bind(&SockAddr::from(SocketAddr::new(src, 0))).unwrap();
+                    sock.connect_timeout(&SockAddr::from(dst), PROBE_WAIT)
+                        .ok()
+                        .map(|()| TcpStream::from(sock))
+                });
+                if let Some(s) = &stream {
+                    s.set_read_timeout(Some(PROBE_WAIT)).unwrap();
+                }
+            }
+            let answered_now = stream.as_mut().is_some_and(&mut round_trip);
+            if answered_now {
+                answered.fetch_add(1, Ordering::SeqCst);
+            } else {
+                stream = None;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
 #[test]
-fn closed_after_kill_9_nothing_crosses_until_zonegate_is_back() {
+fn closed_kill_9_under_traffic_stops_every_flow_until_zonegate_is_back() {
     let mut bench = Bench::start(&shipped_zones());
-    let plant = &bench.plant;
-    let enterprise = plant.zone_ns("enterprise");
-    let web = tcp_echo(&plant.zone_ns("dmz"), addr(MIRROR));
-    assert_eq!(
-        tcp_probe(&enterprise, ip(ERP), web.addr, PROBE_WAIT),
-        Probe::Passed
-    );
-    let mut established = open_stream(&enterprise, ip(ERP), web.addr);
-    assert!(echoes(&mut established));
-    assert_eq!(bench.op(&["read-holding", "300", "1"])["ok"], true);
+    let enterprise = bench.plant.zone_ns("enterprise");
+    let operations = bench.plant.zone_ns("operations");
+    let web = tcp_echo(&bench.plant.zone_ns("dmz"), addr(MIRROR));
+    let traffic = Traffic::default();
+    thread::scope(|s| {
+        let _stop = StopOnDrop(&traffic.stop);
+        s.spawn(|| traffic.l4(&enterprise, ip(ERP), web.addr));
+        s.spawn(|| traffic.modbus(&operations, ip(SCADA), addr(INVERTER_MODBUS)));
+        within(Duration::from_secs(10), "both flows cross", || {
+            let (l4, modbus) = traffic.counts();
+            l4 >= 20 && modbus >= 20
+        });
 
-    signal(bench.daemon, Signal::SIGKILL);
-    let took = within(TIMEOUT + MARGIN, "new L4 connections stop", || {
-        tcp_probe(&enterprise, ip(ERP), web.addr, PROBE_WAIT) == Probe::TimedOut
+        signal(bench.daemon, Signal::SIGKILL);
+        let killed = Instant::now();
+        // The proxy's connections die with it; the L4 flow lasts until liveness expires.
+        thread::sleep(TIMEOUT + MARGIN);
+        let (l4, modbus) = traffic.counts();
+        let frames = bench.device_frames().len();
+        let dropped = counter(&bench.plant, "drop_zonegate_down");
+        thread::sleep(Duration::from_secs(3));
+        assert_eq!(
+            traffic.counts(),
+            (l4, modbus),
+            "nothing is answered across zones {:?} after kill -9",
+            killed.elapsed()
+        );
+        assert_eq!(
+            bench.device_frames().len(),
+            frames,
+            "no Modbus request reaches the device"
+        );
+        assert!(
+            counter(&bench.plant, "drop_zonegate_down") > dropped,
+            "the flows' packets are dropped in the kernel"
+        );
+        eprintln!("after kill -9: {l4} L4 echoes and {modbus} Modbus reads answered in all");
+
+        // Management access to the gateway is not gated: the operator can still log in.
+        let ssh = tcp_echo(&bench.plant.gateway, addr("0.0.0.0:22"));
+        let (mgmt_ns, mgmt_host) = bench.plant.management.clone().unwrap();
+        assert_eq!(
+            tcp_probe(&mgmt_ns, mgmt_host, addr("10.99.0.1:22"), PROBE_WAIT),
+            Probe::Passed
+        );
+        assert_eq!(ssh.accepted.load(Ordering::SeqCst), 1);
+
+        let second_log = bench.dir.path().join("audit-after-restart.jsonl");
+        bench.restart_daemon(&second_log);
+        let took = within(
+            Duration::from_secs(20),
+            "both flows back after restart",
+            || {
+                let (l4_now, modbus_now) = traffic.counts();
+                l4_now > l4 + 10 && modbus_now > modbus + 10
+            },
+        );
+        eprintln!("both flows answered again {took:?} after the restart");
+        assert!(bench.device_frames().len() > frames);
+        support::audit::check_log(&second_log);
     });
-    eprintln!("the kernel noticed the dead daemon after {took:?}");
-    assert!(!echoes(&mut established), "an established flow stops too");
-    let frames = bench.device_frames().len();
-    let r = bench.attempt(&["read-holding", "300", "1"]);
-    assert_eq!(r["ok"], false, "{r}");
-    assert_eq!(
-        bench.device_frames().len(),
-        frames,
-        "no Modbus request reaches the device"
-    );
-    assert!(counter(&bench.plant, "drop_zonegate_down") > 0);
-    // Management access to the gateway is not gated: the operator can still log in.
-    let ssh = tcp_echo(&bench.plant.gateway, addr("0.0.0.0:22"));
-    let (mgmt_ns, mgmt_host) = bench.plant.management.clone().unwrap();
-    assert_eq!(
-        tcp_probe(&mgmt_ns, mgmt_host, addr("10.99.0.1:22"), PROBE_WAIT),
-        Probe::Passed
-    );
-    assert_eq!(ssh.accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
-
-    let second_log = bench.dir.path().join("audit-after-restart.jsonl");
-    bench.restart_daemon(&second_log);
-    within(
-        Duration::from_secs(20),
-        "L4 conduit back after restart",
-        || tcp_probe(&enterprise, ip(ERP), web.addr, PROBE_WAIT) == Probe::Passed,
-    );
-    assert_eq!(bench.op(&["read-holding", "300", "1"])["ok"], true);
-    support::audit::check_log(&second_log);
 }
 
 #[test]
@@ -225,7 +308,7 @@ fn open_after_kill_9_the_modbus_conduit_carries_traffic_uninspected() {
         !undeclared_zone.join().unwrap(),
         "operations -> dmz:443 stays dropped"
     );
-    assert_eq!(decoy.accepted.load(std::sync::atomic::Ordering::SeqCst), 0);
+    assert_eq!(decoy.accepted.load(Ordering::SeqCst), 0);
 }
 
 #[test]

@@ -35,6 +35,11 @@ const MARGIN: Duration = Duration::from_millis(1500);
 /// The shipped plant with [`LIMITS`], the HMI as a second source of scada-bess, a write rate of
 /// 1 per second (burst 3) on it, and the management API (for the metrics).
 fn zones(dir: &Path) -> PathBuf {
+    zones_with(dir, "", |t| t)
+}
+
+/// [`zones`] with `more_limits` (indented lines) added to [`LIMITS`] and `edit` applied.
+fn zones_with(dir: &Path, more_limits: &str, edit: impl Fn(String) -> String) -> PathBuf {
     let path = mgmt::zones_with_api(dir);
     let text = std::fs::read_to_string(&path).unwrap();
     let conduit =
@@ -58,7 +63,7 @@ fn zones(dir: &Path) -> PathBuf {
         text.contains("write_rate"),
         "the shipped scada-bess inspection changed"
     );
-    std::fs::write(&path, format!("{text}\n{LIMITS}")).unwrap();
+    std::fs::write(&path, edit(format!("{text}\n{LIMITS}{more_limits}"))).unwrap();
     path
 }
 
@@ -226,6 +231,94 @@ fn a_source_over_its_connection_limit_is_refused_and_others_are_not() {
     again.write_all(&read_request(10)).unwrap();
     let r = response(&mut again, Duration::from_secs(2)).unwrap();
     assert_eq!(exception(&r), None, "{r:02x?}");
+}
+
+#[test]
+fn the_gateway_wide_connection_limit_refuses_any_source_beyond_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let bench = Bench::start(&zones_with(dir.path(), "  connections: 3\n", |t| t));
+    let ns = bench.plant.zone_ns("operations");
+    // Two from SCADA (its own limit) and one from the HMI fill the gateway's three places.
+    let mut held: Vec<TcpStream> = [SCADA, SCADA, HMI]
+        .iter()
+        .map(|source| connect(&ns, source))
+        .collect();
+    for (i, s) in held.iter_mut().enumerate() {
+        s.write_all(&read_request(u16::try_from(i).unwrap()))
+            .unwrap();
+        let r = response(s, Duration::from_secs(2)).unwrap();
+        assert_eq!(exception(&r), None, "{r:02x?}");
+    }
+    // The HMI's second is under its own limit but over the gateway's.
+    let mut fourth = connect(&ns, HMI);
+    let _ = fourth.write_all(&read_request(7));
+    assert_eq!(
+        response(&mut fourth, Duration::from_secs(2)),
+        Err("closed".into())
+    );
+    let e = bench.audit_event("connection-limit", |e| {
+        e["event"]["action"] == "connection-limit" && e["source"]["ip"] == HMI
+    });
+    assert_eq!(e["rule"]["name"], "zonegate.limits.connections", "{e}");
+    assert_eq!(limit_hits(&bench, dir.path(), "connections"), 1);
+    assert_eq!(limit_hits(&bench, dir.path(), "connections_per_source"), 0);
+
+    // A place freed by SCADA is taken by the HMI.
+    drop(held.remove(0));
+    std::thread::sleep(Duration::from_millis(300));
+    let mut again = connect(&ns, HMI);
+    again.write_all(&read_request(10)).unwrap();
+    let r = response(&mut again, Duration::from_secs(2)).unwrap();
+    assert_eq!(exception(&r), None, "{r:02x?}");
+}
+
+#[test]
+fn a_decision_over_policy_time_is_a_deny_and_is_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    // Reads are decided at once; any write makes the policy count through a million pairs,
+    // far beyond 20 ms.
+    let policy = dir.path().join("slow.rego");
+    std::fs::write(
+        &policy,
+        "package zonegate.slow\nimport rego.v1\n\
+         default decision := {\"allow\": false, \"reason\": \"not allowed\", \"rule\": \"slow.default\"}\n\
+         decision := {\"allow\": true, \"reason\": \"\", \"rule\": \"slow.read\"} if {\n\
+         \tinput.modbus.access == \"read\"\n\
+         } else := {\"allow\": true, \"reason\": \"\", \"rule\": \"slow.write\"} if {\n\
+         \tinput.modbus.access == \"write\"\n\
+         \tcount([x | some x in numbers.range(1, 1000); some y in numbers.range(1, 1000); x == y]) > 0\n\
+         }\n",
+    )
+    .unwrap();
+    let zones = zones_with(dir.path(), "  policy_time: 20ms\n", |t| {
+        let bess = format!("{}/policies/bess.rego", env!("CARGO_MANIFEST_DIR"));
+        assert!(t.contains(&bess), "scada-bess names bess.rego");
+        t.replacen(&bess, policy.to_str().unwrap(), 1)
+    });
+    let bench = Bench::start(&zones);
+    let results = bench.client(
+        SCADA,
+        &[
+            "--sequence",
+            r#"[["read-holding", 300, 1], ["write-register", 40, 1], ["read-holding", 301, 1]]"#,
+        ],
+    );
+    assert_eq!(results[0]["ok"], true, "{results:?}");
+    // Refused as any deny on this conduit is: exception 01.
+    assert_eq!(results[1]["exception"], 1, "{results:?}");
+    assert_eq!(
+        results[2]["ok"], true,
+        "the connection goes on: {results:?}"
+    );
+    let e = bench.audit_event("policy budget deny", |e| {
+        e["event"]["action"] == "modbus-request" && e["rule"]["name"] == "zonegate.policy.budget"
+    });
+    assert_eq!(e["zonegate"]["decision"], "deny", "{e}");
+    assert_eq!(limit_hits(&bench, dir.path(), "policy_time"), 1);
+    assert!(
+        bench.device_frames().iter().all(|f| f["function"] != 6),
+        "the write never reached the device"
+    );
 }
 
 #[test]

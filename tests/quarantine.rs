@@ -1,8 +1,8 @@
 //! Quarantine with the real kernel, a real daemon and real Modbus peers: a source that breaks
 //! scada-bess's policy more than `after` times within `within` is dropped in the kernel for
 //! `for`, Modbus and ICMP alike, new and established connections; others are not; after the
-//! timeout it passes again. Critical assets are never quarantined, and a reload keeps a
-//! quarantined source quarantined.
+//! timeout it passes again. Critical assets are never quarantined, and neither a reload nor a
+//! crash and restart releases a quarantined source; `/status` lists it.
 #![allow(
     clippy::arithmetic_side_effects,
     clippy::unwrap_used,
@@ -23,6 +23,7 @@ use nix::unistd::Pid;
 use serde_json::Value;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use support::bess::{Bench, INVERTER, SCADA, zones_variant};
+use support::mgmt::{self, API_KEY};
 use support::plant::in_ns;
 
 /// Also a source of scada-bess in these tests: the one that does nothing wrong.
@@ -34,21 +35,24 @@ const READ: [&str; 3] = ["read-holding", "300", "1"];
 /// The shipped plant with quarantine on scada-bess (`after: 3, within: 10s, for: FOR`), HMI as
 /// a second source, and `edit` applied.
 fn zones(dir: &std::path::Path, for_: &str, edit: impl Fn(String) -> String) -> std::path::PathBuf {
-    zones_variant(dir, |text| {
-        let text = text
-            .replace("    sources: [scada]\n", "    sources: [scada, hmi]\n")
-            .replace(
-                "      on_deny: illegal-function   # exception 01; or illegal-data-address (02), or close\n",
-                &format!(
-                    "      on_deny: illegal-function\n      quarantine: {{after: 3, within: 10s, for: {for_}}}\n"
-                ),
-            );
-        assert!(
-            text.contains("quarantine: {after: 3"),
-            "the edit must apply"
+    zones_variant(dir, |text| edit(with_quarantine(text, for_)))
+}
+
+/// The zones.yaml `text` with quarantine on scada-bess and HMI as its second source.
+fn with_quarantine(text: String, for_: &str) -> String {
+    let text = text
+        .replace("    sources: [scada]\n", "    sources: [scada, hmi]\n")
+        .replace(
+            "      on_deny: illegal-function   # exception 01; or illegal-data-address (02), or close\n",
+            &format!(
+                "      on_deny: illegal-function\n      quarantine: {{after: 3, within: 10s, for: {for_}}}\n"
+            ),
         );
-        edit(text)
-    })
+    assert!(
+        text.contains("quarantine: {after: 3"),
+        "the edit must apply"
+    );
+    text
 }
 
 fn drop_counter(bench: &Bench) -> u64 {
@@ -243,11 +247,32 @@ fn a_critical_source_is_never_quarantined() {
     assert_eq!(drop_counter(&bench), 0);
 }
 
+/// `/status` from the management API: the sources it lists in quarantine.
+fn status_quarantine(bench: &Bench, dir: &std::path::Path) -> Vec<Value> {
+    let reply = mgmt::get(
+        &bench.plant,
+        dir,
+        "/status",
+        &["-H", &format!("Authorization: Bearer {API_KEY}")],
+    );
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let status: Value = serde_json::from_str(&reply.body).unwrap();
+    status["quarantined"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no quarantine list in {status}"))
+        .clone()
+}
+
 #[test]
-fn a_reload_keeps_a_quarantined_source_quarantined() {
+fn a_reload_and_a_restart_keep_a_quarantined_source_quarantined() {
     support::plant::require_root();
     let dir = tempfile::tempdir().unwrap();
-    let bench = Bench::start(&zones(dir.path(), "20s", |t| t));
+    // With the management API, for /status.
+    let path = mgmt::zones_with_api(dir.path());
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, with_quarantine(text, "30s")).unwrap();
+    let mut bench = Bench::start(&path);
+    assert!(status_quarantine(&bench, dir.path()).is_empty());
     break_policy(&bench, 4);
     quarantine_event(&bench, "quarantine");
     kill(
@@ -266,4 +291,34 @@ fn a_reload_keeps_a_quarantined_source_quarantined() {
         attempt["ok"], false,
         "still quarantined after the reload: {attempt}"
     );
+    let listed = status_quarantine(&bench, dir.path());
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["address"], SCADA);
+    assert_eq!(listed[0]["conduit"], "scada-bess");
+    assert_eq!(listed[0]["violations"], 4);
+    let remaining = listed[0]["remaining_seconds"].as_u64().unwrap();
+    assert!((1..=30).contains(&remaining), "{listed:?}");
+
+    // A crash and a restart do not release it either: the new daemon holds it again, in the
+    // kernel and in /status, for what remains of its time.
+    kill(
+        Pid::from_raw(i32::try_from(bench.daemon).unwrap()),
+        Signal::SIGKILL,
+    )
+    .unwrap();
+    let second_log = dir.path().join("audit-after-restart.jsonl");
+    bench.restart_daemon(&second_log);
+    let set = quarantine_set(&bench);
+    assert!(set.contains(SCADA), "{set}");
+    let attempt = bench.attempt(&READ);
+    assert_eq!(
+        attempt["ok"], false,
+        "still quarantined after the restart: {attempt}"
+    );
+    let listed = status_quarantine(&bench, dir.path());
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["address"], SCADA);
+    assert!(listed[0]["remaining_seconds"].as_u64().unwrap() <= remaining);
+    // The HMI, never quarantined, is served by the new daemon.
+    assert_eq!(bench.client(HMI, &READ)[0]["ok"], true);
 }

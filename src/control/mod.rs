@@ -109,7 +109,11 @@ pub async fn run(site: Site, options: Options) -> Result<(), ControlError> {
     let metrics = Arc::new(Metrics::new());
     let state = Arc::new(api::State::new(metrics.clone()));
     state.set_site(&site);
-    let quarantine = Quarantine::start(audit.clone(), metrics.clone())?;
+    let quarantine = Quarantine::start(
+        audit.clone(),
+        metrics.clone(),
+        Some(settings.spool_dir.join(crate::quarantine::FILE)),
+    )?;
     state.set_quarantine(quarantine.clone());
     // Keys and certificates are read now: a broken API configuration stops the start, as a
     // proxy port that cannot be bound does.
@@ -132,20 +136,21 @@ pub async fn run(site: Site, options: Options) -> Result<(), ControlError> {
         (Protocol::OpcUa, model.gateway.opcua_proxy_port),
     ] {
         let proxy = Proxy::bind(protocol, port)?;
-        proxies.spawn(proxy.serve(
-            sites_rx.clone(),
-            audit.clone(),
-            limit.clone(),
-            metrics.clone(),
-            quarantine.clone(),
-        ));
+        proxies.spawn(proxy.serve(proxy::Shared {
+            sites: sites_rx.clone(),
+            audit: audit.clone(),
+            connections: limit.clone(),
+            metrics: metrics.clone(),
+            quarantine: quarantine.clone(),
+        }));
     }
     drop(sites_rx);
     let listening = Arc::new(AtomicBool::new(true));
     // The drop log is read from before the ruleset logs anything to it.
     let drop_log = open_drop_log(model.gateway.drop_log_group);
     let ruleset = nft::render(model);
-    quarantine.apply(&ruleset, None)?;
+    // Sources held before a restart: released if this configuration no longer quarantines them.
+    quarantine.apply(&ruleset, Some(model))?;
     // apply reads the ruleset back and compares it.
     state.set_ruleset_verified(true);
     let api_task = api_server.map(|server| {

@@ -1,5 +1,5 @@
 //! Bounds the proxy enforces across connections: how many connections in total and per client
-//! address, and each conduit's write rate.
+//! address (within the file descriptors the process may open), and each conduit's write rate.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -89,6 +89,47 @@ impl Drop for Admission {
     }
 }
 
+/// File descriptors kept for everything but proxied connections: listeners, the audit log and
+/// its sinks, netlink sockets, the management API and control socket, `nft` pipes.
+pub const RESERVED_FILE_DESCRIPTORS: u64 = 256;
+
+/// How many connections the process can carry at most with `wanted` configured: the soft
+/// `RLIMIT_NOFILE` is raised (up to the hard limit) to two descriptors per connection (client
+/// and device) plus [`RESERVED_FILE_DESCRIPTORS`]. When the hard limit is too low the limit is
+/// lowered to what fits, with a warning: past it, accepting would fail with EMFILE, and a
+/// connection limit that the kernel enforces first protects nothing.
+pub fn fit_file_descriptors(wanted: usize) -> usize {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let needed = u64::try_from(wanted)
+        .unwrap_or(u64::MAX)
+        .saturating_mul(2)
+        .saturating_add(RESERVED_FILE_DESCRIPTORS);
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return wanted;
+    };
+    let mut soft = soft;
+    if soft < needed {
+        let raised = needed.min(hard);
+        match setrlimit(Resource::RLIMIT_NOFILE, raised, hard) {
+            Ok(()) => soft = raised,
+            Err(e) => tracing::warn!(error = %e, "cannot raise the open file limit"),
+        }
+    }
+    let fits =
+        usize::try_from(soft.saturating_sub(RESERVED_FILE_DESCRIPTORS) / 2).unwrap_or(usize::MAX);
+    if fits < wanted {
+        tracing::warn!(
+            configured = wanted,
+            carried = fits,
+            open_files = soft,
+            "limits.connections is more than the open file limit allows (two per connection): \
+             carrying at most {fits}; raise LimitNOFILE"
+        );
+        return fits.max(1);
+    }
+    wanted
+}
+
 /// A token bucket shared by a conduit's connections, taken from only by writes (a lock per
 /// write, none per read).
 #[derive(Debug)]
@@ -156,6 +197,22 @@ mod tests {
         drop(a1);
         assert!(c.admit(a).is_ok());
         assert_eq!(c.limits(), (3, 2));
+    }
+
+    #[test]
+    fn the_connection_limit_fits_the_open_file_limit() {
+        use nix::sys::resource::{Resource, getrlimit};
+        let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+        // A modest limit raises the soft limit to fit it.
+        assert_eq!(fit_file_descriptors(100), 100);
+        let (soft, _) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+        assert!(soft >= 2 * 100 + RESERVED_FILE_DESCRIPTORS);
+        // One beyond the hard limit is lowered to what fits (the kernel caps the hard limit at
+        // fs.nr_open, about a million, on the machines this runs on).
+        if hard <= 1 << 24 {
+            let beyond = usize::try_from((hard - RESERVED_FILE_DESCRIPTORS) / 2 + 1).unwrap();
+            assert_eq!(fit_file_descriptors(beyond), beyond - 1);
+        }
     }
 
     #[test]
