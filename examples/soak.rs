@@ -4,14 +4,14 @@
 //! (operations zone), it measures four things and prints them as one Markdown table:
 //!
 //! 1. idle connections: up to `--idle N` (10,000) connections opened through the proxy and held;
-//!    how many the proxy took (it serves at most `MAX_CONNECTIONS`, the rest wait in the accept
-//!    queue or are not accepted at all), its RSS before and after, KiB per proxied connection,
-//!    and whether a normal read is served meanwhile;
+//!    how many the proxy took (the run sets `limits.connections` and `connections_per_source`
+//!    high enough for all of them, from one source), its RSS before and after, KiB per proxied
+//!    connection, and whether a normal read is served meanwhile;
 //! 2. a flood of malformed frames from many connections for `--flood-seconds`: frames and
 //!    connections per second handled, RSS after and peak;
 //! 3. a slowloris pack: `--slowloris N` clients each send half an MBAP header and wait; how long
-//!    until the proxy cuts them off (at most `--slowloris-wait` seconds are waited), and whether
-//!    a normal client is served meanwhile;
+//!    until the proxy cuts them off (`limits.request_timeout`, 5 s by default; at most
+//!    `--slowloris-wait` seconds are waited), and whether a normal client is served meanwhile;
 //! 4. a device that stops answering in the middle of polling: time from its last answer to each
 //!    client's first exception 0x0B, and that polling recovers when it answers again.
 //!
@@ -57,7 +57,7 @@ fn parse_args() -> Args {
         idle: 10_000,
         flood_seconds: 10,
         slowloris: 2000,
-        slowloris_wait: 330,
+        slowloris_wait: 60,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -163,8 +163,9 @@ impl Drop for Daemon {
     }
 }
 
-/// The shipped zones.yaml with absolute policy and register map paths.
-fn zones(dir: &Path) -> PathBuf {
+/// The shipped zones.yaml with absolute policy and register map paths, and connection limits
+/// that let `connections` in from one source (the other limits keep their defaults).
+fn zones(dir: &Path, connections: usize) -> PathBuf {
     let text = std::fs::read_to_string(format!("{REPO}/zones.yaml")).unwrap();
     let text = text
         .replace("policy: policies/", &format!("policy: {REPO}/policies/"))
@@ -172,6 +173,9 @@ fn zones(dir: &Path) -> PathBuf {
             "register_map: profiles/",
             &format!("register_map: {REPO}/profiles/"),
         );
+    let text = format!(
+        "{text}\nlimits:\n  connections: {connections}\n  connections_per_source: {connections}\n"
+    );
     let path = dir.join("zones.yaml");
     std::fs::write(&path, text).unwrap();
     path
@@ -458,10 +462,11 @@ fn idle(rows: &mut Rows, ns: &str, zg: &mut Daemon, dev: &Device, n: usize) {
     row(
         rows,
         P,
-        "after closing them: device connections open / zonegate RSS / alive",
+        "after closing them: device connections open / zonegate fds / RSS / alive",
         format!(
-            "{} / {} / {}",
+            "{} / {} / {} / {}",
             dev.open.load(Ordering::Relaxed) - open_before,
+            open_fds(zg.pid),
             mib(status_kib(zg.pid, "VmRSS")),
             zg.alive()
         ),
@@ -566,7 +571,6 @@ fn slowloris(rows: &mut Rows, ns: &str, zg: &mut Daemon, n: usize, wait: u64) {
     let (tx, rx) = mpsc::channel::<(usize, Option<Duration>)>();
     let ns2 = ns.to_owned();
     // Each client: connect, send 3 of the 7 MBAP header bytes, then wait for the proxy to close.
-    // Connections beyond MAX_CONNECTIONS wait in the accept queue; their bytes sit there too.
     let pack = spawn_in_ns(&ns2, move || {
         let mut conns = Vec::new();
         for _ in 0..n {
@@ -757,7 +761,8 @@ fn main() {
     let args = parse_args();
     plant::remove_stale();
     let dir = tempfile::tempdir().unwrap();
-    let zones = zones(dir.path());
+    // Room for every idle connection and every slowloris client, plus the normal clients.
+    let zones = zones(dir.path(), args.idle.max(args.slowloris) + 64);
     let model = zonegate::config::load(&zones).unwrap();
     let plant = Plant::build(&model);
     let ops = plant.zone_ns("operations");

@@ -192,6 +192,71 @@ fn a_slow_client_is_cut_off_after_request_timeout_while_others_are_served() {
 }
 
 #[test]
+fn a_client_that_never_reads_its_answers_is_cut_off_while_others_are_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let bench = Bench::start(&zones(dir.path()));
+    let ns = bench.plant.zone_ns("operations");
+    // A small receive window, so that unread answers fill it soon.
+    let deaf: TcpStream = in_ns(&ns, || {
+        let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        s.set_recv_buffer_size(4096).unwrap();
+        s.bind(&SockAddr::from(SocketAddr::new(ip(SCADA), 0)))
+            .unwrap();
+        let dst: SocketAddr = format!("{INVERTER}:502").parse().unwrap();
+        s.connect_timeout(&SockAddr::from(dst), Duration::from_secs(2))
+            .unwrap();
+        s.into()
+    });
+    deaf.set_write_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    // Requests without end, answers never read: the proxy's writes back stall, then so do its
+    // reads of this client, then this client's writes.
+    let mut sent = 0u32;
+    let started = Instant::now();
+    while (&deaf).write_all(&read_request(sent as u16)).is_ok() {
+        sent += 1;
+        assert!(started.elapsed() < Duration::from_secs(20), "never stalled");
+    }
+    let stalled = Instant::now();
+    eprintln!("{sent} requests written before the connection stalled");
+
+    // Meanwhile another client is answered.
+    let mut other = connect(&ns, HMI);
+    other.write_all(&read_request(1)).unwrap();
+    let r = response(&mut other, Duration::from_secs(2)).unwrap();
+    assert_eq!(exception(&r), None, "{r:02x?}");
+
+    // The proxy gives the stalled write request_timeout (1 s), then closes the connection.
+    let mut hits = 0;
+    while stalled.elapsed() < Duration::from_secs(20) {
+        hits = limit_hits(&bench, dir.path(), "request_timeout");
+        if hits > 0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    eprintln!(
+        "counted {:?} after the client's write stalled",
+        stalled.elapsed()
+    );
+    assert_eq!(
+        hits, 1,
+        "the stalled connection counts as a request_timeout hit"
+    );
+    let mut buf = vec![0u8; 65536];
+    deaf.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let closed = loop {
+        match (&deaf).read(&mut buf) {
+            Ok(0) => break true,
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => break true,
+            Err(_) => break false,
+        }
+    };
+    assert!(closed, "the proxy closed the connection");
+}
+
+#[test]
 fn a_source_over_its_connection_limit_is_refused_and_others_are_not() {
     let dir = tempfile::tempdir().unwrap();
     let bench = Bench::start(&zones(dir.path()));

@@ -11,11 +11,14 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Lines, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
 
 use opcua_types::{
     BinaryEncodable, ByteString, ContextOwned, MessageSecurityMode, NodeId, ObjectId,
@@ -102,6 +105,11 @@ impl Cell {
 
     /// The asyncua client as the HMI: `steps` in one session; (exit code, one JSON line each).
     fn client(&self, security: &str, cert: Option<&str>, steps: Value) -> (i32, Vec<Value>) {
+        self.client_waiting(security, cert, steps, "5")
+    }
+
+    /// The asyncua client's command: `steps` from the HMI, `timeout` seconds for each answer.
+    fn client_command(&self, security: &str, steps: &Value, timeout: &str) -> Command {
         let mut cmd = Command::new("ip");
         cmd.args([
             "netns",
@@ -111,7 +119,19 @@ impl Cell {
         ])
         .arg(format!("{REPO}/tests/peers/opcua_client.py"))
         .args(["--url", URL, "--bind", HMI, "--security", security])
-        .args(["--timeout", "5", "--steps", &steps.to_string()]);
+        .args(["--timeout", timeout, "--steps", &steps.to_string()]);
+        cmd
+    }
+
+    /// [`Cell::client`] with the client's own timeout for each answer (seconds).
+    fn client_waiting(
+        &self,
+        security: &str,
+        cert: Option<&str>,
+        steps: Value,
+        timeout: &str,
+    ) -> (i32, Vec<Value>) {
+        let mut cmd = self.client_command(security, &steps, timeout);
         if let Some(name) = cert {
             let d = self.dir.path().join("certs");
             cmd.arg("--cert")
@@ -656,4 +676,306 @@ fn malformed_input_never_reaches_the_server() {
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .unwrap();
     assert!(rss_kib < 64 * 1024, "zonegate peak RSS {rss_kib} KiB");
+}
+
+// ---------------------------------------------------------------- limits
+
+/// The shipped plant with the management API (for the metrics) and 1 s request and response
+/// timeouts, so that the tests wait seconds, not minutes.
+fn zones_with_short_timeouts(dir: &Path) -> PathBuf {
+    let path = support::mgmt::zones_with_api(dir);
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(
+        !text.contains("\nlimits:"),
+        "the shipped zones.yaml sets limits"
+    );
+    std::fs::write(
+        &path,
+        format!("{text}\nlimits:\n  request_timeout: 1s\n  response_timeout: 1s\n"),
+    )
+    .unwrap();
+    path
+}
+
+/// `zonegate_limit_hits_total{limit="<limit>"}` from the management API.
+fn limit_hits(cell: &Cell, limit: &str) -> u64 {
+    let reply = support::mgmt::get(
+        &cell.plant,
+        cell.dir.path(),
+        "/metrics",
+        &["-H", &support::mgmt::bearer(support::mgmt::API_KEY)],
+    );
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let series = format!("zonegate_limit_hits_total{{limit=\"{limit}\"}} ");
+    reply
+        .body
+        .lines()
+        .find_map(|l| l.strip_prefix(&series))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {series} in:\n{}", reply.body))
+}
+
+/// A process stopped with SIGSTOP: its kernel still accepts connections and takes bytes, but
+/// nothing answers. SIGCONT when dropped, also when an assertion fails.
+struct Stopped(Pid);
+
+impl Stopped {
+    fn new(pid: u32) -> Stopped {
+        let pid = Pid::from_raw(i32::try_from(pid).unwrap());
+        kill(pid, Signal::SIGSTOP).unwrap();
+        Stopped(pid)
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        let _ = kill(self.0, Signal::SIGCONT);
+    }
+}
+
+/// The asyncua client running: its lines are read one at a time, while the test changes the
+/// plant between its steps (`wait_file` steps wait for the test).
+struct Running {
+    child: Child,
+    lines: Lines<BufReader<ChildStdout>>,
+}
+
+impl Running {
+    fn start(cell: &Cell, steps: &Value, timeout: &str) -> Running {
+        let mut child = cell
+            .client_command("None", steps, timeout)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        Running { child, lines }
+    }
+
+    fn next(&mut self) -> Value {
+        let line = self.lines.next().expect("the client ended early").unwrap();
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"))
+    }
+
+    fn wait(mut self) -> i32 {
+        self.child.wait().unwrap().code().unwrap_or(-1)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait_file(path: &Path) -> Value {
+    serde_json::json!({"op": "wait_file", "path": path})
+}
+
+#[test]
+fn a_silent_server_earns_bad_timeout_and_the_session_goes_on_once_it_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let zones = zones_with_short_timeouts(dir.path());
+    let cell = Cell::start(&zones, dir);
+    let stopped_file = cell.dir.path().join("stopped");
+    let resumed_file = cell.dir.path().join("resumed");
+    // The client waits 10 s for each answer: only the gateway can time out within the test's
+    // bounds.
+    let mut hmi = Running::start(
+        &cell,
+        &serde_json::json!([
+            read(FEED),
+            wait_file(&stopped_file),
+            read(FEED),
+            wait_file(&resumed_file),
+            read(FEED),
+        ]),
+        "10",
+    );
+    assert_eq!(hmi.next()["op"], "connected");
+    let r = hmi.next();
+    assert_eq!(r["value"], 100.0, "{r}");
+
+    // The server stops. The Read gets a ServiceFault Bad_Timeout from the gateway after
+    // response_timeout (1 s), and the session stays up.
+    let stopped = Stopped::new(cell.server.id());
+    std::fs::write(&stopped_file, "").unwrap();
+    let started = Instant::now();
+    assert_eq!(hmi.next()["op"], "wait_file");
+    let r = hmi.next();
+    let took = started.elapsed();
+    assert_eq!(status(&r), "BadTimeout", "{r}");
+    assert_eq!(
+        r["service_fault"], true,
+        "answered, not the client's own timeout: {r}"
+    );
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(5),
+        "Bad_Timeout after {took:?}, expected about response_timeout (1 s)"
+    );
+
+    // Meanwhile a new connection's Hello goes unanswered: an ERR BadTimeout ends it as soon.
+    let started = Instant::now();
+    let (code, lines) = cell.client_waiting("None", None, serde_json::json!([read(FEED)]), "10");
+    let took = started.elapsed();
+    assert_eq!(code, 2, "{lines:#?}");
+    assert_eq!(lines[0]["op"], "connect", "{lines:#?}");
+    assert_eq!(status(&lines[0]), "BadTimeout", "{lines:#?}");
+    assert_ne!(
+        lines[0]["error"], "timeout",
+        "the gateway's ERR, not the client's timeout"
+    );
+    assert!(took < Duration::from_secs(5), "refused after {took:?}");
+
+    // The server goes on and answers the old Read, late. That answer must not reach the client
+    // (asyncua would close the connection over a response to no request); the same session
+    // reads again.
+    drop(stopped);
+    std::fs::write(&resumed_file, "").unwrap();
+    assert_eq!(hmi.next()["op"], "wait_file");
+    let r = hmi.next();
+    assert_eq!(status(&r), "Good", "{r}");
+    assert_eq!(r["value"], 100.0, "{r}");
+    assert_eq!(hmi.wait(), 0, "the session ended normally");
+
+    let e = cell.audit_event("the Read timed out", |e| {
+        e["event"]["action"] == "opcua-server-timeout" && e["opcua"]["service"] == "read"
+    });
+    assert_eq!(e["event"]["outcome"], "failure", "{e}");
+    assert_eq!(e["source"]["ip"], HMI, "{e}");
+    assert_eq!(e["opcua"]["answer"], "service_fault", "{e}");
+    let id = e["opcua"]["request_id"].as_u64().expect("the request id");
+    let reason = e["zonegate"]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains(&format!("request {id} ")) && reason.contains("limits.response_timeout"),
+        "{e}"
+    );
+    let e = cell.audit_event("the Hello timed out", |e| {
+        e["event"]["action"] == "opcua-server-timeout" && e["opcua"]["service"] == "hello"
+    });
+    assert_eq!(e["opcua"]["answer"], "error", "{e}");
+    assert_eq!(limit_hits(&cell, "response_timeout"), 2);
+}
+
+/// Reads one whole chunk (8-byte header, then the size it gives).
+fn read_chunk(stream: &mut TcpStream) -> Vec<u8> {
+    let mut chunk = vec![0u8; 8];
+    stream.read_exact(&mut chunk).unwrap();
+    let size = u32::from_le_bytes(chunk[4..8].try_into().unwrap()) as usize;
+    chunk.resize(size, 0);
+    stream.read_exact(&mut chunk[8..]).unwrap();
+    chunk
+}
+
+#[test]
+fn a_client_that_stops_half_way_through_a_chunk_header_is_cut_off_after_request_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let zones = zones_with_short_timeouts(dir.path());
+    let cell = Cell::start(&zones, dir);
+    let (ack, opened, after, took) = in_ns(&cell.plant.zone_ns("operations"), || {
+        let socket = socket2::Socket::new(
+            socket2::Domain::IPV4,
+            socket2::Type::STREAM,
+            Some(socket2::Protocol::TCP),
+        )
+        .unwrap();
+        socket
+            .bind(&SocketAddr::new(HMI.parse().unwrap(), 0).into())
+            .unwrap();
+        socket
+            .connect_timeout(
+                &SocketAddr::new(CNC.parse().unwrap(), 4840).into(),
+                Duration::from_secs(3),
+            )
+            .unwrap();
+        let mut stream: TcpStream = socket.into();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        stream.write_all(&hello()).unwrap();
+        let ack = read_chunk(&mut stream);
+        stream.write_all(&open_none()).unwrap();
+        let opened = read_chunk(&mut stream);
+        // Half a MSG header, then nothing.
+        stream.write_all(b"MSGF").unwrap();
+        let started = Instant::now();
+        let mut after = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            match stream.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => after.extend_from_slice(&buf[..n]),
+            }
+        }
+        (ack, opened, after, started.elapsed())
+    });
+    assert_eq!(&ack[..4], b"ACKF", "{ack:02x?}");
+    assert_eq!(&opened[..4], b"OPNF", "{opened:02x?}");
+    assert_eq!(err_status(&after), Some(0x800A_0000), "{after:02x?}"); // BadTimeout
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(5),
+        "cut off after {took:?}, expected about request_timeout (1 s)"
+    );
+    let e = cell.audit_event("opcua-request-timeout", |e| {
+        e["event"]["action"] == "opcua-request-timeout"
+    });
+    assert_eq!(e["source"]["ip"], HMI, "{e}");
+    assert!(
+        e["zonegate"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("limits.request_timeout; 4 bytes"),
+        "{e}"
+    );
+    assert_eq!(limit_hits(&cell, "request_timeout"), 1);
+    // Other clients are not affected.
+    let r = cell.steps("None", None, serde_json::json!([read(FEED)]));
+    assert_eq!(r[0]["value"], 100.0, "{r:#?}");
+}
+
+#[test]
+fn configured_frame_sizes_are_negotiated_and_enforced() {
+    let dir = tempfile::tempdir().unwrap();
+    let zones = zones_with_short_timeouts(dir.path());
+    let text = std::fs::read_to_string(&zones).unwrap();
+    std::fs::write(
+        &zones,
+        format!("{text}  opcua: {{max_chunk_size: 8192, max_chunks: 4}}\n"),
+    )
+    .unwrap();
+    let cell = Cell::start(&zones, dir);
+
+    // The client asks for 64 KiB buffers and no limits; the Acknowledge it gets back offers
+    // what the gateway allows. ACK: "ACKF", MessageSize, ProtocolVersion, ReceiveBufferSize,
+    // SendBufferSize, MaxMessageSize, MaxChunkCount (u32 little-endian each).
+    let (ack, _) = cell.raw(vec![hello()]);
+    assert_eq!(ack.get(..4), Some(&b"ACKF"[..]), "{ack:02x?}");
+    let field = |at: usize| u32::from_le_bytes(ack[at..at + 4].try_into().unwrap());
+    assert!(field(12) <= 8192, "receive buffer {}", field(12));
+    assert!(field(16) <= 8192, "send buffer {}", field(16));
+    assert_eq!(field(24), 4, "max chunk count");
+
+    // A chunk over the size and a message of more chunks than that are refused.
+    let (got, closed) = cell.raw(vec![
+        hello(),
+        open_none(),
+        message_chunk(b'F', 2, &[0u8; 9000]),
+    ]);
+    assert!(closed);
+    assert_eq!(err_status(&got), Some(0x8080_0000), "{got:02x?}"); // BadTcpMessageTooLarge
+    let chunks: Vec<u8> = (0..5u32)
+        .flat_map(|i| message_chunk(b'C', 2 + i, &[0u8; 1000]))
+        .collect();
+    let (got, closed) = cell.raw(vec![hello(), open_none(), chunks]);
+    assert!(closed);
+    assert_eq!(err_status(&got), Some(0x8080_0000), "{got:02x?}");
+    for kind in ["chunk_too_large", "too_many_chunks"] {
+        cell.audit_event(kind, |e| {
+            e["event"]["action"] == "opcua-malformed" && e["opcua"]["error"] == kind
+        });
+    }
+
+    // A real client negotiates the smaller buffers and works.
+    let r = cell.steps("None", None, serde_json::json!([read(FEED)]));
+    assert_eq!(r[0]["value"], 100.0, "{r:#?}");
 }

@@ -6,7 +6,8 @@ use std::time::Duration;
 use serde_saphyr::Spanned;
 
 use super::model::Problems;
-use super::raw::{RawLimits, RawWriteRate};
+use super::raw::{RawLimits, RawOpcUaLimits, RawWriteRate};
+use crate::proto::opcua::{MAX_CHUNK_COUNT, MAX_CHUNK_SIZE, MAX_MESSAGE_SIZE};
 
 /// The inspection proxy's bounds, gateway-wide. The defaults are what the proxy always did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -15,8 +16,8 @@ pub struct Limits {
     pub connections: usize,
     /// Proxied connections at once from one client address.
     pub connections_per_source: usize,
-    /// Modbus requests forwarded and not yet answered, per connection; beyond it the client
-    /// is not read until the device answers.
+    /// Requests forwarded and not yet answered, per connection (OPC UA: not counting Publish);
+    /// beyond it the client is not read until the device answers.
     pub in_flight_per_connection: usize,
     /// A connection with nothing in flight and nothing received for this long is closed.
     pub idle_timeout: Duration,
@@ -24,11 +25,40 @@ pub struct Limits {
     pub request_timeout: Duration,
     /// How long the device has to accept the proxy's connection.
     pub connect_timeout: Duration,
-    /// How long a Modbus device has to answer a request.
+    /// How long a Modbus device or OPC UA server has to answer a request (OPC UA: but Publish).
     pub response_timeout: Duration,
     /// Most wall-clock time one policy decision may take; then it is a deny.
     pub policy_time: Duration,
+    /// OPC UA frame sizes (`limits.opcua`). Modbus frames have no such setting: the protocol
+    /// bounds an ADU at 260 bytes, and the parser holds every frame to it.
+    pub opcua: OpcUaFrames,
 }
+
+/// The OPC UA frame sizes the proxy accepts from either side and negotiates for both: the
+/// Hello and Acknowledge it passes on carry no larger buffer sizes, message size or chunk count.
+/// At most the parser's own bounds, lower where a site wants less held per connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpcUaFrames {
+    /// Largest chunk in bytes, header included.
+    pub max_chunk_size: u32,
+    /// Largest message, all its chunks' bodies together.
+    pub max_message_size: usize,
+    /// Most chunks per message.
+    pub max_chunks: usize,
+}
+
+impl Default for OpcUaFrames {
+    fn default() -> Self {
+        OpcUaFrames {
+            max_chunk_size: MAX_CHUNK_SIZE,
+            max_message_size: MAX_MESSAGE_SIZE,
+            max_chunks: MAX_CHUNK_COUNT,
+        }
+    }
+}
+
+/// Smallest OPC UA buffer (chunk) size a peer must accept (OPC 10000-6, 7.1.2.3).
+const MIN_OPCUA_CHUNK: u32 = 8192;
 
 impl Default for Limits {
     fn default() -> Self {
@@ -41,6 +71,7 @@ impl Default for Limits {
             connect_timeout: Duration::from_secs(3),
             response_timeout: Duration::from_secs(5),
             policy_time: Duration::from_millis(50),
+            opcua: OpcUaFrames::default(),
         }
     }
 }
@@ -155,7 +186,51 @@ pub(super) fn limits(raw: Option<&Spanned<RawLimits>>, p: &mut Problems) -> Limi
         l.policy_time,
         p,
     );
+    if let Some(o) = &raw.opcua {
+        l.opcua = opcua_frames(&o.value, p);
+    }
     l
+}
+
+/// `limits.opcua`, each size within what the protocol needs and the parser allows.
+fn opcua_frames(raw: &RawOpcUaLimits, p: &mut Problems) -> OpcUaFrames {
+    let mut f = OpcUaFrames::default();
+    let size = |v: &Option<Spanned<u32>>, field: &str, min: u32, max: u32, p: &mut Problems| {
+        let v = v.as_ref()?;
+        if v.value < min || v.value > max {
+            p.at(
+                v,
+                format!("limits.opcua.{field} {} is out of range", v.value),
+                Some(format!("use {min} to {max}")),
+            );
+            return None;
+        }
+        Some(v.value)
+    };
+    let max_message = u32::try_from(MAX_MESSAGE_SIZE).unwrap_or(u32::MAX);
+    let max_chunks = u32::try_from(MAX_CHUNK_COUNT).unwrap_or(u32::MAX);
+    if let Some(v) = size(
+        &raw.max_chunk_size,
+        "max_chunk_size",
+        MIN_OPCUA_CHUNK,
+        MAX_CHUNK_SIZE,
+        p,
+    ) {
+        f.max_chunk_size = v;
+    }
+    if let Some(v) = size(
+        &raw.max_message_size,
+        "max_message_size",
+        MIN_OPCUA_CHUNK,
+        max_message,
+        p,
+    ) {
+        f.max_message_size = usize::try_from(v).unwrap_or(f.max_message_size);
+    }
+    if let Some(v) = size(&raw.max_chunks, "max_chunks", 1, max_chunks, p) {
+        f.max_chunks = usize::try_from(v).unwrap_or(f.max_chunks);
+    }
+    f
 }
 
 /// A humantime duration (`300s`, `1m 30s`, `50ms`) within `min..=max`.

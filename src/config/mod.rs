@@ -9,7 +9,7 @@ pub mod raw;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-pub use limits::{Limits, WriteRate};
+pub use limits::{Limits, OpcUaFrames, WriteRate};
 pub use model::{
     Asset, AssetKind, Conduit, Endpoint, FailureMode, Gateway, Inspection, Management, Mode, Model,
     OnDeny, PortRange, PurdueLevel, QuarantineSettings, Service, Warning, Zone,

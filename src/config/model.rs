@@ -1563,7 +1563,7 @@ conduits:
         assert_eq!(model.limits, crate::config::Limits::default());
         assert_eq!(model.limits.connections, 1024);
         let set = format!(
-            "{yaml}limits: {{connections: 10, connections_per_source: 2, request_timeout: 750ms, idle_timeout: 1m, policy_time: 20ms}}\n"
+            "{yaml}limits: {{connections: 10, connections_per_source: 2, request_timeout: 750ms, idle_timeout: 1m, policy_time: 20ms, opcua: {{max_chunk_size: 8192, max_message_size: 65536}}}}\n"
         );
         let set = set.replace("p.rego}", "p.rego, write_rate: {per_second: 5}}");
         let model = parse(&set).unwrap();
@@ -1573,6 +1573,12 @@ conduits:
         assert_eq!(model.limits.idle_timeout, Duration::from_secs(60));
         assert_eq!(model.limits.policy_time, Duration::from_millis(20));
         assert_eq!(model.limits.connect_timeout, Duration::from_secs(3));
+        assert_eq!(model.limits.opcua.max_chunk_size, 8192);
+        assert_eq!(model.limits.opcua.max_message_size, 65536);
+        assert_eq!(
+            model.limits.opcua.max_chunks,
+            crate::proto::opcua::MAX_CHUNK_COUNT
+        );
         let rate = model.conduits[0].inspection.as_ref().unwrap().write_rate;
         assert_eq!(
             rate,
@@ -1593,6 +1599,18 @@ conduits:
                 "limits.response_timeout 10m is out of range",
             ),
             ("policy_time: 5s", "limits.policy_time 5s is out of range"),
+            (
+                "opcua: {max_chunk_size: 4096}",
+                "limits.opcua.max_chunk_size 4096 is out of range",
+            ),
+            (
+                "opcua: {max_message_size: 16777216}",
+                "limits.opcua.max_message_size 16777216 is out of range",
+            ),
+            (
+                "opcua: {max_chunks: 0}",
+                "limits.opcua.max_chunks 0 is out of range",
+            ),
         ] {
             let errors = parse(&format!("{yaml}limits: {{{bad}}}\n")).unwrap_err();
             assert!(

@@ -257,6 +257,20 @@ pub struct RawLimits {
     pub response_timeout: Option<Spanned<String>>,
     #[serde(default)]
     pub policy_time: Option<Spanned<String>>,
+    #[serde(default)]
+    pub opcua: Option<Spanned<RawOpcUaLimits>>,
+}
+
+/// `limits.opcua`: the OPC UA frame sizes the proxy accepts and negotiates.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOpcUaLimits {
+    #[serde(default)]
+    pub max_chunk_size: Option<Spanned<u32>>,
+    #[serde(default)]
+    pub max_message_size: Option<Spanned<u32>>,
+    #[serde(default)]
+    pub max_chunks: Option<Spanned<u32>>,
 }
 
 /// `quarantine: {after: N, within: T, for: D}` on an inspected conduit.

@@ -2943,6 +2943,46 @@ mod tests {
         assert!(fault.response_header.additional_header.is_null());
     }
 
+    /// The ServiceFault the proxy sends when the server does not answer request 5 (handle 42) in
+    /// time: channel 7, token 1, the client's next sequence number 54.
+    const SERVICE_FAULT_TIMEOUT: [u8; 52] = [
+        b'M', b'S', b'G', // message type
+        b'F', // chunk type: final
+        0x34, 0x00, 0x00, 0x00, // message size 52
+        0x07, 0x00, 0x00, 0x00, // secure channel id 7
+        0x01, 0x00, 0x00, 0x00, // token id 1
+        0x36, 0x00, 0x00, 0x00, // sequence number 54
+        0x05, 0x00, 0x00, 0x00, // request id 5: the request's, so the client matches it
+        0x01, 0x00, 0x8D, 0x01, // type id: four-byte NodeId, ns 0, 397 ServiceFault
+        0x00, 0xC0, 0x89, 0x76, 0x45, 0x3C, 0xDA, 0x01, // timestamp 2024-01-01T00:00:00Z
+        0x2A, 0x00, 0x00, 0x00, // request handle 42: the request's
+        0x00, 0x00, 0x0A, 0x80, // service result 0x800A0000 Bad_Timeout
+        0x00, // service diagnostics: DiagnosticInfo with an empty mask
+        0xFF, 0xFF, 0xFF, 0xFF, // string table: null array
+        0x00, 0x00, 0x00, // additional header: null NodeId, no body
+    ];
+
+    #[test]
+    fn service_fault_bad_timeout_bytes() {
+        let timestamp = 133_485_408_000_000_000;
+        let bytes = encode_service_fault(7, 1, 54, 5, 42, STATUS_BAD_TIMEOUT, timestamp);
+        assert_eq!(bytes, SERVICE_FAULT_TIMEOUT);
+        // A whole chunk, and one async-opcua-types reads as the same fault.
+        let chunk = chunk_of(&SERVICE_FAULT_TIMEOUT);
+        let ChunkBody::Message(message) = chunk.body else {
+            panic!("{chunk:?}");
+        };
+        let (_, body) = parse_sequence_header(message.rest).unwrap();
+        let owned = context();
+        let ctx = owned.context();
+        let mut stream = &body[4..];
+        let fault = ServiceFault::decode(&mut stream, &ctx).unwrap();
+        assert!(stream.is_empty());
+        assert_eq!(fault.response_header.request_handle, 42);
+        assert_eq!(fault.response_header.service_result, StatusCode::BadTimeout);
+        assert_eq!(fault.response_header.timestamp.checked_ticks(), timestamp);
+    }
+
     #[test]
     fn status_codes_are_the_specs() {
         for (ours, theirs) in [
@@ -2971,6 +3011,7 @@ mod tests {
                 StatusCode::BadSecurityChecksFailed,
             ),
             (STATUS_BAD_DECODING_ERROR, StatusCode::BadDecodingError),
+            (STATUS_BAD_TIMEOUT, StatusCode::BadTimeout),
         ] {
             assert_eq!(ours, theirs.bits(), "{theirs}");
         }

@@ -10,6 +10,7 @@ pub mod routing;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
+use std::time::Duration;
 
 use atomic_waker::AtomicWaker;
 use socket2::{Domain, Socket, Type};
@@ -232,8 +233,15 @@ async fn handle(
         }
         Protocol::OpcUa => opcua::session(stream, client, device, route, watch, shared.audit).await,
     };
-    if let Err(e) = ended {
-        tracing::debug!(%client, %device, protocol = protocol.as_str(), error = %e, "session error");
+    match ended {
+        Ok(()) => {}
+        Err(e @ SessionError::Stalled { .. }) => {
+            shared.metrics.limit_hit(Limit::RequestTimeout);
+            tracing::warn!(%client, %device, protocol = protocol.as_str(), error = %e, "connection closed");
+        }
+        Err(e) => {
+            tracing::debug!(%client, %device, protocol = protocol.as_str(), error = %e, "session error");
+        }
     }
 }
 
@@ -540,26 +548,41 @@ pub enum SessionError {
     Client(#[source] std::io::Error),
     #[error("device: {0}")]
     Device(#[source] std::io::Error),
+    /// A peer that stops taking what the proxy writes to it (a client that never reads its
+    /// answers, a device that stopped reading) would hold the session in the write for ever,
+    /// deaf to its own timers.
+    #[error(
+        "the {side} took nothing of what was written to it for {limit:?} (limits.request_timeout)"
+    )]
+    Stalled { side: &'static str, limit: Duration },
 }
 
-/// Writes what is queued for each side, the device first, and empties the queues.
+/// Writes what is queued for each side, the device first, and empties the queues. Each side
+/// must take its bytes within `limit` (`limits.request_timeout`).
 pub async fn flush(
     client: &mut TcpStream,
     to_client: &mut Vec<u8>,
     device: &mut TcpStream,
     to_device: &mut Vec<u8>,
+    limit: Duration,
 ) -> Result<(), SessionError> {
     if !to_device.is_empty() {
-        device
-            .write_all(to_device)
+        tokio::time::timeout(limit, device.write_all(to_device))
             .await
+            .map_err(|_| SessionError::Stalled {
+                side: "device",
+                limit,
+            })?
             .map_err(SessionError::Device)?;
         to_device.clear();
     }
     if !to_client.is_empty() {
-        client
-            .write_all(to_client)
+        tokio::time::timeout(limit, client.write_all(to_client))
             .await
+            .map_err(|_| SessionError::Stalled {
+                side: "client",
+                limit,
+            })?
             .map_err(SessionError::Client)?;
         to_client.clear();
     }

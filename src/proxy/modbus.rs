@@ -142,7 +142,9 @@ impl Judge {
         Judge {
             policy,
             input,
-            decisions: HashMap::with_capacity(MAX_CACHED_DECISIONS),
+            // Grown as requests are seen, not reserved: most connections poll a handful of
+            // requests, and an idle connection should cost little (scripts/soak).
+            decisions: HashMap::new(),
             key: Vec::with_capacity(MAX_ADU_LEN),
             evaluation,
             metrics,
@@ -226,8 +228,9 @@ impl Session {
             from_client_len: 0,
             from_device: Box::new([0; BUF_LEN]),
             from_device_len: 0,
-            to_device: Vec::with_capacity(BUF_LEN),
-            to_client: Vec::with_capacity(BUF_LEN),
+            // Grown on first use and kept (cleared, not freed, after each flush).
+            to_device: Vec::new(),
+            to_client: Vec::new(),
             write_rate_deny: Arc::new(Decision::Deny {
                 reason: REASON_WRITE_RATE.into(),
                 rule: RULE_WRITE_RATE.into(),
@@ -668,7 +671,14 @@ impl Session {
         client: &mut TcpStream,
         device: &mut TcpStream,
     ) -> Result<(), SessionError> {
-        super::flush(client, &mut self.to_client, device, &mut self.to_device).await
+        super::flush(
+            client,
+            &mut self.to_client,
+            device,
+            &mut self.to_device,
+            self.route.limits.request_timeout,
+        )
+        .await
     }
 
     /// With no device to talk to, answer each well-formed request with `code` until the client
@@ -722,9 +732,13 @@ impl Session {
             self.from_client
                 .copy_within(used_total..self.from_client_len, 0);
             self.from_client_len = self.from_client_len.saturating_sub(used_total);
-            client
-                .write_all(&self.to_client)
+            let limit = self.route.limits.request_timeout;
+            tokio::time::timeout(limit, client.write_all(&self.to_client))
                 .await
+                .map_err(|_| SessionError::Stalled {
+                    side: "client",
+                    limit,
+                })?
                 .map_err(SessionError::Client)?;
             self.to_client.clear();
         }

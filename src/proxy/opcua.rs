@@ -11,6 +11,15 @@
 //! on the proxy renumbers the chunks it forwards in both directions, so that each side still sees
 //! consecutive sequence numbers. On a signed channel nothing can be forged or renumbered: a
 //! refusal is an ERR message and the end of the connection.
+//!
+//! The server owes an answer to everything the proxy forwards but Publish (see `outstanding`)
+//! within `limits.response_timeout`. When it does not answer a request on a None channel, the
+//! proxy answers it with a ServiceFault `Bad_Timeout` and drops the late response; on a signed
+//! channel, and for a Hello or OpenSecureChannel, it closes the connection with an ERR
+//! `BadTimeout`. Encrypted channels are not timed: neither the request id nor the service of
+//! their messages can be read, so they rely on the idle timeout.
+
+mod outstanding;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -21,9 +30,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use self::outstanding::{Handshake, MAX_ABANDONED, Outstanding, Pending, Response, has_deadline};
 use super::{Protocol, Route, SessionError, SiteWatch};
 use crate::audit::{self, Audit};
-use crate::config::{Mode, OnDeny};
+use crate::config::{Mode, OnDeny, OpcUaFrames};
 use crate::metrics::Limit;
 use crate::policy::opcua::{
     CertificateFacts, ChannelFacts, ChannelValues, Item, SecurityMode, Stage, access,
@@ -31,19 +41,19 @@ use crate::policy::opcua::{
 };
 use crate::policy::{ConnectionInput, Decision};
 use crate::proto::opcua::{
-    self, Acknowledge, Chunk, ChunkBody, ChunkType, HEADER_LEN, Hello, MAX_CHUNK_COUNT,
-    MAX_CHUNK_SIZE, MAX_MESSAGE_SIZE, MAX_PARTIAL_MESSAGES, OpcUaError, OpenHeader, Reassembler,
-    STATUS_BAD_COMMUNICATION_ERROR, STATUS_BAD_SECURITY_POLICY_REJECTED,
-    STATUS_BAD_TCP_MESSAGE_TYPE_INVALID, STATUS_BAD_TIMEOUT, STATUS_BAD_USER_ACCESS_DENIED,
-    SYMMETRIC_SEQUENCE_OFFSET, SequenceHeader, ServiceRequest, SymmetricHeader,
-    next_sequence_number,
+    self, Acknowledge, Chunk, ChunkBody, ChunkType, HEADER_LEN, Hello, MAX_CHUNK_SIZE,
+    MAX_PARTIAL_MESSAGES, OpcUaError, OpenHeader, Reassembler, STATUS_BAD_COMMUNICATION_ERROR,
+    STATUS_BAD_SECURITY_POLICY_REJECTED, STATUS_BAD_TCP_MESSAGE_TYPE_INVALID, STATUS_BAD_TIMEOUT,
+    STATUS_BAD_USER_ACCESS_DENIED, SYMMETRIC_SEQUENCE_OFFSET, SequenceHeader, Service,
+    ServiceRequest, SymmetricHeader, next_sequence_number,
 };
 /// How long a client has to send its Hello.
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 // The server's connect timeout (then an ERR `BadCommunicationError`), the idle timeout (OPC UA
-// clients keep sessions alive with Publish or Read requests well within it) and the time a
-// chunk once begun has to be completed (then ERR `BadTimeout`) are the site's `limits:`, read
-// from the route so that they follow reloads.
+// clients keep sessions alive with Publish or Read requests well within it), the time a
+// chunk once begun has to be completed (then ERR `BadTimeout`), the time the server has to
+// answer (then a ServiceFault `Bad_Timeout` or ERR `BadTimeout`) and the responses it may owe
+// at once are the site's `limits:`, read from the route so that they follow reloads.
 /// Allowed reads, browses and subscription requests are audited as one count per connection at
 /// most this often (and when it ends), not one event each.
 pub const READ_SUMMARY_INTERVAL: Duration = Duration::from_secs(60);
@@ -89,6 +99,21 @@ enum Flow {
     Continue,
     /// Flush what is queued, then close both connections.
     Close,
+}
+
+/// A ServiceFault the proxy sends in the server's place (None channels only).
+#[derive(Debug, Clone, Copy)]
+struct Fault {
+    secure_channel_id: u32,
+    token_id: u32,
+    request_id: u32,
+    request_handle: u32,
+    status: u32,
+}
+
+/// `d` after `t` (saturating: a deadline that cannot be represented is `t`).
+fn after(t: Instant, d: Duration) -> Instant {
+    t.checked_add(d).unwrap_or(t)
 }
 
 /// Chunks of one client message, held back until the message is judged.
@@ -167,6 +192,9 @@ struct Session {
     phase: Phase,
     readability: Readability,
     reassembler: Reassembler,
+    /// The frame sizes negotiated at the Hello (`limits.opcua` then): kept for the connection,
+    /// since a reload cannot renegotiate them.
+    frames: OpcUaFrames,
     held: Vec<Held>,
     /// The last sequence number sent to each side, on a None channel (where the proxy keeps
     /// them consecutive after dropping or adding a message).
@@ -174,6 +202,19 @@ struct Session {
     last_to_client: Option<u32>,
     /// Whether the proxy has dropped or added a message: from then on it renumbers.
     renumber: bool,
+    /// What the server owes, and by when.
+    outstanding: Outstanding,
+    /// ServiceFaults waiting for the end of the server's message in progress: a client takes
+    /// the chunks of one message in a row, and a chunk of another message between them is a
+    /// protocol error to it. The client is not read while any wait.
+    faults_due: Vec<Fault>,
+    /// The last server chunk passed to the client was an intermediate one.
+    server_mid_message: bool,
+    /// When the last bytes came from either side (the idle timeout counts from it).
+    last_activity: Instant,
+    /// The client's buffer lost whole chunks since the session's loop last looked: what is
+    /// left of it (a chunk begun) is new.
+    client_progress: bool,
     reads_allowed: u64,
     reads_reported: Instant,
     from_client: Vec<u8>,
@@ -191,6 +232,7 @@ impl Session {
         audit: Audit,
     ) -> Self {
         let input = route.input(client_addr, device_addr, None);
+        let frames = route.limits.opcua;
         Session {
             client_addr,
             device_addr,
@@ -203,11 +245,17 @@ impl Session {
             decisions: BTreeMap::new(),
             phase: Phase::Hello,
             readability: Readability::Unknown,
-            reassembler: Reassembler::default(),
+            reassembler: Reassembler::with_limits(frames.max_chunks, frames.max_message_size),
+            frames,
             held: Vec::new(),
             last_to_server: None,
             last_to_client: None,
             renumber: false,
+            outstanding: Outstanding::default(),
+            faults_due: Vec::new(),
+            server_mid_message: false,
+            last_activity: Instant::now(),
+            client_progress: false,
             reads_allowed: 0,
             reads_reported: Instant::now(),
             from_client: Vec::with_capacity(READ_SIZE),
@@ -249,37 +297,36 @@ impl Session {
         client: &mut TcpStream,
         server: &mut TcpStream,
     ) -> Result<(), SessionError> {
-        // One timer for the session, pushed back on activity (which tokio does without the
-        // timer driver's lock): the idle deadline, or while the client has begun a chunk and
-        // not finished it, that chunk's.
+        // One timer for the session, set after every event to the earliest of: the idle
+        // deadline (or, while the client has begun a chunk and not finished it, that chunk's)
+        // and the first deadline of what the server owes.
         let mut partial_since: Option<Instant> = None;
-        let idle = tokio::time::sleep(self.route.limits.idle_timeout);
-        tokio::pin!(idle);
         // The Hello (and whatever the client sent with it) was judged before the server was
-        // connected.
+        // connected; the server owes its Acknowledge from now on.
+        self.last_activity = Instant::now();
+        let limits = self.route.limits;
+        let acknowledge = after(self.last_activity, limits.response_timeout);
+        self.outstanding.connected(acknowledge);
+        let timer = tokio::time::sleep_until(
+            acknowledge.min(after(self.last_activity, limits.idle_timeout)),
+        );
+        tokio::pin!(timer);
         self.flush(client, server).await?;
         loop {
-            let read_client = self.from_client.len() < MAX_BUFFERED;
+            self.client_progress = false;
+            let read_client = !self.client_paused() && self.from_client.len() < MAX_BUFFERED;
             let read_server = self.from_server.len() < MAX_BUFFERED;
             reserve(&mut self.from_client);
             reserve(&mut self.from_server);
-            let flow = tokio::select! {
+            let mut flow = tokio::select! {
                 r = client.read_buf(&mut self.from_client), if read_client => {
                     let n = r.map_err(SessionError::Client)?;
                     if n == 0 {
                         return Ok(());
                     }
                     self.route.metrics.to_device(n);
-                    let buffered = self.from_client.len();
-                    let flow = self.chunks(Side::Client);
-                    partial_since = if self.from_client.is_empty() {
-                        None
-                    } else if self.from_client.len() < buffered || partial_since.is_none() {
-                        Some(Instant::now())
-                    } else {
-                        partial_since
-                    };
-                    flow
+                    self.last_activity = Instant::now();
+                    self.chunks(Side::Client)
                 }
                 r = server.read_buf(&mut self.from_server), if read_server => {
                     let n = r.map_err(SessionError::Device)?;
@@ -288,18 +335,36 @@ impl Session {
                         return Ok(());
                     }
                     self.route.metrics.to_client(n);
+                    self.last_activity = Instant::now();
                     self.chunks(Side::Server)
                 }
-                () = &mut idle => self.timed_out(partial_since),
+                () = &mut timer => self.timer_fired(partial_since),
                 () = self.watch.reloaded() => self.follow_reload(),
             };
+            // Whole chunks held back while the client was paused go on once it is not.
+            if flow == Flow::Continue && !self.client_paused() && !self.from_client.is_empty() {
+                flow = self.chunks(Side::Client);
+            }
             let now = Instant::now();
-            let limits = self.route.limits;
-            let next = match partial_since {
-                Some(since) => since.checked_add(limits.request_timeout).unwrap_or(since),
-                None => now.checked_add(limits.idle_timeout).unwrap_or(now),
+            // A chunk begun is timed from when it became the first in the buffer; not while
+            // the client is paused, since its rest may be waiting unread in the socket.
+            partial_since = if self.client_paused() || self.from_client.is_empty() {
+                None
+            } else if self.client_progress || partial_since.is_none() {
+                Some(now)
+            } else {
+                partial_since
             };
-            idle.as_mut().reset(next);
+            let limits = self.route.limits;
+            let base = match partial_since {
+                Some(since) => after(since, limits.request_timeout),
+                None => after(self.last_activity, limits.idle_timeout),
+            };
+            let next = self
+                .outstanding
+                .next_due()
+                .map_or(base, |due| due.min(base));
+            timer.as_mut().reset(next);
             if now.saturating_duration_since(self.reads_reported) >= READ_SUMMARY_INTERVAL {
                 self.report_reads();
             }
@@ -310,12 +375,27 @@ impl Session {
         }
     }
 
+    /// The client is not read while the server owes `limits.in_flight_per_connection`
+    /// responses (back-pressure, as for Modbus; Publish requests do not count), nor while
+    /// ServiceFaults wait for the server's message in progress.
+    fn client_paused(&self) -> bool {
+        self.outstanding.in_flight() >= self.route.limits.in_flight_per_connection
+            || !self.faults_due.is_empty()
+    }
+
     async fn flush(
         &mut self,
         client: &mut TcpStream,
         server: &mut TcpStream,
     ) -> Result<(), SessionError> {
-        super::flush(client, &mut self.to_client, server, &mut self.to_server).await
+        super::flush(
+            client,
+            &mut self.to_client,
+            server,
+            &mut self.to_server,
+            self.route.limits.request_timeout,
+        )
+        .await
     }
 
     // ------------------------------------------------------------------ client -> server
@@ -334,8 +414,12 @@ impl Session {
         let mut used = 0usize;
         let mut flow = Flow::Continue;
         while flow == Flow::Continue {
+            // Back-pressure: the rest of the client's chunks wait (see `client_paused`).
+            if side == Side::Client && self.client_paused() {
+                break;
+            }
             let rest = buf.get(used..).unwrap_or_default();
-            match opcua::parse_chunk(rest, MAX_CHUNK_SIZE) {
+            match opcua::parse_chunk(rest, self.frames.max_chunk_size) {
                 Ok(Some((chunk, n))) => {
                     flow = match side {
                         Side::Client => self.client_chunk(&chunk),
@@ -360,7 +444,10 @@ impl Session {
         let mut buf = buf;
         buf.drain(..used.min(buf.len()));
         match side {
-            Side::Client => self.from_client = buf,
+            Side::Client => {
+                self.client_progress |= used > 0;
+                self.from_client = buf;
+            }
             Side::Server => self.from_server = buf,
         }
         flow
@@ -371,7 +458,7 @@ impl Session {
             (Phase::Hello, ChunkBody::Hello(hello)) => {
                 self.channel.endpoint_url = hello.endpoint_url.to_owned();
                 self.to_server
-                    .extend_from_slice(&opcua::encode_hello(&clamp_hello(hello)));
+                    .extend_from_slice(&opcua::encode_hello(&clamp_hello(hello, self.frames)));
                 self.phase = Phase::Open;
                 Flow::Continue
             }
@@ -430,6 +517,17 @@ impl Session {
         let offset = chunk.bytes.len().saturating_sub(open.rest.len());
         self.forward_to_server(chunk.bytes, offset);
         self.phase = Phase::Channel;
+        // No channel to answer on yet (or a renewal that must succeed): an OPN the server
+        // does not answer ends the connection with an ERR.
+        let request_id = open
+            .is_security_none()
+            .then(|| opcua::parse_sequence_header(open.rest).ok())
+            .flatten()
+            .map(|(sequence, _)| sequence.request_id);
+        self.outstanding.await_handshake(
+            Handshake::Open { request_id },
+            after(Instant::now(), self.route.limits.response_timeout),
+        );
         Flow::Continue
     }
 
@@ -529,7 +627,8 @@ impl Session {
     /// Judged once at the `uninspected` stage.
     fn uninspected(&mut self, chunk: &Chunk<'_>, chunk_held: bool) -> Flow {
         self.channel.security_mode = Some(SecurityMode::SignAndEncrypt);
-        self.reassembler = Reassembler::default();
+        self.reassembler =
+            Reassembler::with_limits(self.frames.max_chunks, self.frames.max_message_size);
         let decision = self.decide_channel(Stage::Uninspected);
         self.route.metrics.request(
             "channel-uninspected",
@@ -645,6 +744,7 @@ impl Session {
                 Some(h) => self.forward_held(h),
                 None => self.forward_to_server(current, SYMMETRIC_SEQUENCE_OFFSET),
             }
+            self.track(sequence, request, header);
             return Flow::Continue;
         }
         let why = format!("request refused: {}", reason(&decision));
@@ -654,20 +754,66 @@ impl Session {
             return Flow::Close;
         }
         // Dropped: the chunks after it are renumbered, and so are the server's after the fault.
+        self.service_fault(Fault {
+            secure_channel_id: header.secure_channel_id,
+            token_id: header.token_id,
+            request_id: sequence.request_id,
+            request_handle: request.request_handle,
+            status: STATUS_BAD_USER_ACCESS_DENIED,
+        });
+        Flow::Continue
+    }
+
+    /// A request forwarded: the server owes its response within `limits.response_timeout`
+    /// (but for Publish, see [`has_deadline`]).
+    fn track(
+        &mut self,
+        sequence: SequenceHeader,
+        request: &ServiceRequest,
+        header: &SymmetricHeader<'_>,
+    ) {
+        if !has_deadline(request.service) {
+            return;
+        }
+        self.outstanding.sent(Pending {
+            request_id: sequence.request_id,
+            request_handle: request.request_handle,
+            service: request.service,
+            secure_channel_id: header.secure_channel_id,
+            token_id: header.token_id,
+            deadline: after(Instant::now(), self.route.limits.response_timeout),
+        });
+        if self.outstanding.in_flight() >= self.route.limits.in_flight_per_connection {
+            self.route.metrics.limit_hit(Limit::InFlight);
+        }
+    }
+
+    /// Answers a request in the server's place with a ServiceFault (None channels only). From
+    /// then on the proxy renumbers: it added a message for the client, and drops the request
+    /// (a refusal) or the server's late response (a timeout). The fault waits while a message
+    /// of the server is half-way to the client.
+    fn service_fault(&mut self, fault: Fault) {
         self.renumber = true;
+        if self.server_mid_message {
+            self.faults_due.push(fault);
+        } else {
+            self.send_fault(fault);
+        }
+    }
+
+    fn send_fault(&mut self, f: Fault) {
         let number = self.last_to_client.map_or(1, next_sequence_number);
         self.last_to_client = Some(number);
         self.to_client
             .extend_from_slice(&opcua::encode_service_fault(
-                header.secure_channel_id,
-                header.token_id,
+                f.secure_channel_id,
+                f.token_id,
                 number,
-                sequence.request_id,
-                request.request_handle,
-                STATUS_BAD_USER_ACCESS_DENIED,
+                f.request_id,
+                f.request_handle,
+                f.status,
                 ua_now(),
             ));
-        Flow::Continue
     }
 
     fn forward_held(&mut self, held: &Held) {
@@ -716,8 +862,12 @@ impl Session {
     fn server_chunk(&mut self, chunk: &Chunk<'_>) -> Flow {
         match chunk.body {
             ChunkBody::Acknowledge(ack) if self.phase != Phase::Hello => {
+                self.outstanding.acknowledged();
                 self.to_client
-                    .extend_from_slice(&opcua::encode_acknowledge(&clamp_acknowledge(ack)));
+                    .extend_from_slice(&opcua::encode_acknowledge(&clamp_acknowledge(
+                        ack,
+                        self.frames,
+                    )));
                 Flow::Continue
             }
             ChunkBody::Error(_) => {
@@ -725,11 +875,25 @@ impl Session {
                 Flow::Close
             }
             ChunkBody::Open(open) => {
+                self.outstanding.opened();
                 let offset = chunk.bytes.len().saturating_sub(open.rest.len());
                 self.forward_to_client(chunk.bytes, offset);
                 Flow::Continue
             }
-            ChunkBody::Message(_) | ChunkBody::Close(_) => {
+            ChunkBody::Message(header) => {
+                if self.late_response(chunk, &header) {
+                    return Flow::Continue;
+                }
+                self.forward_to_client(chunk.bytes, SYMMETRIC_SEQUENCE_OFFSET);
+                self.server_mid_message = chunk.header.chunk_type == ChunkType::Intermediate;
+                if !self.server_mid_message {
+                    for fault in std::mem::take(&mut self.faults_due) {
+                        self.send_fault(fault);
+                    }
+                }
+                Flow::Continue
+            }
+            ChunkBody::Close(_) => {
                 self.forward_to_client(chunk.bytes, SYMMETRIC_SEQUENCE_OFFSET);
                 Flow::Continue
             }
@@ -743,6 +907,160 @@ impl Session {
                 Flow::Close
             }
         }
+    }
+
+    /// A chunk of the server's message on a readable channel answers its request. True when
+    /// it belongs to a late response to a request the proxy has answered with Bad_Timeout: it
+    /// is dropped (its sequence number goes to the fault, which came first).
+    fn late_response(&mut self, chunk: &Chunk<'_>, header: &SymmetricHeader<'_>) -> bool {
+        if self.readability != Readability::Readable {
+            return false;
+        }
+        let Ok((sequence, _)) = opcua::parse_sequence_header(header.rest) else {
+            return false;
+        };
+        match self
+            .outstanding
+            .response(sequence.request_id, chunk.header.chunk_type)
+        {
+            Response::Forward => false,
+            Response::Drop => {
+                tracing::debug!(
+                    request_id = sequence.request_id,
+                    "late response to a request answered with Bad_Timeout: dropped"
+                );
+                true
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------ deadlines
+
+    /// The session's timer fired: the client's unfinished chunk took too long, the server
+    /// owes something past its deadline, or nothing came from either side for the idle time.
+    fn timer_fired(&mut self, partial_since: Option<Instant>) -> Flow {
+        let now = Instant::now();
+        let limits = self.route.limits;
+        if let Some(since) = partial_since
+            && after(since, limits.request_timeout) <= now
+        {
+            return self.request_timed_out();
+        }
+        if self.expire(now) == Flow::Close {
+            return Flow::Close;
+        }
+        if partial_since.is_none() && after(self.last_activity, limits.idle_timeout) <= now {
+            return self.idle_timed_out();
+        }
+        Flow::Continue
+    }
+
+    /// What the server has not answered by `now`, answered by the proxy: a request on a None
+    /// channel with a ServiceFault `Bad_Timeout` (its late response will be dropped); anything
+    /// else with an ERR `BadTimeout` and the end of the connection, since a signed channel
+    /// cannot carry a forged fault and a Hello or OpenSecureChannel has no channel to answer on.
+    fn expire(&mut self, now: Instant) -> Flow {
+        let expired = self.outstanding.expire(now);
+        let limit = humantime::format_duration(self.route.limits.response_timeout);
+        if let Some(handshake) = expired.handshake {
+            self.route.metrics.limit_hit(Limit::ResponseTimeout);
+            let (service, awaited, request_id) = match handshake {
+                Handshake::Acknowledge => ("hello", "Acknowledge to the Hello", None),
+                Handshake::Open { request_id } => (
+                    Service::OpenSecureChannel.name(),
+                    "response to OpenSecureChannel",
+                    request_id,
+                ),
+            };
+            let reason = match request_id {
+                Some(id) => format!(
+                    "no {awaited} (request {id}) within {limit} (limits.response_timeout); connection closed"
+                ),
+                None => format!(
+                    "no {awaited} within {limit} (limits.response_timeout); connection closed"
+                ),
+            };
+            self.event_server_timeout(&reason, service, request_id, None, "error");
+            self.refuse_connection(STATUS_BAD_TIMEOUT, &reason);
+            return Flow::Close;
+        }
+        for p in expired.requests {
+            self.route.metrics.limit_hit(Limit::ResponseTimeout);
+            let service = p.service.name();
+            let id = p.request_id;
+            if !self.channel.is_plaintext() {
+                let reason = format!(
+                    "no response to request {id} ({service}) within {limit} (limits.response_timeout); a signed channel cannot be answered for the server: connection closed"
+                );
+                self.event_server_timeout(
+                    &reason,
+                    service,
+                    Some(id),
+                    Some(p.request_handle),
+                    "error",
+                );
+                self.refuse_connection(STATUS_BAD_TIMEOUT, &reason);
+                return Flow::Close;
+            }
+            if !self.outstanding.abandon(id) {
+                let reason = format!(
+                    "no response to request {id} ({service}) within {limit} (limits.response_timeout), and {MAX_ABANDONED} earlier ones still unanswered: connection closed"
+                );
+                self.event_server_timeout(
+                    &reason,
+                    service,
+                    Some(id),
+                    Some(p.request_handle),
+                    "error",
+                );
+                self.refuse_connection(STATUS_BAD_TIMEOUT, &reason);
+                return Flow::Close;
+            }
+            let reason = format!(
+                "no response to request {id} ({service}) within {limit} (limits.response_timeout); answered Bad_Timeout"
+            );
+            self.event_server_timeout(
+                &reason,
+                service,
+                Some(id),
+                Some(p.request_handle),
+                "service_fault",
+            );
+            self.service_fault(Fault {
+                secure_channel_id: p.secure_channel_id,
+                token_id: p.token_id,
+                request_id: id,
+                request_handle: p.request_handle,
+                status: STATUS_BAD_TIMEOUT,
+            });
+        }
+        Flow::Continue
+    }
+
+    /// `opcua-server-timeout`: what the server did not answer, and how the client was told
+    /// (`service_fault`, or `error`: an ERR and the end of the connection).
+    fn event_server_timeout(
+        &self,
+        reason: &str,
+        service: &str,
+        request_id: Option<u32>,
+        request_handle: Option<u32>,
+        answer: &str,
+    ) {
+        let mut e = self.event(
+            "opcua-server-timeout",
+            "failure",
+            "refuse",
+            reason.to_owned(),
+        );
+        e.opcua = Some(serde_json::json!({
+            "service": service,
+            "request_id": request_id,
+            "request_handle": request_handle,
+            "security_mode": self.channel.security_mode.map(SecurityMode::as_str),
+            "answer": answer,
+        }));
+        self.audit.emit(e);
     }
 
     // ------------------------------------------------------------------ decisions and audit
@@ -821,31 +1139,32 @@ impl Session {
         self.decisions.clear();
     }
 
-    /// The session's timer fired: the client's unfinished chunk took too long, or nothing came
-    /// from either side for the idle time. The client is told with an ERR `BadTimeout`.
-    fn timed_out(&mut self, partial_since: Option<Instant>) -> Flow {
-        let limits = self.route.limits;
-        if partial_since.is_some() {
-            self.route.metrics.limit_hit(Limit::RequestTimeout);
-            let reason = format!(
-                "a chunk begun was not completed within {} (limits.request_timeout; {} bytes of it received); connection closed",
-                humantime::format_duration(limits.request_timeout),
-                self.from_client.len()
-            );
-            self.event_plain("opcua-request-timeout", &reason);
-            self.refuse_connection(STATUS_BAD_TIMEOUT, &reason);
-        } else {
-            self.route.metrics.limit_hit(Limit::IdleTimeout);
-            let reason = format!(
-                "nothing received for {} (limits.idle_timeout); connection closed",
-                humantime::format_duration(limits.idle_timeout)
-            );
-            let mut e = self.event("opcua-idle-timeout", "success", "refuse", reason.clone());
-            // Closing an idle connection is housekeeping, not an attack.
-            e.event.kind = "event";
-            self.audit.emit(e);
-            self.refuse_connection(STATUS_BAD_TIMEOUT, &reason);
-        }
+    /// The client's unfinished chunk took too long: it is told with an ERR `BadTimeout`.
+    fn request_timed_out(&mut self) -> Flow {
+        self.route.metrics.limit_hit(Limit::RequestTimeout);
+        let reason = format!(
+            "a chunk begun was not completed within {} (limits.request_timeout; {} bytes of it received); connection closed",
+            humantime::format_duration(self.route.limits.request_timeout),
+            self.from_client.len()
+        );
+        self.event_plain("opcua-request-timeout", &reason);
+        self.refuse_connection(STATUS_BAD_TIMEOUT, &reason);
+        Flow::Close
+    }
+
+    /// Nothing came from either side for the idle time: the client is told with an ERR
+    /// `BadTimeout`.
+    fn idle_timed_out(&mut self) -> Flow {
+        self.route.metrics.limit_hit(Limit::IdleTimeout);
+        let reason = format!(
+            "nothing received for {} (limits.idle_timeout); connection closed",
+            humantime::format_duration(self.route.limits.idle_timeout)
+        );
+        let mut e = self.event("opcua-idle-timeout", "success", "refuse", reason.clone());
+        // Closing an idle connection is housekeeping, not an attack.
+        e.event.kind = "event";
+        self.audit.emit(e);
+        self.refuse_connection(STATUS_BAD_TIMEOUT, &reason);
         Flow::Close
     }
 
@@ -1046,25 +1365,26 @@ fn audit_nodes(request: &ServiceRequest) -> Vec<String> {
     }
 }
 
-/// The client's Hello with buffer sizes within ours: the server then sends no chunk larger
-/// than [`MAX_CHUNK_SIZE`] and no message larger than [`MAX_MESSAGE_SIZE`].
-fn clamp_hello(h: Hello<'_>) -> Hello<'_> {
+/// The client's Hello with buffer sizes within `ours` (`limits.opcua`): the server then sends
+/// no chunk larger than `ours.max_chunk_size` and no message larger than
+/// `ours.max_message_size`.
+fn clamp_hello(h: Hello<'_>, ours: OpcUaFrames) -> Hello<'_> {
     Hello {
-        receive_buffer_size: h.receive_buffer_size.min(MAX_CHUNK_SIZE),
-        send_buffer_size: h.send_buffer_size.min(MAX_CHUNK_SIZE),
-        max_message_size: cap(h.max_message_size, MAX_MESSAGE_SIZE),
-        max_chunk_count: cap(h.max_chunk_count, MAX_CHUNK_COUNT),
+        receive_buffer_size: h.receive_buffer_size.min(ours.max_chunk_size),
+        send_buffer_size: h.send_buffer_size.min(ours.max_chunk_size),
+        max_message_size: cap(h.max_message_size, ours.max_message_size),
+        max_chunk_count: cap(h.max_chunk_count, ours.max_chunks),
         ..h
     }
 }
 
 /// The server's Acknowledge, likewise for what the client sends.
-fn clamp_acknowledge(a: Acknowledge) -> Acknowledge {
+fn clamp_acknowledge(a: Acknowledge, ours: OpcUaFrames) -> Acknowledge {
     Acknowledge {
-        receive_buffer_size: a.receive_buffer_size.min(MAX_CHUNK_SIZE),
-        send_buffer_size: a.send_buffer_size.min(MAX_CHUNK_SIZE),
-        max_message_size: cap(a.max_message_size, MAX_MESSAGE_SIZE),
-        max_chunk_count: cap(a.max_chunk_count, MAX_CHUNK_COUNT),
+        receive_buffer_size: a.receive_buffer_size.min(ours.max_chunk_size),
+        send_buffer_size: a.send_buffer_size.min(ours.max_chunk_size),
+        max_message_size: cap(a.max_message_size, ours.max_message_size),
+        max_chunk_count: cap(a.max_chunk_count, ours.max_chunks),
         ..a
     }
 }

@@ -50,6 +50,8 @@ STEPS_HELP = """steps (--steps JSON|FILE, a JSON list run in order in one sessio
   {"op": "browse", "node": "ns=2;s=Machine"}
   {"op": "subscribe", "node": "ns=2;s=Machine.FeedOverride", "seconds": 1, "interval": 100}
   {"op": "sleep", "seconds": 0.5}
+  {"op": "wait_file", "path": "/tmp/go"}   (until the file exists, at most 60 s: the test says
+                                           when to go on, after changing the plant meanwhile)
 "type" is an OPC UA built-in type name (Boolean, SByte, Byte, Int16, UInt16, Int32, UInt32,
 Int64, UInt64, Float, Double, String, DateTime, ByteString, ...); without it: JSON true/false
 is Boolean, an integer Int32, a fraction Double, a string String."""
@@ -223,6 +225,9 @@ def check_steps(items: Any) -> list[dict]:
             float(s.get("interval", 100))
         elif op == "sleep":
             float(s.get("seconds", 0))
+        elif op == "wait_file":
+            if not isinstance(s.get("path"), str) or not s["path"]:
+                raise Usage(f"step {i}: wait_file needs a path")
         else:
             raise Usage(f"step {i}: unknown op {op!r}")
         steps.append(s)
@@ -253,7 +258,10 @@ class Session:
         rv.AttributeId = ua.AttributeIds.Value
         params = ua.ReadParameters()
         params.NodesToRead = [rv]
-        dv = (await self.uac.read(params))[0]
+        try:
+            dv = (await self.uac.read(params))[0]
+        except ua.UaStatusCodeError as e:
+            return {"ok": False} | failure(e) | {"service_fault": True}
         status = status_name(dv.StatusCode)
         out = {"ok": status == "Good", "status": status, "value": jsonable(dv.Value)}
         if dv.Value is not None and dv.Value.VariantType != ua.VariantType.Null:
@@ -364,6 +372,13 @@ class Session:
     async def op_sleep(self, s: dict) -> dict:
         await asyncio.sleep(float(s.get("seconds", 0)))
         return {"ok": True, "status": "Good"}
+
+    async def op_wait_file(self, s: dict) -> dict:
+        for _ in range(600):
+            if os.path.exists(s["path"]):
+                return {"ok": True, "status": "Good"}
+            await asyncio.sleep(0.1)
+        return {"ok": False, "status": "WaitTimeout", "error": f"{s['path']} did not appear within 60 s"}
 
     async def quietly(self, coro) -> None:
         try:
