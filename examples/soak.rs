@@ -403,7 +403,7 @@ fn idle(rows: &mut Rows, ns: &str, zg: &mut Daemon, dev: &Device, n: usize) {
     );
     settle(dev, open_before + opened as u64, Duration::from_secs(10));
     std::thread::sleep(Duration::from_secs(2));
-    let proxied = dev.open.load(Ordering::Relaxed) - open_before;
+    let proxied = dev.open.load(Ordering::Relaxed).saturating_sub(open_before);
     let rss_after = status_kib(zg.pid, "VmRSS");
     row(
         rows,
@@ -465,7 +465,7 @@ fn idle(rows: &mut Rows, ns: &str, zg: &mut Daemon, dev: &Device, n: usize) {
         "after closing them: device connections open / zonegate fds / RSS / alive",
         format!(
             "{} / {} / {} / {}",
-            dev.open.load(Ordering::Relaxed) - open_before,
+            dev.open.load(Ordering::Relaxed).saturating_sub(open_before),
             open_fds(zg.pid),
             mib(status_kib(zg.pid, "VmRSS")),
             zg.alive()

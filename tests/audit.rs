@@ -493,6 +493,9 @@ fn the_readme_shows_a_valid_example_of_each_kind_of_event() {
         "daemon-reload",
         "audit-gap",
         "api-access",
+        "connection-limit",
+        "modbus-device-timeout",
+        "opcua-server-timeout",
     ] {
         assert!(actions.contains(&kind), "no README example of {kind}");
     }

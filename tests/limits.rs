@@ -22,7 +22,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use socket2::{Domain, SockAddr, Socket, Type};
 use support::bess::{Bench, INVERTER, SCADA};
-use support::mgmt::{self, API_KEY};
+use support::mgmt;
 use support::plant::{in_ns, sh};
 
 /// The HMI, which the test's zones.yaml adds to the sources of conduit scada-bess.
@@ -124,20 +124,7 @@ fn exception(frame: &[u8]) -> Option<u8> {
 
 /// `zonegate_limit_hits_total{limit="<limit>"}` from the management API.
 fn limit_hits(bench: &Bench, dir: &Path, limit: &str) -> u64 {
-    let reply = mgmt::get(
-        &bench.plant,
-        dir,
-        "/metrics",
-        &["-H", &format!("Authorization: Bearer {API_KEY}")],
-    );
-    assert_eq!(reply.status, 200, "{}", reply.body);
-    let series = format!("zonegate_limit_hits_total{{limit=\"{limit}\"}} ");
-    reply
-        .body
-        .lines()
-        .find_map(|l| l.strip_prefix(&series))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {series} in:\n{}", reply.body))
+    mgmt::limit_hits(&bench.plant, dir, limit)
 }
 
 #[test]

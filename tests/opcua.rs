@@ -699,20 +699,7 @@ fn zones_with_short_timeouts(dir: &Path) -> PathBuf {
 
 /// `zonegate_limit_hits_total{limit="<limit>"}` from the management API.
 fn limit_hits(cell: &Cell, limit: &str) -> u64 {
-    let reply = support::mgmt::get(
-        &cell.plant,
-        cell.dir.path(),
-        "/metrics",
-        &["-H", &support::mgmt::bearer(support::mgmt::API_KEY)],
-    );
-    assert_eq!(reply.status, 200, "{}", reply.body);
-    let series = format!("zonegate_limit_hits_total{{limit=\"{limit}\"}} ");
-    reply
-        .body
-        .lines()
-        .find_map(|l| l.strip_prefix(&series))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {series} in:\n{}", reply.body))
+    support::mgmt::limit_hits(&cell.plant, cell.dir.path(), limit)
 }
 
 /// A process stopped with SIGSTOP: its kernel still accepts connections and takes bytes, but

@@ -297,13 +297,18 @@ fn matcher(m: &Match) -> Statement<'static> {
         Match::L4ProtoTcp => eq(meta(MetaKey::L4proto), string("tcp")),
         Match::Saddr(f, a) => eq(payload(ipproto(*f), "saddr"), addrs(a)),
         Match::Daddr(f, a) => eq(payload(ipproto(*f), "daddr"), addrs(a)),
-        Match::Dport(l4, ranges) => {
+        Match::Dport(l4, ranges) | Match::Sport(l4, ranges) => {
             let proto = match l4 {
                 L4::Tcp => "tcp",
                 L4::Udp => "udp",
             };
+            let field = if matches!(m, Match::Dport(..)) {
+                "dport"
+            } else {
+                "sport"
+            };
             eq(
-                payload(proto, "dport"),
+                payload(proto, field),
                 set_of(ranges.iter().map(port_expr).collect()),
             )
         }
@@ -380,6 +385,14 @@ fn statement(s: &Stmt) -> Statement<'static> {
         Stmt::MarkSet(m) => Statement::Mangle(Mangle {
             key: meta(MetaKey::Mark),
             value: Expression::Number(*m),
+        }),
+        Stmt::CtZoneSet(z) => Statement::Mangle(Mangle {
+            key: Expression::Named(NamedExpression::CT(CT {
+                key: "zone".into(),
+                family: None,
+                dir: None,
+            })),
+            value: Expression::Number(u32::from(*z)),
         }),
         Stmt::TProxy { family, port } => Statement::TProxy(TProxy {
             family: Some(ipproto(*family).into()),

@@ -44,6 +44,13 @@ pub const QUARANTINE_V6: &str = "quarantine_v6";
 pub const DROP_LOG_PREFIX: &str = "zonegate drop ";
 /// Burst of the drop log rate limit, in packets.
 pub const DROP_LOG_BURST: u32 = 20;
+/// nftables' `raw` priority (NF_IP_PRI_RAW): before conntrack, where a conntrack zone is set.
+pub const PRIORITY_RAW: i32 = -300;
+/// The conntrack zone of the proxy's own connections to devices. They leave from the client's
+/// address with a port the gateway picks, which may be the port of a live client connection:
+/// in one zone the two would be one conntrack entry, and the device's replies would corrupt the
+/// client connection's state (its FIN then counts as invalid and is dropped).
+pub const UPSTREAM_CT_ZONE: u16 = 1;
 /// nftables' priority for mangle-stage filter chains (NF_IP_PRI_MANGLE).
 pub const PRIORITY_MANGLE: i32 = -150;
 /// nftables' `filter` priority.
@@ -190,6 +197,8 @@ pub enum Match {
     CtState(Vec<&'static str>),
     Mark(u32),
     SocketTransparent,
+    /// Source port (replies of a service, in the conntrack zone chains).
+    Sport(L4, Vec<PortRange>),
     /// zonegate is up: the packet's family is in [`ALIVE_SET`] (`meta nfproto @alive`).
     Alive,
     /// zonegate is down: the liveness elements expired or were withdrawn.
@@ -214,10 +223,21 @@ pub enum Addrs {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Stmt {
     Counter(String),
-    Limit { per_second: u32, burst: u32 },
-    Log { prefix: String, group: u16 },
+    Limit {
+        per_second: u32,
+        burst: u32,
+    },
+    Log {
+        prefix: String,
+        group: u16,
+    },
     MarkSet(u32),
-    TProxy { family: Family, port: u16 },
+    /// `ct zone set`: conntrack tracks the packet in this zone.
+    CtZoneSet(u16),
+    TProxy {
+        family: Family,
+        port: u16,
+    },
     Accept,
     Drop,
 }
@@ -321,6 +341,7 @@ pub fn render(model: &Model) -> Ruleset {
         ),
     ]);
     let mut proxy_upstream = Vec::new();
+    let mut upstream_zone_in = Vec::new();
     for c in &model.conduits {
         let (Some(from), Some(to)) = (model.zone(&c.from), model.zone(&c.to)) else {
             continue;
@@ -415,6 +436,40 @@ pub fn render(model: &Model) -> Ruleset {
                             up,
                             vec![Stmt::Accept],
                             &format!("{comment} proxy to device"),
+                        ));
+                        // The device's packets back to the proxy, whatever state the proxy's
+                        // socket is in (a socket lookup misses those in TIME_WAIT): from the
+                        // conduit's devices and port, to its sources.
+                        let mut back = Vec::new();
+                        if !to.interfaces.is_empty() {
+                            back.push(Match::IifName(to.interfaces.clone()));
+                        }
+                        if let Some(a) = side_addrs(to, &c.destinations, family) {
+                            back.push(Match::Saddr(family, a));
+                        }
+                        if let Some(a) = side_addrs(from, &c.sources, family) {
+                            back.push(Match::Daddr(family, a));
+                        }
+                        if !back
+                            .iter()
+                            .any(|m| matches!(m, Match::Saddr(..) | Match::Daddr(..)))
+                        {
+                            back.insert(0, Match::NfProto(family));
+                        }
+                        // Only while the proxy serves: in failure mode `open` the conduit's
+                        // flows are forwarded directly, both ways in the default zone.
+                        back.insert(0, Match::Alive);
+                        back.push(Match::Sport(
+                            L4::Tcp,
+                            vec![PortRange {
+                                first: port,
+                                last: port,
+                            }],
+                        ));
+                        upstream_zone_in.push(rule(
+                            back,
+                            vec![Stmt::CtZoneSet(UPSTREAM_CT_ZONE)],
+                            &format!("{comment} device to proxy: the proxy's conntrack zone"),
                         ));
                     }
                 }
@@ -585,6 +640,26 @@ pub fn render(model: &Model) -> Ruleset {
             priority: PRIORITY_MANGLE,
             policy: Policy::Accept,
             rules: divert,
+        });
+        // See UPSTREAM_CT_ZONE: the proxy's connections to devices, both ways, in a conntrack
+        // zone of their own.
+        chains.push(Chain {
+            name: "upstream_zone_in",
+            hook: Hook::Prerouting,
+            priority: PRIORITY_RAW,
+            policy: Policy::Accept,
+            rules: upstream_zone_in,
+        });
+        chains.push(Chain {
+            name: "upstream_zone_out",
+            hook: Hook::Output,
+            priority: PRIORITY_RAW,
+            policy: Policy::Accept,
+            rules: vec![rule(
+                vec![Match::Mark(UPSTREAM_MARK)],
+                vec![Stmt::CtZoneSet(UPSTREAM_CT_ZONE)],
+                "the proxy's connections to devices: a conntrack zone apart from client connections with the same addresses and ports",
+            )],
         });
     }
     chains.extend([
@@ -839,6 +914,49 @@ conduits:
             family: Family::V4,
             port: 15020
         }));
+    }
+
+    #[test]
+    fn the_proxys_connections_to_devices_have_a_conntrack_zone_of_their_own() {
+        let rs = render(&parse(TWO_ZONES).unwrap());
+        let out = chain(&rs, "upstream_zone_out");
+        assert_eq!((out.hook, out.priority), (Hook::Output, PRIORITY_RAW));
+        assert_eq!(out.rules.len(), 1);
+        assert_eq!(out.rules[0].matches, vec![Match::Mark(UPSTREAM_MARK)]);
+        assert_eq!(out.rules[0].stmts, vec![Stmt::CtZoneSet(UPSTREAM_CT_ZONE)]);
+        // The devices' packets back: from the conduit's devices and service port to its
+        // sources, only while zonegate serves (else they are a forwarded flow's replies).
+        let back = chain(&rs, "upstream_zone_in");
+        assert_eq!((back.hook, back.priority), (Hook::Prerouting, PRIORITY_RAW));
+        let mb = back
+            .rules
+            .iter()
+            .find(|r| r.comment.starts_with("conduit mb:"))
+            .unwrap();
+        assert_eq!(mb.matches.first(), Some(&Match::Alive));
+        assert!(mb.matches.contains(&Match::Sport(
+            L4::Tcp,
+            vec![PortRange {
+                first: 502,
+                last: 502
+            }]
+        )));
+        assert!(mb.matches.iter().any(|m| matches!(m, Match::Saddr(..))));
+        assert!(mb.matches.iter().any(|m| matches!(m, Match::Daddr(..))));
+        assert_eq!(mb.stmts, vec![Stmt::CtZoneSet(UPSTREAM_CT_ZONE)]);
+        // Without inspected conduits there is no proxy and no such chains.
+        let l4 = render(
+            &parse(&TWO_ZONES.replace(
+                "services: [modbus], inspection: {policy: p.rego}",
+                "services: [tcp/502]",
+            ))
+            .unwrap(),
+        );
+        assert!(
+            l4.chains
+                .iter()
+                .all(|c| !c.name.starts_with("upstream_zone"))
+        );
     }
 
     fn with_failure_mode(mode: &str) -> Ruleset {

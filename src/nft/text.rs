@@ -126,13 +126,18 @@ fn matcher(m: &Match) -> String {
         Match::L4ProtoTcp => "meta l4proto tcp".into(),
         Match::Saddr(f, a) => format!("{} saddr {}", ipproto(*f), addrs(a)),
         Match::Daddr(f, a) => format!("{} daddr {}", ipproto(*f), addrs(a)),
-        Match::Dport(l4, ranges) => {
+        Match::Dport(l4, ranges) | Match::Sport(l4, ranges) => {
             let proto = match l4 {
                 L4::Tcp => "tcp",
                 L4::Udp => "udp",
             };
+            let field = if matches!(m, Match::Dport(..)) {
+                "dport"
+            } else {
+                "sport"
+            };
             let items: Vec<String> = ranges.iter().map(port_range).collect();
-            format!("{proto} dport {}", set_of(&items))
+            format!("{proto} {field} {}", set_of(&items))
         }
         Match::IcmpEchoRequest(Family::V4) => "icmp type echo-request".into(),
         Match::IcmpEchoRequest(Family::V6) => "icmpv6 type echo-request".into(),
@@ -160,6 +165,7 @@ fn stmt(s: &Stmt) -> String {
         }
         Stmt::Log { prefix, group } => format!("log prefix {} group {group}", quote(prefix)),
         Stmt::MarkSet(m) => format!("meta mark set {m:#x}"),
+        Stmt::CtZoneSet(z) => format!("ct zone set {z}"),
         Stmt::TProxy { family, port } => format!("tproxy {} to :{port}", ipproto(*family)),
         Stmt::Accept => "accept".into(),
         Stmt::Drop => "drop".into(),

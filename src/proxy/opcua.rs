@@ -988,23 +988,22 @@ impl Session {
             self.route.metrics.limit_hit(Limit::ResponseTimeout);
             let service = p.service.name();
             let id = p.request_id;
-            if !self.channel.is_plaintext() {
+            // The connection ends, with an ERR, where the proxy cannot answer for the server.
+            let close = if !self.channel.is_plaintext() {
+                Some(
+                    "; a signed channel cannot be answered for the server: connection closed"
+                        .to_owned(),
+                )
+            } else if !self.outstanding.abandon(id) {
+                Some(format!(
+                    ", and {MAX_ABANDONED} earlier ones still unanswered: connection closed"
+                ))
+            } else {
+                None
+            };
+            if let Some(why) = close {
                 let reason = format!(
-                    "no response to request {id} ({service}) within {limit} (limits.response_timeout); a signed channel cannot be answered for the server: connection closed"
-                );
-                self.event_server_timeout(
-                    &reason,
-                    service,
-                    Some(id),
-                    Some(p.request_handle),
-                    "error",
-                );
-                self.refuse_connection(STATUS_BAD_TIMEOUT, &reason);
-                return Flow::Close;
-            }
-            if !self.outstanding.abandon(id) {
-                let reason = format!(
-                    "no response to request {id} ({service}) within {limit} (limits.response_timeout), and {MAX_ABANDONED} earlier ones still unanswered: connection closed"
+                    "no response to request {id} ({service}) within {limit} (limits.response_timeout){why}"
                 );
                 self.event_server_timeout(
                     &reason,

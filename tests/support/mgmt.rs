@@ -163,3 +163,17 @@ pub fn get(plant: &Plant, dir: &Path, path: &str, extra: &[&str]) -> Reply {
 pub fn bearer(key: &str) -> String {
     format!("Authorization: Bearer {key}")
 }
+
+/// `zonegate_limit_hits_total{limit="<limit>"}` from the management API (with the API key).
+#[allow(dead_code)]
+pub fn limit_hits(plant: &Plant, dir: &Path, limit: &str) -> u64 {
+    let reply = get(plant, dir, "/metrics", &["-H", &bearer(API_KEY)]);
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let series = format!("zonegate_limit_hits_total{{limit=\"{limit}\"}} ");
+    reply
+        .body
+        .lines()
+        .find_map(|l| l.strip_prefix(&series))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {series} in:\n{}", reply.body))
+}
