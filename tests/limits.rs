@@ -241,6 +241,16 @@ fn a_client_that_never_reads_its_answers_is_cut_off_while_others_are_served() {
         }
     };
     assert!(closed, "the proxy closed the connection");
+    let e = bench.audit_event("modbus-write-timeout", |e| {
+        e["event"]["action"] == "modbus-write-timeout" && e["source"]["ip"] == SCADA
+    });
+    assert!(
+        e["zonegate"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("limits.request_timeout"),
+        "{e}"
+    );
 }
 
 #[test]

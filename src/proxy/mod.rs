@@ -238,8 +238,9 @@ async fn handle(
     match ended {
         Ok(()) => {}
         Err(e @ SessionError::Stalled { .. }) => {
+            // Audited by the session (`modbus-write-timeout`, `opcua-write-timeout`).
             shared.metrics.limit_hit(Limit::RequestTimeout);
-            tracing::warn!(%client, %device, protocol = protocol.as_str(), error = %e, "connection closed");
+            tracing::debug!(%client, %device, protocol = protocol.as_str(), error = %e, "connection closed");
         }
         Err(e) => {
             tracing::debug!(%client, %device, protocol = protocol.as_str(), error = %e, "session error");

@@ -114,6 +114,13 @@ pub async fn session(
     let _ = device.set_nodelay(true);
     let end = s.run(&mut client, &mut device).await;
     s.report_reads();
+    if let Err(e @ SessionError::Stalled { .. }) = &end {
+        s.event_plain(
+            "modbus-write-timeout",
+            "failure",
+            &format!("{e}; connection closed"),
+        );
+    }
     let end = end?;
     tracing::debug!(client = %client_addr, device = %device_addr, ?end, "modbus session ended");
     Ok(())

@@ -170,6 +170,9 @@ pub async fn session(
     let _ = server.set_nodelay(true);
     let end = s.run(&mut client, &mut server).await;
     s.report_reads();
+    if let Err(e @ SessionError::Stalled { .. }) = &end {
+        s.event_plain("opcua-write-timeout", &format!("{e}; connection closed"));
+    }
     end
 }
 
