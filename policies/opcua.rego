@@ -21,7 +21,8 @@
 #   opcua.channel.uninspected         encrypted channel: allowed iff allow_uninspected
 #   opcua.read  opcua.browse  opcua.subscribe  opcua.session  opcua.discovery   allowed services
 #   opcua.write.node                  allowed write
-#   opcua.write.missing  .attribute  .index_range  .forbidden_node  .out_of_range
+#   opcua.write.missing  .attribute  .index_range  .value_type  .status  .forbidden_node
+#   opcua.write.out_of_range
 #   opcua.write.program_not_released  refused writes
 #   opcua.call.method                 allowed call
 #   opcua.call.missing  .forbidden_method  .arguments  .program_not_released   refused calls
@@ -61,14 +62,17 @@ allow_uninspected := false
 
 # --- What operations may change.
 
-# Nodes whose value may be written, with the allowed range (%).
+# Nodes whose value may be written, with the allowed range (%) and the one built-in type the
+# value must have (a Variant in a Variant, a DataValue in a Variant or an array is not it).
 writable_nodes := {
-	"ns=2;s=Machine.FeedOverride": {"min": 0, "max": 120},
-	"ns=2;s=Machine.SpindleOverride": {"min": 50, "max": 120},
+	"ns=2;s=Machine.FeedOverride": {"min": 0, "max": 120, "type": "Double"},
+	"ns=2;s=Machine.SpindleOverride": {"min": 50, "max": 120, "type": "Double"},
 }
 
-# The active program: writable only to a released program.
+# The active program: writable only to a released program, as a UInt32.
 program_node := "ns=2;s=Machine.ProgramNumber"
+
+program_type := "UInt32"
 
 # NC programs released for production (O-numbers), as in cnc.rego.
 released_programs := {1000, 1001, 1002, 2000, 2010}
@@ -178,6 +182,23 @@ write_decision := refuse("opcua.write.missing", "the write request carries no no
 	sprintf("writes of part of a value are refused (index range %s of %s)", [input.opcua.write.index_range, written_node]),
 ) if {
 	input.opcua.write.index_range != ""
+} else := refuse(
+	"opcua.write.value_type",
+	sprintf("%s takes a %s, not %s", [written_node, writable_nodes[input.opcua.write.node_id].type, written_value]),
+) if {
+	writable_nodes[input.opcua.write.node_id].type != input.opcua.write.value_type
+} else := refuse(
+	"opcua.write.value_type",
+	sprintf("%s takes a %s, not %s", [written_node, program_type, written_value]),
+) if {
+	input.opcua.write.node_id == program_node
+	input.opcua.write.value_type != program_type
+} else := refuse(
+	"opcua.write.status",
+	sprintf("a write may not set the status code of %s (status %v)", [written_node, input.opcua.write.status]),
+) if {
+	# A written status code is written too (Part 4 5.11.4): only Good, or none, passes.
+	input.opcua.write.status != 0
 } else := {"allow": true, "reason": "", "rule": "opcua.write.node"} if {
 	input.opcua.write.attribute == "value"
 	limit := writable_nodes[input.opcua.write.node_id]
@@ -227,6 +248,7 @@ call_decision := refuse("opcua.call.missing", "the call request carries no metho
 } else := {"allow": true, "reason": "", "rule": "opcua.call.method"} if {
 	input.opcua.call.method_id == "ns=2;s=Machine.SelectProgram"
 	input.opcua.call.object_id == callable_methods["ns=2;s=Machine.SelectProgram"]
+	input.opcua.call.argument_types == [program_type]
 	[program] := input.opcua.call.arguments
 	program in released_programs
 } else := {"allow": true, "reason": "", "rule": "opcua.call.method"} if {

@@ -320,15 +320,47 @@ test_spindle_override_range_boundaries if {
 
 test_override_given_as_string_refused if {
 	d := opcua.decision with input as write("ns=2;s=Machine.FeedOverride", "110", "String")
-	refused(d, "opcua.write.out_of_range")
-	d.reason == `ns=2;s=Machine.FeedOverride may be set only to a number in 0..120, not "110" (String)`
+	refused(d, "opcua.write.value_type")
+	d.reason == `ns=2;s=Machine.FeedOverride takes a Double, not "110" (String)`
 }
 
 test_override_nan_or_boolean_refused if {
 	# NaN and infinities arrive as null.
 	refused(opcua.decision, "opcua.write.out_of_range") with input as write("ns=2;s=Machine.FeedOverride", null, "Double")
-	refused(opcua.decision, "opcua.write.out_of_range") with input as write("ns=2;s=Machine.FeedOverride", true, "Boolean")
+	refused(opcua.decision, "opcua.write.value_type") with input as write("ns=2;s=Machine.FeedOverride", true, "Boolean")
 	refused(opcua.decision, "opcua.write.out_of_range") with input as write("ns=2;s=Machine.FeedOverride", [100], "Double")
+}
+
+test_override_of_another_numeric_type_refused if {
+	every t in ["Float", "Int32", "UInt16", "Double[]"] {
+		refused(opcua.decision, "opcua.write.value_type") with input as write("ns=2;s=Machine.FeedOverride", 100, t)
+	}
+}
+
+# Values nested as the wire has them: a server may take them for something else than the
+# number inside, so only the expected scalar passes.
+test_nested_values_refused if {
+	nested := [
+		{"value": {"value": 100, "value_type": "Double"}, "value_type": "Variant"},
+		{"value": {"value": 100, "value_type": "Double", "status": 0}, "value_type": "DataValue"},
+		{"value": {"type_id": "i=298"}, "value_type": "ExtensionObject"},
+	]
+	every n in nested {
+		r := write("ns=2;s=Machine.FeedOverride", n.value, n.value_type)
+		refused(opcua.decision, "opcua.write.value_type") with input as r
+	}
+	r := write("ns=2;s=Machine.ProgramNumber", {"value": 1000, "value_type": "UInt32"}, "Variant")
+	refused(opcua.decision, "opcua.write.value_type") with input as r
+}
+
+test_write_of_a_status_code_refused if {
+	r := write("ns=2;s=Machine.FeedOverride", 100, "Double")
+	bad := object.union(r, {"opcua": {"write": {"status": 2154102784}}})
+	d := opcua.decision with input as bad
+	refused(d, "opcua.write.status")
+	d.reason == "a write may not set the status code of ns=2;s=Machine.FeedOverride (status 2154102784)"
+	good := object.union(r, {"opcua": {"write": {"status": 0, "source_timestamp": "2026-12-07T00:00:00.000Z"}}})
+	allowed(opcua.decision, "opcua.write.node") with input as good
 }
 
 test_released_program_write_allowed if {
@@ -345,7 +377,8 @@ test_unreleased_program_write_refused if {
 
 test_program_given_as_string_refused if {
 	d := opcua.decision with input as write("ns=2;s=Machine.ProgramNumber", "1000", "String")
-	refused(d, "opcua.write.program_not_released")
+	refused(d, "opcua.write.value_type")
+	refused(opcua.decision, "opcua.write.value_type") with input as write("ns=2;s=Machine.ProgramNumber", 1000, "Int32")
 }
 
 test_forbidden_nodes_refused if {
@@ -390,6 +423,14 @@ test_write_item_without_fields_refused if {
 test_select_released_program_allowed if {
 	d := opcua.decision with input as select_program(2000)
 	allowed(d, "opcua.call.method")
+}
+
+test_select_program_with_a_nested_argument_refused if {
+	r := call("ns=2;s=Machine", "ns=2;s=Machine.SelectProgram", [{"value": 1000, "value_type": "UInt32"}], ["Variant"])
+	refused(opcua.decision, "opcua.call.program_not_released") with input as r
+	r2 := call("ns=2;s=Machine", "ns=2;s=Machine.SelectProgram", [1000], ["Int64"])
+	d := opcua.decision with input as r2
+	d.allow == false
 }
 
 test_select_unreleased_program_refused if {

@@ -485,12 +485,27 @@ pub fn variant(v: &Variant) -> (Value, &'static str) {
         Variant::LocalizedText(t) => (Value::from(t.text.to_string()), "LocalizedText"),
         Variant::NodeId(n) => (Value::from(n.to_string()), "NodeId"),
         Variant::ExpandedNodeId(n) => (Value::from(expanded(n)), "ExpandedNodeId"),
-        Variant::ExtensionObject(_) => (Value::Null, "ExtensionObject"),
-        Variant::Variant(inner) => variant(inner),
-        Variant::DataValue(d) => match &d.value {
-            Some(inner) => variant(inner),
-            None => (Value::Null, "DataValue"),
-        },
+        // The body's type, not its fields: a policy that expects a scalar refuses it by type.
+        Variant::ExtensionObject(o) => {
+            let mut body = BTreeMap::new();
+            put(&mut body, "type_id", o.binary_type_id().to_string());
+            (Value::from(body), "ExtensionObject")
+        }
+        // Nested values are shown as nested as they are on the wire, never flattened: a server
+        // may take a Variant in a Variant, or a DataValue in one, for something else than its
+        // innermost value, and a policy that expects a Double must see that it got none.
+        Variant::Variant(inner) => {
+            let (value, value_type) = variant(inner);
+            let mut o = BTreeMap::new();
+            o.insert(key("value"), value);
+            put(&mut o, "value_type", value_type);
+            (Value::from(o), "Variant")
+        }
+        Variant::DataValue(d) => {
+            let mut o = BTreeMap::new();
+            data_value(&mut o, d);
+            (Value::from(o), "DataValue")
+        }
         Variant::DiagnosticInfo(_) => (Value::Null, "DiagnosticInfo"),
         Variant::Array(a) => {
             let values: Vec<Value> = a
@@ -539,6 +554,9 @@ fn items<T>(list: &Option<Vec<T>>) -> std::slice::Iter<'_, T> {
     list.as_deref().unwrap_or_default().iter()
 }
 
+/// A DataValue's fields as they are on the wire: the value and its type, and whichever of the
+/// status code, timestamps and picoseconds it carries (a written status or timestamp is written
+/// too: Part 4 5.11.4).
 fn data_value(o: &mut BTreeMap<Value, Value>, d: &DataValue) {
     let (value, value_type) = match &d.value {
         Some(v) => variant(v),
@@ -546,9 +564,32 @@ fn data_value(o: &mut BTreeMap<Value, Value>, d: &DataValue) {
     };
     if let Variant::Array(a) = d.value.as_ref().unwrap_or(&Variant::Empty) {
         o.insert(key("value_length"), Value::from(a.values.len()));
+        if let Some(dimensions) = &a.dimensions {
+            let dimensions: Vec<Value> = dimensions
+                .iter()
+                .take(MAX_ARRAY_IN_INPUT)
+                .map(|d| Value::from(*d))
+                .collect();
+            o.insert(key("array_dimensions"), Value::from(dimensions));
+        }
     }
     o.insert(key("value"), value);
     put(o, "value_type", value_type);
+    if let Some(status) = d.status {
+        o.insert(key("status"), Value::from(u64::from(status.bits())));
+    }
+    if let Some(t) = &d.source_timestamp {
+        put(o, "source_timestamp", t.to_rfc3339());
+    }
+    if let Some(p) = d.source_picoseconds {
+        o.insert(key("source_picoseconds"), Value::from(u64::from(p)));
+    }
+    if let Some(t) = &d.server_timestamp {
+        put(o, "server_timestamp", t.to_rfc3339());
+    }
+    if let Some(p) = d.server_picoseconds {
+        o.insert(key("server_picoseconds"), Value::from(u64::from(p)));
+    }
 }
 
 fn read_node(r: &ReadValueId) -> String {
@@ -762,6 +803,69 @@ mod tests {
                 Value::from(vec![Value::from(1i64), Value::from(2i64)]),
                 "Int32[]"
             )
+        );
+    }
+
+    #[test]
+    fn nested_values_keep_their_structure() {
+        // A Variant in a Variant: the outer type, and the inner one under it.
+        let (value, value_type) = variant(&Variant::Variant(Box::new(Variant::Double(110.0))));
+        assert_eq!(value_type, "Variant");
+        assert_eq!(get(&value, &["value"]), &Value::from(110.0));
+        assert_eq!(get(&value, &["value_type"]), &Value::from("Double"));
+        // A DataValue in a Variant, with a status code and a source timestamp.
+        let inner = DataValue {
+            value: Some(Variant::Double(110.0)),
+            status: Some(opcua_types::StatusCode::BadOutOfService),
+            source_timestamp: Some(opcua_types::DateTime::ymd(2026, 12, 7)),
+            ..DataValue::default()
+        };
+        let (value, value_type) = variant(&Variant::DataValue(Box::new(inner)));
+        assert_eq!(value_type, "DataValue");
+        assert_eq!(get(&value, &["value"]), &Value::from(110.0));
+        assert_eq!(get(&value, &["value_type"]), &Value::from("Double"));
+        assert_eq!(
+            get(&value, &["status"]),
+            &Value::from(u64::from(opcua_types::StatusCode::BadOutOfService.bits()))
+        );
+        assert_eq!(
+            get(&value, &["source_timestamp"]),
+            &Value::from("2026-12-07T00:00:00.000Z")
+        );
+        assert_eq!(get(&value, &["server_timestamp"]), &Value::Undefined);
+        // An array with its dimensions, in a written DataValue.
+        let array = Array::new_multi(
+            opcua_types::VariantScalarTypeId::Double,
+            vec![Variant::Double(1.0), Variant::Double(2.0)],
+            vec![1, 2],
+        )
+        .unwrap();
+        let write = WriteRequest {
+            request_header: RequestHeader::default(),
+            nodes_to_write: Some(vec![WriteValue {
+                node_id: NodeId::new(2, "Machine.FeedOverride"),
+                attribute_id: 13,
+                value: DataValue::value_only(Variant::Array(Box::new(array))),
+                ..WriteValue::default()
+            }]),
+        };
+        let inputs = service_inputs(
+            &channel(),
+            &request(Service::Write, 673, DecodedRequest::Write(write)),
+        );
+        let written = get(&inputs[0], &["write"]);
+        assert_eq!(get(written, &["value_type"]), &Value::from("Double[]"));
+        assert_eq!(get(written, &["value_length"]), &Value::from(2u64));
+        assert_eq!(
+            get(written, &["array_dimensions"]),
+            &Value::from(vec![Value::from(1u64), Value::from(2u64)])
+        );
+        assert_eq!(get(written, &["status"]), &Value::Undefined);
+        // A call's nested argument likewise.
+        let (value, value_type) = variant(&Variant::Variant(Box::new(Variant::UInt32(1001))));
+        assert_eq!(
+            (get(&value, &["value_type"]), value_type),
+            (&Value::from("UInt32"), "Variant")
         );
     }
 

@@ -16,8 +16,8 @@ use std::sync::LazyLock;
 
 use opcua_types::{
     ActivateSessionRequest, AddNodesRequest, AddReferencesRequest, AnonymousIdentityToken,
-    BinaryDecodable, BrowseNextRequest, BrowseRequest, ByteString, ByteStringBody, CallRequest,
-    CancelRequest, CloseSecureChannelRequest, CloseSessionRequest, Context,
+    BinaryDecodable, BinaryEncodable, BrowseNextRequest, BrowseRequest, ByteString, ByteStringBody,
+    CallRequest, CancelRequest, CloseSecureChannelRequest, CloseSessionRequest, Context,
     CreateMonitoredItemsRequest, CreateSessionRequest, CreateSubscriptionRequest, DataTypeId,
     DecodingOptions, DeleteMonitoredItemsRequest, DeleteNodesRequest, DeleteReferencesRequest,
     DeleteSubscriptionsRequest, DepthGauge, DynEncodable, EncodingResult, ExpandedNodeId,
@@ -99,6 +99,8 @@ pub const STATUS_BAD_TCP_MESSAGE_TYPE_INVALID: u32 = 0x807E_0000;
 pub const STATUS_BAD_COMMUNICATION_ERROR: u32 = 0x8005_0000;
 pub const STATUS_BAD_SECURITY_CHECKS_FAILED: u32 = 0x8013_0000;
 pub const STATUS_BAD_DECODING_ERROR: u32 = 0x8007_0000;
+/// Bad_ServiceUnsupported: the server does not support the requested service.
+pub const STATUS_BAD_SERVICE_UNSUPPORTED: u32 = 0x800B_0000;
 /// Bad_Timeout: the operation timed out (a request not completed in time, an idle connection).
 pub const STATUS_BAD_TIMEOUT: u32 = 0x800A_0000;
 
@@ -946,27 +948,37 @@ pub enum DecodedRequest {
 /// Decodes a reassembled plaintext request message body: the type id (an ExpandedNodeId, which
 /// must be numeric, in namespace 0 and local), then the request.
 ///
-/// A known request must decode whole and end where the message ends; an unknown type id is
-/// `Ok` with [`Service::Unknown`] and [`DecodedRequest::Other`] once its RequestHeader decodes.
+/// A known request must decode whole, end where the message ends, and round-trip: encoding the
+/// decoded type id and request again must give exactly the message's bytes. What the policy
+/// judges is then all the message says, in the one form no reader can take differently: any
+/// byte the decoder skipped, normalised or read another way than its encoding says (a
+/// non-canonical NodeId, a Boolean other than 0 or 1, an ExtensionObject whose length does not
+/// fit its body, an XML body, a DateTime out of range) is an [`OpcUaError::RoundTrip`]. An
+/// unknown type id is `Ok` with [`Service::Unknown`] and [`DecodedRequest::Other`] once its
+/// RequestHeader decodes, so that it can be answered; it is never forwarded (its body was not
+/// judged).
+///
 /// Strings, ByteStrings and arrays are bounded by the message's own length (and
-/// [`MAX_ARRAY_LENGTH`]), nesting by [`MAX_NESTING_DEPTH`] and [`MAX_DECODE_STACK`]. An
-/// ExtensionObject must fill exactly the length it declares: a server that skips by the length
-/// and a proxy that reads by the type must not see different requests. XML-bodied
-/// ExtensionObjects are refused. Errors, never panics, on anything malformed.
+/// [`MAX_ARRAY_LENGTH`]), nesting by [`MAX_NESTING_DEPTH`] and [`MAX_DECODE_STACK`]. Errors,
+/// never panics, on anything malformed.
 pub fn decode_request(message: &[u8]) -> Result<ServiceRequest, OpcUaError> {
     let ctx = decoding_context(message.len());
     let mut reader = GuardedReader::new(message);
     let type_id: ExpandedNodeId = reader.decode(&ctx, Service::Unknown)?;
-    let type_id = numeric_type_id(&type_id)?;
-    let service = Service::from_type_id(type_id);
+    let numeric = numeric_type_id(&type_id)?;
+    let service = Service::from_type_id(numeric);
 
+    // Decodes the request, checks that it ends with the message and round-trips, and keeps it
+    // for policy (or only its request handle).
     macro_rules! decode {
         ($ty:ty) => {{
             let request: $ty = reader.decode(&ctx, service)?;
+            reader.judged_whole(service, &type_id, &request, message)?;
             (request.request_header.request_handle, DecodedRequest::Other)
         }};
         ($ty:ty, $variant:path) => {{
             let request: $ty = reader.decode(&ctx, service)?;
+            reader.judged_whole(service, &type_id, &request, message)?;
             (request.request_header.request_handle, $variant(request))
         }};
     }
@@ -986,6 +998,7 @@ pub fn decode_request(message: &[u8]) -> Result<ServiceRequest, OpcUaError> {
         Service::CreateSession => decode!(CreateSessionRequest, DecodedRequest::CreateSession),
         Service::ActivateSession => {
             let mut request: ActivateSessionRequest = reader.decode(&ctx, service)?;
+            reader.judged_whole(service, &type_id, &request, message)?;
             forget_secrets(&mut request);
             (
                 request.request_header.request_handle,
@@ -1027,26 +1040,178 @@ pub fn decode_request(message: &[u8]) -> Result<ServiceRequest, OpcUaError> {
         Service::OpenSecureChannel => decode!(OpenSecureChannelRequest),
         Service::CloseSecureChannel => decode!(CloseSecureChannelRequest),
         Service::Unknown => {
-            // What follows the header is the unknown request's own: not ours to judge.
+            // Enough to answer it; what follows the header is not ours to read.
             let header: RequestHeader = reader.decode(&ctx, service)?;
-            return Ok(ServiceRequest {
-                type_id,
-                service,
-                request_handle: header.request_handle,
-                request: DecodedRequest::Other,
-            });
+            (header.request_handle, DecodedRequest::Other)
         }
     };
-    let extra = reader.rest.len();
-    if extra != 0 {
-        return Err(OpcUaError::ServiceTrailingBytes { service, extra });
-    }
     Ok(ServiceRequest {
-        type_id,
+        type_id: numeric,
         service,
         request_handle,
         request,
     })
+}
+
+/// Where the encoding of a decoded message first differs from the message: the bytes the
+/// encoder writes are compared as they come, so nothing is allocated.
+///
+/// One difference is no difference: a numeric NodeId in a longer form than it needs (Part 6
+/// 5.2.2.9: the four-byte or the complete numeric form where the two-byte or four-byte one
+/// fits). Each form is the same NodeId to every decoder, and real clients send them (the
+/// open62541 captures' requests use the complete form throughout); the encoder writes the
+/// shortest, so the message's form is compared with the shortest form of the same NodeId.
+#[derive(Debug)]
+struct SameBytes<'a> {
+    /// What of the message is not matched yet.
+    expected: &'a [u8],
+    len: usize,
+    /// The shortest form of the NodeId the message has in a longer one, not matched yet.
+    alias: [u8; NUMERIC_NODE_ID_LEN],
+    alias_left: std::ops::Range<usize>,
+    /// Where that NodeId starts in the message.
+    alias_at: usize,
+    /// Offset in the message where the encoding first differs.
+    differs_at: Option<usize>,
+}
+
+/// The complete numeric NodeId form: mask, UInt16 namespace, UInt32 identifier.
+const NUMERIC_NODE_ID_LEN: usize = 7;
+
+impl<'a> SameBytes<'a> {
+    fn new(message: &'a [u8]) -> Self {
+        SameBytes {
+            expected: message,
+            len: message.len(),
+            alias: [0; NUMERIC_NODE_ID_LEN],
+            alias_left: 0..0,
+            alias_at: 0,
+            differs_at: None,
+        }
+    }
+
+    /// Where in the message the next byte is compared (the start of a NodeId being matched in
+    /// its shortest form).
+    fn offset(&self) -> usize {
+        if self.alias_left.is_empty() {
+            self.len.saturating_sub(self.expected.len())
+        } else {
+            self.alias_at
+        }
+    }
+
+    /// The first byte offset at which encoding and message differ, if any.
+    fn difference(&self) -> Option<usize> {
+        self.differs_at.or_else(|| {
+            (!self.expected.is_empty() || !self.alias_left.is_empty()).then(|| self.offset())
+        })
+    }
+
+    fn byte(&mut self, byte: u8) -> bool {
+        if let Some(&alias) = self.alias.get(self.alias_left.start)
+            && !self.alias_left.is_empty()
+        {
+            self.alias_left.start = self.alias_left.start.saturating_add(1);
+            return alias == byte;
+        }
+        match self.expected.split_first() {
+            Some((&first, rest)) if first == byte => {
+                self.expected = rest;
+                true
+            }
+            _ => self.numeric_alias(byte),
+        }
+    }
+
+    /// The message has a numeric NodeId in a longer form here, and the encoder begins its
+    /// shortest form with `mask`.
+    fn numeric_alias(&mut self, mask: u8) -> bool {
+        let Some((&first, rest)) = self.expected.split_first() else {
+            return false;
+        };
+        let flags = first & 0xC0;
+        let (namespace, id, form_len) = match (first & 0x3F, rest) {
+            (0x01, [namespace, i0, i1, ..]) => (
+                u16::from(*namespace),
+                u32::from(u16::from_le_bytes([*i0, *i1])),
+                4,
+            ),
+            (0x02, [n0, n1, i0, i1, i2, i3, ..]) => (
+                u16::from_le_bytes([*n0, *n1]),
+                u32::from_le_bytes([*i0, *i1, *i2, *i3]),
+                NUMERIC_NODE_ID_LEN,
+            ),
+            _ => return false,
+        };
+        let [n0, n1] = namespace.to_le_bytes();
+        let [i0, i1, i2, i3] = id.to_le_bytes();
+        let shortest_len = match (u8::try_from(namespace), u8::try_from(id), u16::try_from(id)) {
+            (Ok(0), Ok(_), _) => {
+                self.alias = [flags, i0, 0, 0, 0, 0, 0];
+                2
+            }
+            (Ok(_), _, Ok(_)) => {
+                self.alias = [flags | 0x01, n0, i0, i1, 0, 0, 0];
+                4
+            }
+            _ => {
+                self.alias = [flags | 0x02, n0, n1, i0, i1, i2, i3];
+                NUMERIC_NODE_ID_LEN
+            }
+        };
+        if shortest_len >= form_len || self.alias.first() != Some(&mask) {
+            return false;
+        }
+        self.alias_at = self.offset();
+        self.expected = self.expected.get(form_len..).unwrap_or_default();
+        self.alias_left = 1..shortest_len;
+        true
+    }
+}
+
+impl std::io::Write for SameBytes<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.differs_at.is_none() {
+            // The common case in one comparison; byte by byte only where something differs.
+            match self.expected.strip_prefix(buf) {
+                Some(rest) if self.alias_left.is_empty() => self.expected = rest,
+                _ => {
+                    for &byte in buf {
+                        let at = self.offset();
+                        if !self.byte(byte) {
+                            self.differs_at = Some(at);
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Whether encoding `type_id` and then `request` gives exactly `message`: `Err` with the offset
+/// of the first byte that differs.
+pub fn round_trips<T: BinaryEncodable>(
+    type_id: &ExpandedNodeId,
+    request: &T,
+    message: &[u8],
+) -> Result<(), usize> {
+    let ctx = decoding_context(message.len());
+    let mut same = SameBytes::new(message);
+    let encoded = type_id
+        .encode(&mut same, &ctx)
+        .and_then(|()| request.encode(&mut same, &ctx));
+    match (encoded, same.difference()) {
+        (Ok(()), None) => Ok(()),
+        (Ok(()), Some(at)) => Err(at),
+        // An encoder that fails on what its decoder accepted: no form the proxy can vouch for.
+        (Err(_), at) => Err(at.unwrap_or_else(|| same.offset())),
+    }
 }
 
 /// Drops the secrets of an identity token from the decoded copy, so that no log or policy input
@@ -1297,6 +1462,12 @@ pub enum OpcUaError {
     },
     #[error("{service}: {extra} bytes after the end of the request")]
     ServiceTrailingBytes { service: Service, extra: usize },
+    /// The decoded request does not encode back to the message: from `offset` on, the message
+    /// says something in a form a reader may take otherwise than the decoder did.
+    #[error(
+        "{service}: not in canonical form from byte {offset} (decoding and encoding it again gives other bytes)"
+    )]
+    RoundTrip { service: Service, offset: usize },
 }
 
 impl OpcUaError {
@@ -1323,6 +1494,7 @@ impl OpcUaError {
             OpcUaError::Nesting { .. } => "nesting",
             OpcUaError::Decode { .. } => "decode",
             OpcUaError::ServiceTrailingBytes { .. } => "service_trailing_bytes",
+            OpcUaError::RoundTrip { .. } => "round_trip",
         }
     }
 
@@ -1568,6 +1740,24 @@ impl<'a> GuardedReader<'a> {
                 }
             }
         })
+    }
+}
+
+impl GuardedReader<'_> {
+    /// The request ends where the message ends, and encodes back to exactly its bytes.
+    fn judged_whole<T: BinaryEncodable>(
+        &self,
+        service: Service,
+        type_id: &ExpandedNodeId,
+        request: &T,
+        message: &[u8],
+    ) -> Result<(), OpcUaError> {
+        let extra = self.rest.len();
+        if extra != 0 {
+            return Err(OpcUaError::ServiceTrailingBytes { service, extra });
+        }
+        round_trips(type_id, request, message)
+            .map_err(|offset| OpcUaError::RoundTrip { service, offset })
     }
 }
 
@@ -2654,6 +2844,107 @@ mod tests {
     }
 
     #[test]
+    fn only_a_request_that_encodes_back_to_its_bytes_is_accepted() {
+        let double = [
+            0x0B, // Variant: Double
+            0x00, 0x00, 0x00, 0x00, 0x00, 0x70, 0x97, 0x40, // 1500.0
+        ];
+        let canonical = write_message(&double);
+        assert!(decode_request(&canonical).is_ok());
+        // Where the value starts: type id 4, request header 29, count 4, node id 4, attribute
+        // 4, index range 4, DataValue mask 1.
+        let value_at = 4 + 29 + 4 + 4 + 4 + 4 + 1;
+        let round_trip = |message: &[u8]| match decode_request(message) {
+            Err(OpcUaError::RoundTrip { service, offset }) => (service, offset),
+            other => panic!("{other:?}"),
+        };
+
+        // A Boolean is 0 or 1; 2 reads as true to one decoder and may not to another.
+        let boolean = [
+            0x01, // Variant: Boolean
+            0x02, // neither 0 nor 1
+        ];
+        assert_eq!(
+            round_trip(&write_message(&boolean)),
+            (Service::Write, value_at + 1)
+        );
+
+        // Numeric NodeIds in a longer form than they need are the same NodeIds to every
+        // decoder, and real clients send them: the type id in the complete form where the
+        // four-byte one fits, the written node likewise, the two-byte authentication token in
+        // the four-byte form.
+        let mut longer_forms = vec![
+            0x02, 0x00, 0x00, // type id: complete numeric NodeId, ns 0
+            0xA1, 0x02, 0x00, 0x00, // 673 WriteRequest
+            0x01, 0x00, 0x00, 0x00, // authentication token: four-byte NodeId, ns 0, i=0
+        ];
+        longer_forms.extend_from_slice(&canonical[6..4 + 29 + 4]);
+        longer_forms.extend_from_slice(&[
+            0x02, 0x02, 0x00, // node: complete numeric NodeId, ns 2
+            0x01, 0x00, 0x00, 0x00, // i=1
+        ]);
+        longer_forms.extend_from_slice(&canonical[4 + 29 + 4 + 4..]);
+        let decoded = decode_request(&longer_forms).unwrap();
+        assert_eq!(decoded.request, decode_request(&canonical).unwrap().request);
+        // A longer form that the shortest form does not begin the same way is a difference:
+        // the written node in namespace 3 where the encoder writes namespace 2.
+        let offset = 7 + 4 + 27 + 4; // type id, token, rest of the header, count
+        let mut other_namespace = longer_forms.clone();
+        other_namespace[offset + 1] = 0x03; // the node's namespace: 3, not 2
+        assert!(decode_request(&other_namespace).is_ok());
+        assert_eq!(
+            round_trips(
+                &ExpandedNodeId::from(NodeId::new(0, 673_u32)),
+                &match decode_request(&longer_forms).unwrap().request {
+                    DecodedRequest::Write(w) => w,
+                    other => panic!("{other:?}"),
+                },
+                &other_namespace,
+            ),
+            Err(offset)
+        );
+
+        // A DateTime before 1601 is read as 1601 by async-opcua, as something else elsewhere.
+        let before_1601 = [
+            0x0D, // Variant: DateTime
+            0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, // -1
+        ];
+        assert_eq!(
+            round_trip(&write_message(&before_1601)),
+            (Service::Write, value_at + 1)
+        );
+
+        // An ExtensionObject in the request header with an XML body.
+        let mut xml_header = canonical.clone();
+        let additional_header = 4 + 26;
+        xml_header.splice(
+            additional_header..additional_header + 3,
+            [
+                0x01, 0x00, 0x2A, 0x01, // type id: four-byte NodeId, ns 0, 298
+                0x02, // encoding: XML body
+                0x03, 0x00, 0x00, 0x00, b'<', b'a', b'>', // "<a>"
+            ],
+        );
+        assert!(decode_request(&xml_header).is_err());
+
+        // The comparison itself: equal, shorter, longer, different.
+        let type_id = ExpandedNodeId::from(NodeId::new(0, 673_u32));
+        let ctx = context();
+        let mut bytes = Vec::new();
+        type_id.encode(&mut bytes, &ctx.context()).unwrap();
+        bytes.push(7);
+        assert_eq!(round_trips(&type_id, &7_u8, &bytes), Ok(()));
+        assert_eq!(round_trips(&type_id, &7_u8, &bytes[..3]), Err(3));
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert_eq!(round_trips(&type_id, &7_u8, &longer), Err(5));
+        let mut other = bytes.clone();
+        other[2] ^= 1;
+        assert_eq!(round_trips(&type_id, &7_u8, &other), Err(2));
+        assert_eq!(round_trips(&type_id, &8_u8, &bytes), Err(4));
+    }
+
+    #[test]
     fn an_extension_object_must_fill_its_length() {
         // A Variant holding an Argument (298), whose declared length leaves 4 bytes that a
         // server skipping by the length would not read as the request's next field.
@@ -2665,7 +2956,7 @@ mod tests {
             0x01, 0x00, 0x00, 0x00, b'a', // name "a"
             0x00, 0x0B, // data type: two-byte NodeId, i=11 (Double)
             0xFF, 0xFF, 0xFF, 0xFF, // value rank -1
-            0xFF, 0xFF, 0xFF, 0xFF, // array dimensions: null
+            0x00, 0x00, 0x00, 0x00, // array dimensions: empty (the crate writes no null here)
             0x00, // description: empty LocalizedText
             0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // 8 bytes padding
         ];
@@ -2673,6 +2964,13 @@ mod tests {
         exact[6] = 16;
         let object = written_object(&exact[..exact.len() - 8]);
         assert_eq!(object.inner_as::<Argument>().unwrap().name.as_ref(), "a");
+        // Null array dimensions decode, but encode as empty ones: not the message's form.
+        let mut null_dimensions = exact;
+        null_dimensions[21..25].copy_from_slice(&[0xFF; 4]);
+        assert!(matches!(
+            decode_request(&write_message(&null_dimensions[..exact.len() - 8])),
+            Err(OpcUaError::RoundTrip { .. })
+        ));
 
         // 8 bytes beyond the body.
         let e = decode_request(&write_message(&argument)).unwrap_err();
@@ -2722,11 +3020,14 @@ mod tests {
         let e = decode_request(&write_message(&xml)).unwrap_err();
         assert!(e.to_string().contains("XML body"), "{e}");
         // The crate reads an XML body without an element start ("<a/>", "", text) as null before
-        // any loader sees it.
+        // any loader sees it: a null ExtensionObject, which does not encode back to the message.
         xml[6] = 4;
         xml.truncate(10);
         xml.extend_from_slice(b"<a/>");
-        assert!(decode_request(&write_message(&xml)).is_ok());
+        assert!(matches!(
+            decode_request(&write_message(&xml)),
+            Err(OpcUaError::RoundTrip { .. })
+        ));
         // An Argument whose ValueRank claims 2^31 - 1 dimensions, which its decoder would
         // allocate (8 GiB).
         let mut argument = [
@@ -2745,9 +3046,24 @@ mod tests {
             e.to_string().contains("ValueRank 2147483647 is above 32"),
             "{e}"
         );
-        // Rank 2, lengths unknown: fine.
+        // Rank 2 without its dimensions: the crate pads them, so it does not encode back.
         argument[17..21].copy_from_slice(&2_i32.to_le_bytes());
-        let object = written_object(&argument);
+        assert!(matches!(
+            decode_request(&write_message(&argument)),
+            Err(OpcUaError::RoundTrip { .. })
+        ));
+        // Rank 2 with both lengths stated as unknown: decodes and encodes back.
+        let mut ranked = argument.to_vec();
+        ranked[6] = 24; // body length 24
+        ranked.splice(
+            21..25,
+            [
+                0x02, 0x00, 0x00, 0x00, // array dimensions: 2
+                0x00, 0x00, 0x00, 0x00, // unknown
+                0x00, 0x00, 0x00, 0x00, // unknown
+            ],
+        );
+        let object = written_object(&ranked);
         let decoded = object.inner_as::<Argument>().unwrap();
         assert_eq!(decoded.value_rank, 2);
         assert_eq!(decoded.array_dimensions, Some(vec![0, 0]));
@@ -3012,6 +3328,10 @@ mod tests {
             ),
             (STATUS_BAD_DECODING_ERROR, StatusCode::BadDecodingError),
             (STATUS_BAD_TIMEOUT, StatusCode::BadTimeout),
+            (
+                STATUS_BAD_SERVICE_UNSUPPORTED,
+                StatusCode::BadServiceUnsupported,
+            ),
         ] {
             assert_eq!(ours, theirs.bits(), "{theirs}");
         }

@@ -43,9 +43,10 @@ use crate::policy::{ConnectionInput, Decision};
 use crate::proto::opcua::{
     self, Acknowledge, Chunk, ChunkBody, ChunkType, HEADER_LEN, Hello, MAX_CHUNK_SIZE,
     MAX_PARTIAL_MESSAGES, OpcUaError, OpenHeader, Reassembler, STATUS_BAD_COMMUNICATION_ERROR,
-    STATUS_BAD_SECURITY_POLICY_REJECTED, STATUS_BAD_TCP_MESSAGE_TYPE_INVALID, STATUS_BAD_TIMEOUT,
-    STATUS_BAD_USER_ACCESS_DENIED, SYMMETRIC_SEQUENCE_OFFSET, SequenceHeader, Service,
-    ServiceRequest, SymmetricHeader, next_sequence_number,
+    STATUS_BAD_SECURITY_POLICY_REJECTED, STATUS_BAD_SERVICE_UNSUPPORTED,
+    STATUS_BAD_TCP_MESSAGE_TYPE_INVALID, STATUS_BAD_TIMEOUT, STATUS_BAD_USER_ACCESS_DENIED,
+    SYMMETRIC_SEQUENCE_OFFSET, SequenceHeader, Service, ServiceRequest, SymmetricHeader,
+    next_sequence_number,
 };
 /// How long a client has to send its Hello.
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -61,6 +62,8 @@ pub const READ_SUMMARY_INTERVAL: Duration = Duration::from_secs(60);
 const MAX_BUFFERED: usize = 2 * MAX_CHUNK_SIZE as usize;
 /// Read at least this much at a time.
 const READ_SIZE: usize = 16 * 1024;
+/// The rule of the refusal of a request whose service the gateway does not know.
+pub const RULE_UNKNOWN_SERVICE: &str = "zonegate.opcua.unknown_service";
 /// Decisions remembered per connection (see `Session::decisions`).
 pub const MAX_CACHED_DECISIONS: usize = 512;
 
@@ -116,13 +119,19 @@ fn after(t: Instant, d: Duration) -> Instant {
     t.checked_add(d).unwrap_or(t)
 }
 
-/// Chunks of one client message, held back until the message is judged.
+/// Chunks of one client message, held back until the message is judged, and then until every
+/// message the client began before it has gone on or been dropped: the server gets the chunks
+/// in the order the client sent them, so that their sequence numbers still rise (on a signed
+/// channel the proxy cannot renumber them).
 #[derive(Debug)]
 struct Held {
-    request_id: u32,
+    /// `None` for a CloseSecureChannel or OpenSecureChannel waiting behind held messages.
+    request_id: Option<u32>,
     bytes: Vec<u8>,
-    /// Lengths of the chunks in `bytes`, in order.
-    chunks: Vec<usize>,
+    /// Length and sequence number offset of each chunk in `bytes`, in order.
+    chunks: Vec<(usize, usize)>,
+    /// Judged and allowed: goes on once nothing unjudged is ahead of it.
+    allowed: bool,
 }
 
 pub async fn session(
@@ -468,7 +477,7 @@ impl Session {
             (Phase::Open | Phase::Channel, ChunkBody::Open(open)) => self.open(chunk, &open),
             (Phase::Channel, ChunkBody::Message(header)) => self.message(chunk, &header),
             (Phase::Channel, ChunkBody::Close(_)) => {
-                self.forward_to_server(chunk.bytes, SYMMETRIC_SEQUENCE_OFFSET);
+                self.forward_in_order(None, chunk.bytes, SYMMETRIC_SEQUENCE_OFFSET);
                 Flow::Continue
             }
             (phase, _) => {
@@ -518,7 +527,7 @@ impl Session {
             return Flow::Close;
         }
         let offset = chunk.bytes.len().saturating_sub(open.rest.len());
-        self.forward_to_server(chunk.bytes, offset);
+        self.forward_in_order(None, chunk.bytes, offset);
         self.phase = Phase::Channel;
         // No channel to answer on yet (or a renewal that must succeed): an OPN the server
         // does not answer ends the connection with an ERR.
@@ -540,6 +549,9 @@ impl Session {
             self.to_server.extend_from_slice(chunk.bytes);
             return Flow::Continue;
         }
+        if chunk.header.chunk_type == ChunkType::Abort {
+            return self.abort(chunk, header);
+        }
         let mut chunk_held = false;
         match self.read_message(chunk, header, &mut chunk_held) {
             Ok(Some((sequence, request))) => self.judge(sequence, &request, header, chunk.bytes),
@@ -556,9 +568,49 @@ impl Session {
         }
     }
 
+    /// An abort chunk ('A', Part 6 6.7.2.2): the client gives up a message it has begun. Its
+    /// chunks were never judged, so they never reach the server: on a None channel they and the
+    /// abort are dropped and the chunks after them renumbered; on a signed channel nothing can
+    /// be dropped without breaking the signed sequence, so the connection ends.
+    fn abort(&mut self, chunk: &Chunk<'_>, header: &SymmetricHeader<'_>) -> Flow {
+        let request_id = match opcua::parse_sequence_header(header.rest) {
+            Ok((sequence, _)) => sequence.request_id,
+            Err(e) => {
+                self.malformed(Side::Client, &e, chunk.bytes);
+                self.refuse_connection(e.status(), &e.to_string());
+                return Flow::Close;
+            }
+        };
+        let _ = self.reassembler.push(request_id, ChunkType::Abort, &[]);
+        if let Some(i) = self.unjudged(request_id) {
+            self.held.remove(i);
+        }
+        if !self.channel.is_plaintext() {
+            let reason = format!(
+                "the client aborted request {request_id}: its chunks were not judged and cannot be dropped from a signed channel; connection closed"
+            );
+            self.event_plain("opcua-abort", &reason);
+            self.refuse_connection(STATUS_BAD_COMMUNICATION_ERROR, &reason);
+            return Flow::Close;
+        }
+        tracing::debug!(
+            request_id,
+            "aborted message dropped; later chunks renumbered"
+        );
+        self.renumber = true;
+        self.release_in_order();
+        Flow::Continue
+    }
+
+    /// The held message of `request_id` not judged yet.
+    fn unjudged(&self, request_id: u32) -> Option<usize> {
+        self.held
+            .iter()
+            .position(|h| !h.allowed && h.request_id == Some(request_id))
+    }
+
     /// The message a chunk completes, decoded; `None` while more chunks are due (the chunk is
-    /// held: `chunk_held`) or after an abort (the held chunks and the abort go to the server,
-    /// which discards them as the proxy does).
+    /// held: `chunk_held`).
     fn read_message(
         &mut self,
         chunk: &Chunk<'_>,
@@ -581,21 +633,13 @@ impl Session {
             .get(..body.len().saturating_sub(signature))
             .unwrap_or_default();
         let request_id = sequence.request_id;
-        let held = self.held.iter().position(|h| h.request_id == request_id);
+        let held = self.unjudged(request_id);
         match (chunk.header.chunk_type, held) {
             // The common case: a message in one chunk, decoded where it lies.
             (ChunkType::Final, None) => Ok(Some((sequence, opcua::decode_request(body)?))),
-            (ChunkType::Abort, _) => {
-                self.reassembler.push(request_id, ChunkType::Abort, body)?;
-                if let Some(i) = held {
-                    let h = self.held.swap_remove(i);
-                    self.forward_held(&h);
-                }
-                self.forward_to_server(chunk.bytes, SYMMETRIC_SEQUENCE_OFFSET);
-                Ok(None)
-            }
             (chunk_type, _) => {
-                if held.is_none() && self.held.len() >= MAX_PARTIAL_MESSAGES {
+                let partial = self.held.iter().filter(|h| !h.allowed).count();
+                if held.is_none() && partial >= MAX_PARTIAL_MESSAGES {
                     return Err(OpcUaError::TooManyPartialMessages {
                         request_id,
                         max: MAX_PARTIAL_MESSAGES,
@@ -606,16 +650,18 @@ impl Session {
                     Some(i) => self.held.get_mut(i),
                     None => {
                         self.held.push(Held {
-                            request_id,
+                            request_id: Some(request_id),
                             bytes: Vec::new(),
                             chunks: Vec::new(),
+                            allowed: false,
                         });
                         self.held.last_mut()
                     }
                 };
                 if let Some(h) = h {
                     h.bytes.extend_from_slice(chunk.bytes);
-                    h.chunks.push(chunk.bytes.len());
+                    h.chunks
+                        .push((chunk.bytes.len(), SYMMETRIC_SEQUENCE_OFFSET));
                     *chunk_held = true;
                 }
                 match message {
@@ -672,9 +718,24 @@ impl Session {
         }
         // Nothing is allowed that cannot be audited (audit.when_full: fail_closed).
         let audit_down = !self.audit.healthy();
+        // A service the gateway does not know was not decoded past its header: nothing vouches
+        // for what the server would read in it, so it never passes, in either mode.
+        let unknown = request.service == Service::Unknown;
         // One decision per item; the first denial refuses the request whole.
-        let mut decision = audit_down.then(super::audit_unavailable);
-        let items = if audit_down {
+        let mut decision = if audit_down {
+            Some(super::audit_unavailable())
+        } else if unknown {
+            Some(Decision::Deny {
+                reason: format!(
+                    "type id {} is no service the gateway knows: its body cannot be judged",
+                    request.type_id
+                ),
+                rule: RULE_UNKNOWN_SERVICE.into(),
+            })
+        } else {
+            None
+        };
+        let items = if decision.is_some() {
             Vec::new()
         } else {
             service_items(request)
@@ -707,7 +768,7 @@ impl Session {
                 rule: super::modbus::RULE_WRITE_RATE.into(),
             };
         }
-        let counted = if audit_down {
+        let counted = if audit_down || unknown {
             "deny"
         } else {
             super::decision_name(&decision, self.route.mode)
@@ -724,6 +785,7 @@ impl Session {
         }
         if !decision.is_allow()
             && !audit_down
+            && !unknown
             && self
                 .route
                 .violation(self.client_addr, self.device_addr, &reason(&decision))
@@ -737,19 +799,23 @@ impl Session {
             self.channel.identity = Some(identity);
             self.channel_changed();
         }
-        let held = self
-            .held
-            .iter()
-            .position(|h| h.request_id == sequence.request_id)
-            .map(|i| self.held.swap_remove(i));
-        if decision.is_allow() || (self.route.mode == Mode::Monitor && !audit_down) {
-            match &held {
-                Some(h) => self.forward_held(h),
-                None => self.forward_to_server(current, SYMMETRIC_SEQUENCE_OFFSET),
+        let held = self.unjudged(sequence.request_id);
+        if decision.is_allow() || (self.route.mode == Mode::Monitor && !audit_down && !unknown) {
+            match held.and_then(|i| self.held.get_mut(i)) {
+                Some(h) => h.allowed = true,
+                None => {
+                    self.forward_in_order(None, current, SYMMETRIC_SEQUENCE_OFFSET);
+                }
             }
+            self.release_in_order();
             self.track(sequence, request, header);
             return Flow::Continue;
         }
+        // Refused: its chunks never go on, and what waited behind them may.
+        if let Some(i) = held {
+            self.held.remove(i);
+        }
+        self.release_in_order();
         let why = format!("request refused: {}", reason(&decision));
         if self.route.on_deny == OnDeny::Close || !self.channel.is_plaintext() {
             // On a signed channel a fault cannot be forged, nor the sequence renumbered.
@@ -762,7 +828,11 @@ impl Session {
             token_id: header.token_id,
             request_id: sequence.request_id,
             request_handle: request.request_handle,
-            status: STATUS_BAD_USER_ACCESS_DENIED,
+            status: if unknown {
+                STATUS_BAD_SERVICE_UNSUPPORTED
+            } else {
+                STATUS_BAD_USER_ACCESS_DENIED
+            },
         });
         Flow::Continue
     }
@@ -819,12 +889,35 @@ impl Session {
             ));
     }
 
+    /// A whole chunk (or message) allowed to go on: now, or behind the held messages the
+    /// client began before it.
+    fn forward_in_order(&mut self, request_id: Option<u32>, chunk: &[u8], offset: usize) {
+        if self.held.is_empty() {
+            self.forward_to_server(chunk, offset);
+        } else {
+            self.held.push(Held {
+                request_id,
+                bytes: chunk.to_vec(),
+                chunks: vec![(chunk.len(), offset)],
+                allowed: true,
+            });
+        }
+    }
+
+    /// Forwards the allowed messages at the front of the queue, up to the first one not judged.
+    fn release_in_order(&mut self) {
+        while self.held.first().is_some_and(|h| h.allowed) {
+            let h = self.held.remove(0);
+            self.forward_held(&h);
+        }
+    }
+
     fn forward_held(&mut self, held: &Held) {
         let mut at = 0usize;
-        for len in &held.chunks {
-            let end = at.saturating_add(*len);
+        for &(len, offset) in &held.chunks {
+            let end = at.saturating_add(len);
             if let Some(bytes) = held.bytes.get(at..end) {
-                self.forward_to_server(bytes, SYMMETRIC_SEQUENCE_OFFSET);
+                self.forward_to_server(bytes, offset);
             }
             at = end;
         }
