@@ -251,6 +251,7 @@ pub mod fuzz {
             R::DeleteReferences(r) => r.encode(&mut out, &ctx),
             R::TranslateBrowsePaths(r) => r.encode(&mut out, &ctx),
             R::RegisterNodes(r) => r.encode(&mut out, &ctx),
+            R::UnregisterNodes(r) => r.encode(&mut out, &ctx),
             R::ActivateSession(_) | R::Other => return None,
         };
         encoded.ok().map(|()| out)

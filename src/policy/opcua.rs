@@ -365,6 +365,11 @@ pub fn service_items(request: &ServiceRequest) -> Vec<Item> {
         DecodedRequest::RegisterNodes(r) => {
             nodes(items(&r.nodes_to_register).map(NodeId::to_string).collect())
         }
+        DecodedRequest::UnregisterNodes(r) => nodes(
+            items(&r.nodes_to_unregister)
+                .map(NodeId::to_string)
+                .collect(),
+        ),
         DecodedRequest::CreateSession(_) | DecodedRequest::Other => vec![with_service()],
     }
 }

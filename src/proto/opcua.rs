@@ -25,11 +25,11 @@ use opcua_types::{
     GetEndpointsRequest, HistoryReadRequest, HistoryUpdateRequest, IssuedIdentityToken,
     ModifyMonitoredItemsRequest, ModifySubscriptionRequest, NamespaceMap, NodeId, ObjectId,
     OpenSecureChannelRequest, PublishRequest, QueryFirstRequest, QueryNextRequest, ReadRequest,
-    RegisterNodesRequest, RegisterServer2Request, RegisterServerRequest, RepublishRequest,
-    RequestHeader, SetMonitoringModeRequest, SetPublishingModeRequest, SetTriggeringRequest,
-    TransferSubscriptionsRequest, TranslateBrowsePathsToNodeIdsRequest, TypeLoader,
-    TypeLoaderCollection, TypeLoaderPriority, UnregisterNodesRequest, UserNameIdentityToken,
-    WriteRequest, X509IdentityToken,
+    RegisterNodesRequest, RegisterNodesResponse, RegisterServer2Request, RegisterServerRequest,
+    RepublishRequest, RequestHeader, SetMonitoringModeRequest, SetPublishingModeRequest,
+    SetTriggeringRequest, TransferSubscriptionsRequest, TranslateBrowsePathsToNodeIdsRequest,
+    TypeLoader, TypeLoaderCollection, TypeLoaderPriority, UnregisterNodesRequest,
+    UserNameIdentityToken, WriteRequest, X509IdentityToken,
 };
 
 /// Message header: MessageType (3 ASCII bytes), ChunkType (1), MessageSize (UInt32, little
@@ -939,10 +939,61 @@ pub enum DecodedRequest {
     DeleteReferences(DeleteReferencesRequest),
     TranslateBrowsePaths(TranslateBrowsePathsToNodeIdsRequest),
     RegisterNodes(RegisterNodesRequest),
+    /// Kept whole: the aliases it ends must be forgotten (see [`decode_register_nodes_response`]).
+    UnregisterNodes(UnregisterNodesRequest),
     /// Every other service: not judged node by node. A known service's body was decoded whole
     /// (so it is well-formed) and then dropped; of an unknown one only the RequestHeader was
     /// decoded (enough for the request handle).
     Other,
+}
+
+impl DecodedRequest {
+    /// Every NodeId of the request that names a node the service acts on, for the aliases a
+    /// server gave at RegisterNodes to be resolved before the request is judged. Not those of
+    /// RegisterNodes and UnregisterNodes themselves (the one names nodes, the other aliases).
+    pub fn for_each_node_id(&mut self, mut f: impl FnMut(&mut NodeId)) {
+        fn each<T>(list: &mut Option<Vec<T>>) -> std::slice::IterMut<'_, T> {
+            list.as_deref_mut().unwrap_or_default().iter_mut()
+        }
+        match self {
+            DecodedRequest::Read(r) => each(&mut r.nodes_to_read).for_each(|n| f(&mut n.node_id)),
+            DecodedRequest::Write(r) => {
+                each(&mut r.nodes_to_write).for_each(|n| f(&mut n.node_id));
+            }
+            DecodedRequest::Call(r) => each(&mut r.methods_to_call).for_each(|c| {
+                f(&mut c.object_id);
+                f(&mut c.method_id);
+            }),
+            DecodedRequest::Browse(r) => {
+                each(&mut r.nodes_to_browse).for_each(|n| f(&mut n.node_id));
+            }
+            DecodedRequest::CreateMonitoredItems(r) => {
+                each(&mut r.items_to_create).for_each(|m| f(&mut m.item_to_monitor.node_id))
+            }
+            DecodedRequest::HistoryRead(r) => {
+                each(&mut r.nodes_to_read).for_each(|n| f(&mut n.node_id));
+            }
+            DecodedRequest::TranslateBrowsePaths(r) => {
+                each(&mut r.browse_paths).for_each(|p| f(&mut p.starting_node));
+            }
+            DecodedRequest::DeleteNodes(r) => {
+                each(&mut r.nodes_to_delete).for_each(|n| f(&mut n.node_id));
+            }
+            DecodedRequest::AddReferences(r) => {
+                each(&mut r.references_to_add).for_each(|n| f(&mut n.source_node_id));
+            }
+            DecodedRequest::DeleteReferences(r) => {
+                each(&mut r.references_to_delete).for_each(|n| f(&mut n.source_node_id));
+            }
+            DecodedRequest::ActivateSession(_)
+            | DecodedRequest::CreateSession(_)
+            | DecodedRequest::HistoryUpdate(_)
+            | DecodedRequest::AddNodes(_)
+            | DecodedRequest::RegisterNodes(_)
+            | DecodedRequest::UnregisterNodes(_)
+            | DecodedRequest::Other => {}
+        }
+    }
 }
 
 /// Decodes a reassembled plaintext request message body: the type id (an ExpandedNodeId, which
@@ -994,7 +1045,9 @@ pub fn decode_request(message: &[u8]) -> Result<ServiceRequest, OpcUaError> {
             DecodedRequest::TranslateBrowsePaths
         ),
         Service::RegisterNodes => decode!(RegisterNodesRequest, DecodedRequest::RegisterNodes),
-        Service::UnregisterNodes => decode!(UnregisterNodesRequest),
+        Service::UnregisterNodes => {
+            decode!(UnregisterNodesRequest, DecodedRequest::UnregisterNodes)
+        }
         Service::CreateSession => decode!(CreateSessionRequest, DecodedRequest::CreateSession),
         Service::ActivateSession => {
             let mut request: ActivateSessionRequest = reader.decode(&ctx, service)?;
@@ -1051,6 +1104,21 @@ pub fn decode_request(message: &[u8]) -> Result<ServiceRequest, OpcUaError> {
         request_handle,
         request,
     })
+}
+
+/// The NodeIds a RegisterNodesResponse gives, in the order of the request's nodes (Part 4
+/// 5.8.5): a server may answer a registered node with an alias that stands for it from then on
+/// in every service of the session. `Ok(None)` for any other response (a ServiceFault).
+pub fn decode_register_nodes_response(message: &[u8]) -> Result<Option<Vec<NodeId>>, OpcUaError> {
+    let ctx = decoding_context(message.len());
+    let mut reader = GuardedReader::new(message);
+    let type_id: ExpandedNodeId = reader.decode(&ctx, Service::RegisterNodes)?;
+    let response_id = ObjectId::RegisterNodesResponse_Encoding_DefaultBinary as u32;
+    if numeric_type_id(&type_id).ok() != Some(response_id) {
+        return Ok(None);
+    }
+    let response: RegisterNodesResponse = reader.decode(&ctx, Service::RegisterNodes)?;
+    Ok(Some(response.registered_node_ids.unwrap_or_default()))
 }
 
 /// Where the encoding of a decoded message first differs from the message: the bytes the
@@ -1495,6 +1563,20 @@ impl OpcUaError {
             OpcUaError::Decode { .. } => "decode",
             OpcUaError::ServiceTrailingBytes { .. } => "service_trailing_bytes",
             OpcUaError::RoundTrip { .. } => "round_trip",
+        }
+    }
+
+    /// The service whose request did not decode, when its type id named one this decoder
+    /// knows: the message was plaintext, so it was malformed rather than encrypted.
+    pub fn known_service(&self) -> Option<Service> {
+        match self {
+            OpcUaError::Nesting { service, .. }
+            | OpcUaError::Decode { service, .. }
+            | OpcUaError::ServiceTrailingBytes { service, .. }
+            | OpcUaError::RoundTrip { service, .. } => {
+                Some(*service).filter(|s| *s != Service::Unknown)
+            }
+            _ => None,
         }
     }
 

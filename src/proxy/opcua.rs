@@ -21,10 +21,11 @@
 
 mod outstanding;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use opcua_types::NodeId;
 use regorus::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -62,6 +63,10 @@ pub const READ_SUMMARY_INTERVAL: Duration = Duration::from_secs(60);
 const MAX_BUFFERED: usize = 2 * MAX_CHUNK_SIZE as usize;
 /// Read at least this much at a time.
 const READ_SIZE: usize = 16 * 1024;
+/// Aliases a connection may hold (RegisterNodes); a response that would add more ends it.
+pub const MAX_ALIASES: usize = 4096;
+/// RegisterNodes requests whose responses a connection awaits at once.
+const MAX_REGISTERING: usize = 16;
 /// The rule of the refusal of a request whose service the gateway does not know.
 pub const RULE_UNKNOWN_SERVICE: &str = "zonegate.opcua.unknown_service";
 /// Decisions remembered per connection (see `Session::decisions`).
@@ -208,6 +213,14 @@ struct Session {
     /// since a reload cannot renegotiate them.
     frames: OpcUaFrames,
     held: Vec<Held>,
+    /// Aliases the server gave at RegisterNodes, and the node each stands for: a request that
+    /// names an alias is judged as naming that node (Part 4 5.8.5).
+    aliases: HashMap<NodeId, NodeId>,
+    /// RegisterNodes requests forwarded, by request id, with the nodes they register: their
+    /// responses are read for aliases before they reach the client.
+    registering: Vec<(u32, Vec<NodeId>)>,
+    /// Chunks of those responses.
+    responses: Reassembler,
     /// The last sequence number sent to each side, on a None channel (where the proxy keeps
     /// them consecutive after dropping or adding a message).
     last_to_server: Option<u32>,
@@ -260,6 +273,9 @@ impl Session {
             reassembler: Reassembler::with_limits(frames.max_chunks, frames.max_message_size),
             frames,
             held: Vec::new(),
+            aliases: HashMap::new(),
+            registering: Vec::new(),
+            responses: Reassembler::with_limits(frames.max_chunks, frames.max_message_size),
             last_to_server: None,
             last_to_client: None,
             renumber: false,
@@ -389,10 +405,13 @@ impl Session {
 
     /// The client is not read while the server owes `limits.in_flight_per_connection`
     /// responses (back-pressure, as for Modbus; Publish requests do not count), nor while
-    /// ServiceFaults wait for the server's message in progress.
+    /// ServiceFaults wait for the server's message in progress, nor while a RegisterNodes
+    /// response is due: the aliases it gives (node-opcua's are predictable) must be known
+    /// before a request that may name one is judged.
     fn client_paused(&self) -> bool {
         self.outstanding.in_flight() >= self.route.limits.in_flight_per_connection
             || !self.faults_due.is_empty()
+            || !self.registering.is_empty()
     }
 
     async fn flush(
@@ -554,9 +573,22 @@ impl Session {
         }
         let mut chunk_held = false;
         match self.read_message(chunk, header, &mut chunk_held) {
-            Ok(Some((sequence, request))) => self.judge(sequence, &request, header, chunk.bytes),
+            Ok(Some((sequence, mut request))) => {
+                if !self.aliases.is_empty() {
+                    let aliases = &self.aliases;
+                    request.request.for_each_node_id(|id| {
+                        if let Some(node) = aliases.get(id) {
+                            *id = node.clone();
+                        }
+                    });
+                }
+                self.judge(sequence, &request, header, chunk.bytes)
+            }
             Ok(None) => Flow::Continue,
-            Err(e) if self.readability == Readability::Unknown => {
+            // Encrypted bytes name no service the gateway knows (about one chance in 10^11);
+            // a first message that does and then fails to decode is a malformed one on a Sign
+            // channel, not a reason to stop reading the channel.
+            Err(e) if self.readability == Readability::Unknown && e.known_service().is_none() => {
                 tracing::debug!(error = %e, "first message does not decode: an encrypted channel");
                 self.uninspected(chunk, chunk_held)
             }
@@ -809,7 +841,7 @@ impl Session {
             }
             self.release_in_order();
             self.track(sequence, request, header);
-            return Flow::Continue;
+            return self.registered(sequence.request_id, request);
         }
         // Refused: its chunks never go on, and what waited behind them may.
         if let Some(i) = held {
@@ -835,6 +867,112 @@ impl Session {
             },
         });
         Flow::Continue
+    }
+
+    /// A forwarded RegisterNodes: its response is to be read for aliases. A forwarded
+    /// UnregisterNodes: the aliases it names stand for nothing any more.
+    fn registered(&mut self, request_id: u32, request: &ServiceRequest) -> Flow {
+        use crate::proto::opcua::DecodedRequest;
+        match &request.request {
+            DecodedRequest::RegisterNodes(r) => {
+                if self.registering.len() >= MAX_REGISTERING {
+                    let reason = format!(
+                        "more than {MAX_REGISTERING} RegisterNodes requests unanswered at once: their aliases could not be followed; connection closed"
+                    );
+                    self.event_plain("opcua-protocol-violation", &reason);
+                    self.refuse_connection(STATUS_BAD_COMMUNICATION_ERROR, &reason);
+                    return Flow::Close;
+                }
+                let nodes = r.nodes_to_register.clone().unwrap_or_default();
+                self.registering.push((request_id, nodes));
+            }
+            DecodedRequest::UnregisterNodes(r) => {
+                for alias in r.nodes_to_unregister.iter().flatten() {
+                    self.aliases.remove(alias);
+                }
+            }
+            _ => {}
+        }
+        Flow::Continue
+    }
+
+    /// A chunk of the server's response to a RegisterNodes request: its aliases are learnt
+    /// before its last chunk reaches the client, so that no request sent after the client
+    /// knows an alias is judged without it. A response that cannot be read, or aliases
+    /// beyond [`MAX_ALIASES`], end the connection.
+    fn register_response(&mut self, chunk: &Chunk<'_>, header: &SymmetricHeader<'_>) -> Flow {
+        let Ok((sequence, body)) = opcua::parse_sequence_header(header.rest) else {
+            return Flow::Continue;
+        };
+        let Some(index) = self
+            .registering
+            .iter()
+            .position(|(id, _)| *id == sequence.request_id)
+        else {
+            return Flow::Continue;
+        };
+        let signature = if self.channel.is_plaintext() {
+            0
+        } else {
+            self.channel
+                .security_policy_uri
+                .as_deref()
+                .and_then(opcua::signature_len)
+                .unwrap_or(0)
+        };
+        let body = body
+            .get(..body.len().saturating_sub(signature))
+            .unwrap_or_default();
+        let message = match self
+            .responses
+            .push(sequence.request_id, chunk.header.chunk_type, body)
+        {
+            Ok(Some(message)) => message,
+            Ok(None) if chunk.header.chunk_type == ChunkType::Intermediate => {
+                return Flow::Continue;
+            }
+            Ok(None) => {
+                self.registering.swap_remove(index);
+                return Flow::Continue;
+            }
+            Err(e) => return self.unreadable_register_response(&e.to_string(), chunk.bytes),
+        };
+        let (_, requested) = self.registering.swap_remove(index);
+        match opcua::decode_register_nodes_response(&message) {
+            Ok(Some(registered)) => {
+                for (node, alias) in requested.into_iter().zip(registered) {
+                    if node == alias {
+                        continue;
+                    }
+                    if self.aliases.len() >= MAX_ALIASES && !self.aliases.contains_key(&alias) {
+                        let reason = format!(
+                            "the server gave more than {MAX_ALIASES} RegisterNodes aliases on this connection; connection closed"
+                        );
+                        self.event_plain("opcua-protocol-violation", &reason);
+                        self.refuse_connection(STATUS_BAD_COMMUNICATION_ERROR, &reason);
+                        return Flow::Close;
+                    }
+                    self.aliases.insert(alias, node);
+                }
+                Flow::Continue
+            }
+            Ok(None) => Flow::Continue,
+            Err(e) => self.unreadable_register_response(&e.to_string(), chunk.bytes),
+        }
+    }
+
+    fn unreadable_register_response(&mut self, error: &str, bytes: &[u8]) -> Flow {
+        let e = OpcUaError::Decode {
+            service: Service::RegisterNodes,
+            offset: 0,
+            reason: format!("the response to RegisterNodes: {error}"),
+        };
+        self.malformed(Side::Server, &e, bytes);
+        self.refuse_connection(
+            STATUS_BAD_COMMUNICATION_ERROR,
+            "the server sent a RegisterNodes response the gateway cannot read",
+        );
+        Flow::Close
     }
 
     /// A request forwarded: the server owes its response within `limits.response_timeout`
@@ -980,6 +1118,12 @@ impl Session {
                 if self.late_response(chunk, &header) {
                     return Flow::Continue;
                 }
+                if !self.registering.is_empty()
+                    && self.readability == Readability::Readable
+                    && self.register_response(chunk, &header) == Flow::Close
+                {
+                    return Flow::Close;
+                }
                 self.forward_to_client(chunk.bytes, SYMMETRIC_SEQUENCE_OFFSET);
                 self.server_mid_message = chunk.header.chunk_type == ChunkType::Intermediate;
                 if !self.server_mid_message {
@@ -1082,6 +1226,8 @@ impl Session {
         }
         for p in expired.requests {
             self.route.metrics.limit_hit(Limit::ResponseTimeout);
+            // Its late response is dropped unread: aliases it gives are never used.
+            self.registering.retain(|(id, _)| *id != p.request_id);
             let service = p.service.name();
             let id = p.request_id;
             // The connection ends, with an ERR, where the proxy cannot answer for the server.
