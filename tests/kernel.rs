@@ -12,8 +12,9 @@
 mod support;
 
 use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::plant::{Plant, Probe, in_ns, tcp_echo, tcp_probe, udp_echo, udp_probe};
@@ -540,4 +541,168 @@ fn run_restores_a_flushed_ruleset() {
     wait_for(true);
     assert_eq!(applied, table_shape(&plant.gateway));
     support::audit::check_log(&audit_log);
+}
+
+/// Starts `zonegate run` on `zones` in the gateway (its audit log, state and control socket in
+/// `dir`, its own log in `dir/zonegate.log`, which it returns) and waits for its ruleset.
+fn start_daemon(plant: &Plant, zones: &Path, dir: &Path) -> PathBuf {
+    let log = dir.join("zonegate.log");
+    let path = |p: PathBuf| p.to_str().unwrap().to_owned();
+    plant.spawn_in_gateway_logged(
+        &[
+            ZONEGATE,
+            "run",
+            zones.to_str().unwrap(),
+            "--audit-log",
+            &path(dir.join("audit.jsonl")),
+            "--state-dir",
+            dir.to_str().unwrap(),
+            "--control-socket",
+            &path(dir.join("control.sock")),
+        ],
+        &log,
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !plant
+        .gateway_cmd(&["nft", "list", "table", "inet", "zonegate"])
+        .status
+        .success()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "zonegate run did not apply its ruleset; its log:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+    log
+}
+
+/// A TCP handshake from `src` in `ns` to `dst`: `Ok` once established (whatever follows), the
+/// error's kind otherwise (`TimedOut`: the SYN got no answer).
+fn connect(ns: &str, src: IpAddr, dst: SocketAddr) -> Result<(), std::io::ErrorKind> {
+    in_ns(ns, move || {
+        let domain = socket2::Domain::for_address(dst);
+        let sock = socket2::Socket::new(domain, socket2::Type::STREAM, None).unwrap();
+        sock.bind(&SocketAddr::new(src, 0).into()).unwrap();
+        sock.connect_timeout(&dst.into(), DROP_WAIT)
+            .map_err(|e| e.kind())
+    })
+}
+
+/// Polls until `n` connections reached `server`, or fails naming `what`.
+fn accepted_within(server: &support::plant::EchoServer, n: usize, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while server.accepted.load(std::sync::atomic::Ordering::SeqCst) < n {
+        assert!(Instant::now() < deadline, "{what}");
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The proxy's listeners are bound to every address, but only what a divert rule sends reaches
+/// them. A SYN to the Modbus or OPC UA proxy port on any of the gateway's addresses, or to a
+/// device's address on that port (no conduit diverts it), gets no answer and counts as a drop;
+/// the inspected conduit's own connections still reach the proxy and, through it, the device.
+#[test]
+fn proxy_ports_are_reachable_only_through_a_divert_rule() {
+    let model = model();
+    let plant = Plant::build(&model);
+    let dir = tempfile::tempdir().unwrap();
+    start_daemon(&plant, &shipped_zones(), dir.path());
+    let ops = plant.zone_ns("operations");
+    let scada = ip("10.30.0.10");
+    let (modbus, opcua) = (
+        model.gateway.modbus_proxy_port,
+        model.gateway.opcua_proxy_port,
+    );
+    // Devices listening on the proxy's port numbers: a connection no conduit allows reaches
+    // neither them nor the proxy.
+    let inverter_on_proxy_port = tcp_echo(
+        &plant.zone_ns("bess"),
+        SocketAddr::new(ip("10.21.0.11"), modbus),
+    );
+    let cnc_on_proxy_port = tcp_echo(
+        &plant.zone_ns("cnc-cell"),
+        SocketAddr::new(ip("10.22.0.11"), opcua),
+    );
+    let input_drops = counter(&plant, "drop_input");
+    let forward_drops = counter(&plant, "drop_forward");
+
+    // (namespace, source, destination): SCADA, on the inspected conduits, and others.
+    let (mgmt_ns, mgmt_host) = plant.management.clone().unwrap();
+    let ops_v6 = plant.stranger_v6("operations");
+    let to_gateway = [
+        // the gateway's address in the client's own zone, both proxy ports
+        (ops.clone(), scada, SocketAddr::new(ip("10.30.0.1"), modbus)),
+        (ops.clone(), scada, SocketAddr::new(ip("10.30.0.1"), opcua)),
+        // its address in the devices' zone
+        (ops.clone(), scada, SocketAddr::new(ip("10.21.0.1"), modbus)),
+        (ops.clone(), scada, SocketAddr::new(ip("10.22.0.1"), opcua)),
+        // its IPv6 address
+        (
+            ops.clone(),
+            ops_v6,
+            SocketAddr::new(ip("fd5a:30::1"), modbus),
+        ),
+        (
+            ops.clone(),
+            ops_v6,
+            SocketAddr::new(ip("fd5a:30::1"), opcua),
+        ),
+        // its management address, from the management network
+        (
+            mgmt_ns.clone(),
+            mgmt_host,
+            SocketAddr::new(ip("10.99.0.1"), modbus),
+        ),
+        (mgmt_ns, mgmt_host, SocketAddr::new(ip("10.99.0.1"), opcua)),
+    ];
+    let to_devices = [
+        (ops.clone(), scada, inverter_on_proxy_port.addr),
+        (ops.clone(), ip("10.30.0.11"), cnc_on_proxy_port.addr),
+        (
+            ops.clone(),
+            plant.stranger("operations"),
+            inverter_on_proxy_port.addr,
+        ),
+    ];
+    let probes: Vec<_> = to_gateway
+        .iter()
+        .chain(&to_devices)
+        .cloned()
+        .map(|(ns, src, dst)| (src, dst, thread::spawn(move || connect(&ns, src, dst))))
+        .collect();
+    let answered: Vec<String> = probes
+        .into_iter()
+        .filter_map(|(src, dst, probe)| match probe.join().unwrap() {
+            Err(std::io::ErrorKind::TimedOut) => None,
+            other => Some(format!("{src} -> {dst}: {other:?}")),
+        })
+        .collect();
+    assert!(answered.is_empty(), "SYNs answered: {answered:#?}");
+    for server in [&inverter_on_proxy_port, &cnc_on_proxy_port] {
+        assert_eq!(
+            server.accepted.load(std::sync::atomic::Ordering::SeqCst),
+            0,
+            "{}",
+            server.addr
+        );
+    }
+    // Each SYN (and its retransmissions) is counted where it was dropped.
+    let input_grew = counter(&plant, "drop_input") - input_drops;
+    let forward_grew = counter(&plant, "drop_forward") - forward_drops;
+    assert!(
+        input_grew >= to_gateway.len() as u64,
+        "drop_input grew by {input_grew}"
+    );
+    assert!(
+        forward_grew >= to_devices.len() as u64,
+        "drop_forward grew by {forward_grew}"
+    );
+
+    // Diverted: SCADA's Modbus connection to inverter-1 reaches the proxy, which connects on
+    // to the device.
+    let inverter = tcp_echo(&plant.zone_ns("bess"), "10.21.0.11:502".parse().unwrap());
+    assert_eq!(connect(&ops, scada, inverter.addr), Ok(()));
+    accepted_within(&inverter, 1, "the proxy did not connect to the device");
 }

@@ -332,10 +332,27 @@ impl Plant {
 
     /// Starts a long-running process in the gateway namespace; it is killed when the plant drops.
     pub fn spawn_in_gateway(&self, args: &[&str]) -> u32 {
-        let child = Command::new("ip")
-            .args(["netns", "exec", &self.gateway])
+        self.spawn(args, None)
+    }
+
+    /// As [`Plant::spawn_in_gateway`], its standard output and error written to `log`.
+    pub fn spawn_in_gateway_logged(&self, args: &[&str], log: &std::path::Path) -> u32 {
+        self.spawn(args, Some(log))
+    }
+
+    fn spawn(&self, args: &[&str], log: Option<&std::path::Path>) -> u32 {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.gateway])
             .args(args)
-            .stdin(Stdio::null())
+            .stdin(Stdio::null());
+        if let Some(log) = log {
+            let file = File::create(log).unwrap_or_else(|e| panic!("{}: {e}", log.display()));
+            let err = file
+                .try_clone()
+                .unwrap_or_else(|e| panic!("{}: {e}", log.display()));
+            cmd.stdout(file).stderr(err);
+        }
+        let child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {args:?}: {e}"));
         let pid = child.id();
