@@ -706,3 +706,94 @@ fn proxy_ports_are_reachable_only_through_a_divert_rule() {
     assert_eq!(connect(&ops, scada, inverter.addr), Ok(()));
     accepted_within(&inverter, 1, "the proxy did not connect to the device");
 }
+
+/// On a host with IPv6 disabled (here: every namespace of the plant, before its interfaces
+/// exist), `zonegate run` starts, enforces the IPv4 conduits (L4 and inspected), drops the
+/// rest, installs no IPv6 policy routing, and warns about the conduit that names an IPv6
+/// network it cannot serve.
+#[test]
+fn run_enforces_an_ipv4_plant_where_ipv6_is_disabled() {
+    let dir = tempfile::tempdir().unwrap();
+    let zones = support::bess::zones_variant(dir.path(), |text| {
+        text.replacen(
+            "conduits:\n",
+            "conduits:\n  mirror-v6:\n    from: enterprise\n    to: dmz\n    \
+             destinations: ['fd5a:35::20']\n    services: [tcp/8443]\n",
+            1,
+        )
+    });
+    let model = config::load(&zones).unwrap();
+    let plant = Plant::build_ipv4_only(&model);
+    assert_eq!(
+        String::from_utf8_lossy(
+            &plant
+                .gateway_cmd(&["sysctl", "-n", "net.ipv6.conf.lo.disable_ipv6"])
+                .stdout
+        )
+        .trim(),
+        "1"
+    );
+    let log = start_daemon(&plant, &zones, dir.path());
+
+    let dmz = plant.zone_ns("dmz");
+    let enterprise = plant.zone_ns("enterprise");
+    let ops = plant.zone_ns("operations");
+    let web = tcp_echo(&dmz, "10.35.0.20:443".parse().unwrap());
+    let undeclared = tcp_echo(&dmz, "10.35.0.20:8443".parse().unwrap());
+    let before = counter(&plant, "conduit_historian_mirror_web");
+    assert_eq!(
+        tcp_probe(&enterprise, ip("10.40.0.10"), web.addr, DROP_WAIT),
+        Probe::Passed
+    );
+    assert_eq!(counter(&plant, "conduit_historian_mirror_web") - before, 1);
+    let forward_drops = counter(&plant, "drop_forward");
+    assert_eq!(
+        tcp_probe(&ops, ip("10.30.0.10"), web.addr, DROP_WAIT),
+        Probe::TimedOut,
+        "operations -> dmz:443 is no conduit"
+    );
+    assert_eq!(
+        tcp_probe(&enterprise, ip("10.40.0.10"), undeclared.addr, DROP_WAIT),
+        Probe::TimedOut,
+        "enterprise -> dmz:8443 only in IPv6"
+    );
+    assert!(counter(&plant, "drop_forward") > forward_drops);
+
+    // The inspected conduit: diverted to the proxy through the IPv4 policy route, and on to
+    // the device; a host not on the conduit is dropped.
+    let inverter = tcp_echo(&plant.zone_ns("bess"), "10.21.0.11:502".parse().unwrap());
+    assert_eq!(connect(&ops, ip("10.30.0.10"), inverter.addr), Ok(()));
+    accepted_within(&inverter, 1, "the proxy did not connect to the device");
+    assert_eq!(
+        tcp_probe(&ops, plant.stranger("operations"), inverter.addr, DROP_WAIT),
+        Probe::TimedOut
+    );
+    assert_eq!(
+        inverter.accepted.load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
+
+    let mark = format!("fwmark {:#x}", nft::ruleset::PROXY_MARK);
+    let rules = |family: &str| {
+        String::from_utf8_lossy(&plant.gateway_cmd(&["ip", family, "rule", "show"]).stdout)
+            .into_owned()
+    };
+    assert!(rules("-4").contains(&mark), "{}", rules("-4"));
+    assert!(!rules("-6").contains(&mark), "{}", rules("-6"));
+    let log = std::fs::read_to_string(log).unwrap();
+    assert!(
+        log.lines().any(|l| l.contains("WARN")
+            && l.contains(
+                "IPv6 is disabled on this host: conduit(s) mirror-v6 name IPv6 networks"
+            )),
+        "{log}"
+    );
+    // `zonegate check` on this host says so too.
+    let check = plant.gateway_cmd(&[ZONEGATE, "check", zones.to_str().unwrap()]);
+    assert!(check.status.success());
+    assert!(
+        String::from_utf8_lossy(&check.stderr).contains("conduit(s) mirror-v6 name IPv6 networks"),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+}

@@ -788,6 +788,25 @@ fn families(from: &Zone, to: &Zone, c: &Conduit) -> Vec<Family> {
         .collect()
 }
 
+/// Conduits whose IPv6 rules name IPv6 networks (their zones' or their `sources` and
+/// `destinations`): what a host without IPv6 cannot serve. Conduits between interface-only
+/// zones name no network and serve whichever family the host has.
+pub fn ipv6_conduits(model: &Model) -> Vec<String> {
+    model
+        .conduits
+        .iter()
+        .filter(|c| {
+            let (Some(from), Some(to)) = (model.zone(&c.from), model.zone(&c.to)) else {
+                return false;
+            };
+            families(from, to, c).contains(&Family::V6)
+                && (side_addrs(from, &c.sources, Family::V6).is_some()
+                    || side_addrs(to, &c.destinations, Family::V6).is_some())
+        })
+        .map(|c| c.name.clone())
+        .collect()
+}
+
 /// Interface and address matches that place a packet on this conduit, in this family.
 fn zone_matches(from: &Zone, to: &Zone, c: &Conduit, family: Family) -> Vec<Match> {
     let mut m = Vec::new();
@@ -1245,6 +1264,18 @@ conduits:
         // a ruleset without quarantine sets gains none
         let plain = render(&parse(TWO_ZONES).unwrap());
         assert_eq!(plain.clone().with_quarantined(held), plain);
+    }
+
+    #[test]
+    fn conduits_that_name_ipv6_networks_are_known() {
+        // web and mb reach ctl (IPv4 only), cellweb an interface-only zone from a dual-stack
+        // one: its IPv6 rule matches ops' IPv6 set.
+        assert_eq!(
+            ipv6_conduits(&parse(TWO_ZONES).unwrap()),
+            vec!["cellweb".to_owned()]
+        );
+        let v4 = TWO_ZONES.replace(", 'fd00:30::/64'", "");
+        assert!(ipv6_conduits(&parse(&v4).unwrap()).is_empty());
     }
 
     #[test]
