@@ -790,7 +790,8 @@ const RELAY_ARG: &str = "--relay";
 /// bytes both ways without looking at them. The same runtime as `zonegate run` (multi-thread, one
 /// worker per CPU), so that the difference to zonegate is what inspection costs.
 fn relay_main(ports: &[u16]) -> ! {
-    zonegate::proxy::routing::install().unwrap_or_else(|e| panic!("relay: {e}"));
+    zonegate::proxy::routing::install(zonegate::proxy::routing::ipv6_available())
+        .unwrap_or_else(|e| panic!("relay: {e}"));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -323,7 +323,16 @@ fn check(file: &Path) -> ExitCode {
     match Site::load(file).and_then(|site| site.test_policies().map(|()| site)) {
         Ok(site) => {
             let model = &site.model;
-            let warnings = model.warnings();
+            let mut warnings = model.warnings();
+            // Of this host, not of the file: what `run` here would warn about too.
+            if !zonegate::proxy::routing::ipv6_available()
+                && let Some(message) = zonegate::proxy::routing::ipv6_unavailable_warning(model)
+            {
+                warnings.push(config::Warning {
+                    pos: config::Pos::default(),
+                    message,
+                });
+            }
             for w in &warnings {
                 eprintln!("{}", config::format_warning(file, w));
             }

@@ -12,8 +12,9 @@
 mod support;
 
 use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::plant::{Plant, Probe, in_ns, tcp_echo, tcp_probe, udp_echo, udp_probe};
@@ -540,4 +541,259 @@ fn run_restores_a_flushed_ruleset() {
     wait_for(true);
     assert_eq!(applied, table_shape(&plant.gateway));
     support::audit::check_log(&audit_log);
+}
+
+/// Starts `zonegate run` on `zones` in the gateway (its audit log, state and control socket in
+/// `dir`, its own log in `dir/zonegate.log`, which it returns) and waits for its ruleset.
+fn start_daemon(plant: &Plant, zones: &Path, dir: &Path) -> PathBuf {
+    let log = dir.join("zonegate.log");
+    let path = |p: PathBuf| p.to_str().unwrap().to_owned();
+    plant.spawn_in_gateway_logged(
+        &[
+            ZONEGATE,
+            "run",
+            zones.to_str().unwrap(),
+            "--audit-log",
+            &path(dir.join("audit.jsonl")),
+            "--state-dir",
+            dir.to_str().unwrap(),
+            "--control-socket",
+            &path(dir.join("control.sock")),
+        ],
+        &log,
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !plant
+        .gateway_cmd(&["nft", "list", "table", "inet", "zonegate"])
+        .status
+        .success()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "zonegate run did not apply its ruleset; its log:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+    log
+}
+
+/// A TCP handshake from `src` in `ns` to `dst`: `Ok` once established (whatever follows), the
+/// error's kind otherwise (`TimedOut`: the SYN got no answer).
+fn connect(ns: &str, src: IpAddr, dst: SocketAddr) -> Result<(), std::io::ErrorKind> {
+    in_ns(ns, move || {
+        let domain = socket2::Domain::for_address(dst);
+        let sock = socket2::Socket::new(domain, socket2::Type::STREAM, None).unwrap();
+        sock.bind(&SocketAddr::new(src, 0).into()).unwrap();
+        sock.connect_timeout(&dst.into(), DROP_WAIT)
+            .map_err(|e| e.kind())
+    })
+}
+
+/// Polls until `n` connections reached `server`, or fails naming `what`.
+fn accepted_within(server: &support::plant::EchoServer, n: usize, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while server.accepted.load(std::sync::atomic::Ordering::SeqCst) < n {
+        assert!(Instant::now() < deadline, "{what}");
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The proxy's listeners are bound to every address, but only what a divert rule sends reaches
+/// them. A SYN to the Modbus or OPC UA proxy port on any of the gateway's addresses, or to a
+/// device's address on that port (no conduit diverts it), gets no answer and counts as a drop;
+/// the inspected conduit's own connections still reach the proxy and, through it, the device.
+#[test]
+fn proxy_ports_are_reachable_only_through_a_divert_rule() {
+    let model = model();
+    let plant = Plant::build(&model);
+    let dir = tempfile::tempdir().unwrap();
+    start_daemon(&plant, &shipped_zones(), dir.path());
+    let ops = plant.zone_ns("operations");
+    let scada = ip("10.30.0.10");
+    let (modbus, opcua) = (
+        model.gateway.modbus_proxy_port,
+        model.gateway.opcua_proxy_port,
+    );
+    // Devices listening on the proxy's port numbers: a connection no conduit allows reaches
+    // neither them nor the proxy.
+    let inverter_on_proxy_port = tcp_echo(
+        &plant.zone_ns("bess"),
+        SocketAddr::new(ip("10.21.0.11"), modbus),
+    );
+    let cnc_on_proxy_port = tcp_echo(
+        &plant.zone_ns("cnc-cell"),
+        SocketAddr::new(ip("10.22.0.11"), opcua),
+    );
+    let input_drops = counter(&plant, "drop_input");
+    let forward_drops = counter(&plant, "drop_forward");
+
+    // (namespace, source, destination): SCADA, on the inspected conduits, and others.
+    let (mgmt_ns, mgmt_host) = plant.management.clone().unwrap();
+    let ops_v6 = plant.stranger_v6("operations");
+    let to_gateway = [
+        // the gateway's address in the client's own zone, both proxy ports
+        (ops.clone(), scada, SocketAddr::new(ip("10.30.0.1"), modbus)),
+        (ops.clone(), scada, SocketAddr::new(ip("10.30.0.1"), opcua)),
+        // its address in the devices' zone
+        (ops.clone(), scada, SocketAddr::new(ip("10.21.0.1"), modbus)),
+        (ops.clone(), scada, SocketAddr::new(ip("10.22.0.1"), opcua)),
+        // its IPv6 address
+        (
+            ops.clone(),
+            ops_v6,
+            SocketAddr::new(ip("fd5a:30::1"), modbus),
+        ),
+        (
+            ops.clone(),
+            ops_v6,
+            SocketAddr::new(ip("fd5a:30::1"), opcua),
+        ),
+        // its management address, from the management network
+        (
+            mgmt_ns.clone(),
+            mgmt_host,
+            SocketAddr::new(ip("10.99.0.1"), modbus),
+        ),
+        (mgmt_ns, mgmt_host, SocketAddr::new(ip("10.99.0.1"), opcua)),
+    ];
+    let to_devices = [
+        (ops.clone(), scada, inverter_on_proxy_port.addr),
+        (ops.clone(), ip("10.30.0.11"), cnc_on_proxy_port.addr),
+        (
+            ops.clone(),
+            plant.stranger("operations"),
+            inverter_on_proxy_port.addr,
+        ),
+    ];
+    let probes: Vec<_> = to_gateway
+        .iter()
+        .chain(&to_devices)
+        .cloned()
+        .map(|(ns, src, dst)| (src, dst, thread::spawn(move || connect(&ns, src, dst))))
+        .collect();
+    let answered: Vec<String> = probes
+        .into_iter()
+        .filter_map(|(src, dst, probe)| match probe.join().unwrap() {
+            Err(std::io::ErrorKind::TimedOut) => None,
+            other => Some(format!("{src} -> {dst}: {other:?}")),
+        })
+        .collect();
+    assert!(answered.is_empty(), "SYNs answered: {answered:#?}");
+    for server in [&inverter_on_proxy_port, &cnc_on_proxy_port] {
+        assert_eq!(
+            server.accepted.load(std::sync::atomic::Ordering::SeqCst),
+            0,
+            "{}",
+            server.addr
+        );
+    }
+    // Each SYN (and its retransmissions) is counted where it was dropped.
+    let input_grew = counter(&plant, "drop_input") - input_drops;
+    let forward_grew = counter(&plant, "drop_forward") - forward_drops;
+    assert!(
+        input_grew >= to_gateway.len() as u64,
+        "drop_input grew by {input_grew}"
+    );
+    assert!(
+        forward_grew >= to_devices.len() as u64,
+        "drop_forward grew by {forward_grew}"
+    );
+
+    // Diverted: SCADA's Modbus connection to inverter-1 reaches the proxy, which connects on
+    // to the device.
+    let inverter = tcp_echo(&plant.zone_ns("bess"), "10.21.0.11:502".parse().unwrap());
+    assert_eq!(connect(&ops, scada, inverter.addr), Ok(()));
+    accepted_within(&inverter, 1, "the proxy did not connect to the device");
+}
+
+/// On a host with IPv6 disabled (here: every namespace of the plant, before its interfaces
+/// exist), `zonegate run` starts, enforces the IPv4 conduits (L4 and inspected), drops the
+/// rest, installs no IPv6 policy routing, and warns about the conduit that names an IPv6
+/// network it cannot serve.
+#[test]
+fn run_enforces_an_ipv4_plant_where_ipv6_is_disabled() {
+    let dir = tempfile::tempdir().unwrap();
+    let zones = support::bess::zones_variant(dir.path(), |text| {
+        text.replacen(
+            "conduits:\n",
+            "conduits:\n  mirror-v6:\n    from: enterprise\n    to: dmz\n    \
+             destinations: ['fd5a:35::20']\n    services: [tcp/8443]\n",
+            1,
+        )
+    });
+    let model = config::load(&zones).unwrap();
+    let plant = Plant::build_ipv4_only(&model);
+    assert_eq!(
+        String::from_utf8_lossy(
+            &plant
+                .gateway_cmd(&["sysctl", "-n", "net.ipv6.conf.lo.disable_ipv6"])
+                .stdout
+        )
+        .trim(),
+        "1"
+    );
+    let log = start_daemon(&plant, &zones, dir.path());
+
+    let dmz = plant.zone_ns("dmz");
+    let enterprise = plant.zone_ns("enterprise");
+    let ops = plant.zone_ns("operations");
+    let web = tcp_echo(&dmz, "10.35.0.20:443".parse().unwrap());
+    let undeclared = tcp_echo(&dmz, "10.35.0.20:8443".parse().unwrap());
+    let before = counter(&plant, "conduit_historian_mirror_web");
+    assert_eq!(
+        tcp_probe(&enterprise, ip("10.40.0.10"), web.addr, DROP_WAIT),
+        Probe::Passed
+    );
+    assert_eq!(counter(&plant, "conduit_historian_mirror_web") - before, 1);
+    let forward_drops = counter(&plant, "drop_forward");
+    assert_eq!(
+        tcp_probe(&ops, ip("10.30.0.10"), web.addr, DROP_WAIT),
+        Probe::TimedOut,
+        "operations -> dmz:443 is no conduit"
+    );
+    assert_eq!(
+        tcp_probe(&enterprise, ip("10.40.0.10"), undeclared.addr, DROP_WAIT),
+        Probe::TimedOut,
+        "enterprise -> dmz:8443 only in IPv6"
+    );
+    assert!(counter(&plant, "drop_forward") > forward_drops);
+
+    // The inspected conduit: diverted to the proxy through the IPv4 policy route, and on to
+    // the device; a host not on the conduit is dropped.
+    let inverter = tcp_echo(&plant.zone_ns("bess"), "10.21.0.11:502".parse().unwrap());
+    assert_eq!(connect(&ops, ip("10.30.0.10"), inverter.addr), Ok(()));
+    accepted_within(&inverter, 1, "the proxy did not connect to the device");
+    assert_eq!(
+        tcp_probe(&ops, plant.stranger("operations"), inverter.addr, DROP_WAIT),
+        Probe::TimedOut
+    );
+    assert_eq!(
+        inverter.accepted.load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
+
+    let mark = format!("fwmark {:#x}", nft::ruleset::PROXY_MARK);
+    let rules = |family: &str| {
+        String::from_utf8_lossy(&plant.gateway_cmd(&["ip", family, "rule", "show"]).stdout)
+            .into_owned()
+    };
+    assert!(rules("-4").contains(&mark), "{}", rules("-4"));
+    assert!(!rules("-6").contains(&mark), "{}", rules("-6"));
+    let log = std::fs::read_to_string(log).unwrap();
+    assert!(
+        log.lines().any(|l| l.contains("WARN")
+            && l.contains(
+                "IPv6 is disabled on this host: conduit(s) mirror-v6 name IPv6 networks"
+            )),
+        "{log}"
+    );
+    // `zonegate check` on this host says so too.
+    let check = plant.gateway_cmd(&[ZONEGATE, "check", zones.to_str().unwrap()]);
+    assert!(check.status.success());
+    assert!(
+        String::from_utf8_lossy(&check.stderr).contains("conduit(s) mirror-v6 name IPv6 networks"),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
 }

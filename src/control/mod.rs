@@ -91,6 +91,15 @@ struct Daemon {
     state: Arc<api::State>,
     /// Sources held in quarantine; every apply puts them back into the kernel's sets.
     quarantine: Arc<Quarantine>,
+    /// Whether the host had IPv6 at start-up, when routing and listeners were set up.
+    ipv6: bool,
+}
+
+/// Logs which conduits cannot be served in IPv6 on a host without it, if any.
+fn warn_ipv6_unavailable(model: &crate::config::Model) {
+    if let Some(warning) = proxy::routing::ipv6_unavailable_warning(model) {
+        tracing::warn!("{warning}");
+    }
 }
 
 /// Applies the site's ruleset, serves its inspected conduits, and enforces both until SIGTERM or
@@ -128,14 +137,21 @@ pub async fn run(site: Site, options: Options) -> Result<(), ControlError> {
     // The proxy listens before the ruleset diverts anything to it, so no diverted connection
     // meets a closed port. Both protocols always listen, so that a reload may add inspected
     // conduits.
-    proxy::routing::install().map_err(ProxyError::from)?;
+    // Without IPv6 (kernel or interfaces) only IPv4 is routed and listened on, and conduits
+    // that name IPv6 networks are served in IPv4 only.
+    let ipv6 = proxy::routing::ipv6_available();
+    if !ipv6 {
+        tracing::info!("IPv6 is disabled on this host: routing and listening in IPv4 only");
+        warn_ipv6_unavailable(model);
+    }
+    proxy::routing::install(ipv6).map_err(ProxyError::from)?;
     let limit = proxy::connection_limit(&model.limits);
     let mut proxies = tokio::task::JoinSet::new();
     for (protocol, port) in [
         (Protocol::Modbus, model.gateway.modbus_proxy_port),
         (Protocol::OpcUa, model.gateway.opcua_proxy_port),
     ] {
-        let proxy = Proxy::bind(protocol, port)?;
+        let proxy = Proxy::bind(protocol, port, ipv6)?;
         proxies.spawn(proxy.serve(proxy::Shared {
             sites: sites_rx.clone(),
             audit: audit.clone(),
@@ -182,6 +198,7 @@ pub async fn run(site: Site, options: Options) -> Result<(), ControlError> {
         state_dir,
         state,
         quarantine,
+        ipv6,
     };
     let mut term = signal(SignalKind::terminate()).map_err(ControlError::Signals)?;
     let mut int = signal(SignalKind::interrupt()).map_err(ControlError::Signals)?;
@@ -370,6 +387,9 @@ impl Daemon {
                 self.state.record_reload(Ok(()));
                 self.site = applied.site;
                 self.ruleset = applied.ruleset;
+                if !self.ipv6 {
+                    warn_ipv6_unavailable(&self.site.model);
+                }
                 let old = std::mem::replace(&mut self.fingerprint, fingerprint);
                 record_config(&self.state_dir, &self.fingerprint);
                 tracing::info!(

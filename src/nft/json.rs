@@ -297,20 +297,25 @@ fn matcher(m: &Match) -> Statement<'static> {
         Match::L4ProtoTcp => eq(meta(MetaKey::L4proto), string("tcp")),
         Match::Saddr(f, a) => eq(payload(ipproto(*f), "saddr"), addrs(a)),
         Match::Daddr(f, a) => eq(payload(ipproto(*f), "daddr"), addrs(a)),
-        Match::Dport(l4, ranges) | Match::Sport(l4, ranges) => {
+        Match::Dport(l4, ranges) | Match::Sport(l4, ranges) | Match::NotDport(l4, ranges) => {
             let proto = match l4 {
                 L4::Tcp => "tcp",
                 L4::Udp => "udp",
             };
-            let field = if matches!(m, Match::Dport(..)) {
-                "dport"
-            } else {
+            let field = if matches!(m, Match::Sport(..)) {
                 "sport"
+            } else {
+                "dport"
             };
-            eq(
-                payload(proto, field),
-                set_of(ranges.iter().map(port_expr).collect()),
-            )
+            Statement::Match(stmt::Match {
+                left: payload(proto, field),
+                right: set_of(ranges.iter().map(port_expr).collect()),
+                op: if matches!(m, Match::NotDport(..)) {
+                    Operator::NEQ
+                } else {
+                    Operator::EQ
+                },
+            })
         }
         Match::IcmpEchoRequest(Family::V4) => eq(payload("icmp", "type"), string("echo-request")),
         Match::IcmpEchoRequest(Family::V6) => eq(payload("icmpv6", "type"), string("echo-request")),

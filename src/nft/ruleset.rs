@@ -197,6 +197,8 @@ pub enum Match {
     CtState(Vec<&'static str>),
     Mark(u32),
     SocketTransparent,
+    /// Destination port not in these ranges (`tcp dport != { ... }`).
+    NotDport(L4, Vec<PortRange>),
     /// Source port (replies of a service, in the conntrack zone chains).
     Sport(L4, Vec<PortRange>),
     /// zonegate is up: the packet's family is in [`ALIVE_SET`] (`meta nfproto @alive`).
@@ -499,7 +501,25 @@ pub fn render(model: &Model) -> Ruleset {
         "default deny between zones",
     ));
 
-    let mut input = vec![
+    let proxy_ports: Vec<PortRange> = proxy_ports(model)
+        .into_iter()
+        .map(|p| PortRange { first: p, last: p })
+        .collect();
+    let mut input = Vec::new();
+    if !divert.is_empty() {
+        // Diverted packets keep their interface; on loopback a proxy port could only be
+        // reached directly, and the proxy would connect on to itself.
+        input.push(rule(
+            vec![
+                Match::IifName(vec!["lo".into()]),
+                Match::L4ProtoTcp,
+                Match::Dport(L4::Tcp, proxy_ports.clone()),
+            ],
+            vec![Stmt::Counter(DROP_INPUT_COUNTER.into()), Stmt::Drop],
+            "proxy ports take diverted connections only, none from the gateway itself",
+        ));
+    }
+    input.extend([
         rule(
             vec![Match::IifName(vec!["lo".into()])],
             vec![Stmt::Accept],
@@ -520,7 +540,7 @@ pub fn render(model: &Model) -> Ruleset {
             vec![Stmt::Accept],
             "IPv6 neighbour discovery and multicast listener reports",
         ),
-    ];
+    ]);
     if !divert.is_empty() {
         input.push(rule(
             vec![Match::Mark(PROXY_MARK)],
@@ -601,12 +621,25 @@ pub fn render(model: &Model) -> Ruleset {
 
     let mut chains = Vec::new();
     if !divert.is_empty() {
+        // The socket lookup finds a connection of the proxy's or, failing that, a listener:
+        // the proxy's are bound to every address, so a SYN to a proxy port, on a gateway
+        // address or on a device address no conduit diverts, would be marked and delivered
+        // to the proxy. No connection of the proxy's has a proxy port as its own (the
+        // listeners hold them; a device served on one is diverted by its conduit's rule,
+        // whose TPROXY finds established sockets first), so excluding those ports leaves
+        // out exactly the listeners. Such packets meet the input or forward chain's default
+        // deny.
         divert.insert(
             0,
             rule(
-                vec![Match::Alive, Match::L4ProtoTcp, Match::SocketTransparent],
+                vec![
+                    Match::Alive,
+                    Match::L4ProtoTcp,
+                    Match::NotDport(L4::Tcp, proxy_ports),
+                    Match::SocketTransparent,
+                ],
                 vec![Stmt::MarkSet(PROXY_MARK), Stmt::Accept],
-                "packets of established proxy connections",
+                "packets of established proxy connections, never to a proxy port's listener",
             ),
         );
         if quarantines {
@@ -716,6 +749,17 @@ pub fn early_block() -> Ruleset {
     }
 }
 
+/// The ports the proxy listens on, sorted; packets reach them only through a divert rule.
+pub fn proxy_ports(model: &Model) -> Vec<u16> {
+    let mut ports = vec![
+        model.gateway.modbus_proxy_port,
+        model.gateway.opcua_proxy_port,
+    ];
+    ports.sort_unstable();
+    ports.dedup();
+    ports
+}
+
 fn rule(matches: Vec<Match>, stmts: Vec<Stmt>, comment: &str) -> Rule {
     Rule {
         matches,
@@ -741,6 +785,25 @@ fn families(from: &Zone, to: &Zone, c: &Conduit) -> Vec<Family> {
         .filter(|&f| {
             side(from, &c.sources, f) != Some(false) && side(to, &c.destinations, f) != Some(false)
         })
+        .collect()
+}
+
+/// Conduits whose IPv6 rules name IPv6 networks (their zones' or their `sources` and
+/// `destinations`): what a host without IPv6 cannot serve. Conduits between interface-only
+/// zones name no network and serve whichever family the host has.
+pub fn ipv6_conduits(model: &Model) -> Vec<String> {
+    model
+        .conduits
+        .iter()
+        .filter(|c| {
+            let (Some(from), Some(to)) = (model.zone(&c.from), model.zone(&c.to)) else {
+                return false;
+            };
+            families(from, to, c).contains(&Family::V6)
+                && (side_addrs(from, &c.sources, Family::V6).is_some()
+                    || side_addrs(to, &c.destinations, Family::V6).is_some())
+        })
+        .map(|c| c.name.clone())
         .collect()
 }
 
@@ -959,6 +1022,72 @@ conduits:
         );
     }
 
+    #[test]
+    fn nothing_but_a_divert_rule_or_a_connection_of_the_proxys_reaches_a_proxy_port() {
+        let model = parse(TWO_ZONES).unwrap();
+        let rs = render(&model);
+        assert_eq!(proxy_ports(&model), vec![14840, 15020]);
+        let ports: Vec<PortRange> = [14840, 15020]
+            .map(|p| PortRange { first: p, last: p })
+            .to_vec();
+        // What marks without TPROXY relies on a socket lookup, which finds the listener when
+        // no connection matches: it must leave the proxy ports out.
+        let established: Vec<&Rule> = chain(&rs, "divert")
+            .rules
+            .iter()
+            .filter(|r| {
+                r.stmts.contains(&Stmt::MarkSet(PROXY_MARK))
+                    && !r.stmts.iter().any(|s| matches!(s, Stmt::TProxy { .. }))
+            })
+            .collect();
+        assert_eq!(established.len(), 1, "{established:#?}");
+        assert_eq!(
+            established[0].matches,
+            vec![
+                Match::Alive,
+                Match::L4ProtoTcp,
+                Match::NotDport(L4::Tcp, ports.clone()),
+                Match::SocketTransparent
+            ]
+        );
+        // Unmarked, they meet the default deny and its counter; from the gateway itself
+        // (loopback, accepted otherwise) they are dropped first.
+        let input = chain(&rs, "input");
+        assert_eq!(
+            input.rules.last().unwrap().stmts,
+            vec![Stmt::Counter(DROP_INPUT_COUNTER.into()), Stmt::Drop]
+        );
+        assert_eq!(
+            input.rules[0].matches,
+            vec![
+                Match::IifName(vec!["lo".into()]),
+                Match::L4ProtoTcp,
+                Match::Dport(L4::Tcp, ports)
+            ]
+        );
+        assert_eq!(
+            input.rules[0].stmts,
+            vec![Stmt::Counter(DROP_INPUT_COUNTER.into()), Stmt::Drop]
+        );
+        assert_eq!(input.rules[1].comment, "loopback");
+        let text = crate::nft::text::render(&rs);
+        assert!(
+            text.contains(
+                "meta l4proto tcp tcp dport != { 14840, 15020 } socket transparent 1 meta mark set"
+            ),
+            "{text}"
+        );
+        // Without inspected conduits there is no proxy to protect.
+        let l4 = render(
+            &parse(&TWO_ZONES.replace(
+                "services: [modbus], inspection: {policy: p.rego}",
+                "services: [tcp/502]",
+            ))
+            .unwrap(),
+        );
+        assert_eq!(chain(&l4, "input").rules[0].comment, "loopback");
+    }
+
     fn with_failure_mode(mode: &str) -> Ruleset {
         render(&parse(&format!("gateway: {{failure_mode: {mode}}}\n{TWO_ZONES}")).unwrap())
     }
@@ -1135,6 +1264,18 @@ conduits:
         // a ruleset without quarantine sets gains none
         let plain = render(&parse(TWO_ZONES).unwrap());
         assert_eq!(plain.clone().with_quarantined(held), plain);
+    }
+
+    #[test]
+    fn conduits_that_name_ipv6_networks_are_known() {
+        // web and mb reach ctl (IPv4 only), cellweb an interface-only zone from a dual-stack
+        // one: its IPv6 rule matches ops' IPv6 set.
+        assert_eq!(
+            ipv6_conduits(&parse(TWO_ZONES).unwrap()),
+            vec!["cellweb".to_owned()]
+        );
+        let v4 = TWO_ZONES.replace(", 'fd00:30::/64'", "");
+        assert!(ipv6_conduits(&parse(&v4).unwrap()).is_empty());
     }
 
     #[test]

@@ -126,15 +126,15 @@ fn matcher(m: &Match) -> String {
         Match::L4ProtoTcp => "meta l4proto tcp".into(),
         Match::Saddr(f, a) => format!("{} saddr {}", ipproto(*f), addrs(a)),
         Match::Daddr(f, a) => format!("{} daddr {}", ipproto(*f), addrs(a)),
-        Match::Dport(l4, ranges) | Match::Sport(l4, ranges) => {
+        Match::Dport(l4, ranges) | Match::Sport(l4, ranges) | Match::NotDport(l4, ranges) => {
             let proto = match l4 {
                 L4::Tcp => "tcp",
                 L4::Udp => "udp",
             };
-            let field = if matches!(m, Match::Dport(..)) {
-                "dport"
-            } else {
-                "sport"
+            let field = match m {
+                Match::Dport(..) => "dport",
+                Match::NotDport(..) => "dport !=",
+                _ => "sport",
             };
             let items: Vec<String> = ranges.iter().map(port_range).collect();
             format!("{proto} {field} {}", set_of(&items))

@@ -76,13 +76,15 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    /// Binds transparent listeners on the protocol's divert port.
-    pub fn bind(protocol: Protocol, port: u16) -> Result<Proxy, ProxyError> {
+    /// Binds transparent listeners on the protocol's divert port: IPv4, and IPv6 when the host
+    /// has it (see [`routing::ipv6_available`]).
+    pub fn bind(protocol: Protocol, port: u16, ipv6: bool) -> Result<Proxy, ProxyError> {
         let mut listeners = Vec::new();
-        for ip in [
-            IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-            IpAddr::V6(Ipv6Addr::UNSPECIFIED),
-        ] {
+        let mut ips = vec![IpAddr::V4(Ipv4Addr::UNSPECIFIED)];
+        if ipv6 {
+            ips.push(IpAddr::V6(Ipv6Addr::UNSPECIFIED));
+        }
+        for ip in ips {
             let addr = SocketAddr::new(ip, port);
             listeners.push(
                 transparent_listener(addr).map_err(|source| ProxyError::Listen { addr, source })?,

@@ -71,12 +71,22 @@ pub fn sh(args: &[&str]) -> Output {
 
 /// Creates a namespace in which IPv6 addresses, link-local ones included, are usable at once:
 /// duplicate address detection would hold them back for a second or two after each link comes up.
-fn add_ns(ns: &str) {
+/// Without `ipv6`, IPv6 is disabled in it, on every interface (loopback too) and on those
+/// created later, as on a host configured IPv4-only.
+fn add_ns(ns: &str, ipv6: bool) {
     sh(&["ip", "netns", "add", ns]);
-    for key in [
-        "net.ipv6.conf.all.accept_dad",
-        "net.ipv6.conf.default.accept_dad",
-    ] {
+    let settings: &[(&str, &str)] = if ipv6 {
+        &[
+            ("net.ipv6.conf.all.accept_dad", "0"),
+            ("net.ipv6.conf.default.accept_dad", "0"),
+        ]
+    } else {
+        &[
+            ("net.ipv6.conf.all.disable_ipv6", "1"),
+            ("net.ipv6.conf.default.disable_ipv6", "1"),
+        ]
+    };
+    for (key, value) in settings {
         sh(&[
             "ip",
             "netns",
@@ -84,7 +94,7 @@ fn add_ns(ns: &str) {
             ns,
             "sysctl",
             "-qw",
-            &format!("{key}=0"),
+            &format!("{key}={value}"),
         ]);
     }
 }
@@ -137,6 +147,16 @@ fn stranger_addr(net: &IpNet) -> Option<IpAddr> {
 
 impl Plant {
     pub fn build(model: &Model) -> Plant {
+        Plant::build_with(model, true)
+    }
+
+    /// A plant whose namespaces have IPv6 disabled before any interface is made; the zones'
+    /// IPv6 networks are left out.
+    pub fn build_ipv4_only(model: &Model) -> Plant {
+        Plant::build_with(model, false)
+    }
+
+    fn build_with(model: &Model, ipv6: bool) -> Plant {
         require_root();
         remove_stale();
         let n = NEXT.fetch_add(1, Ordering::SeqCst);
@@ -149,12 +169,17 @@ impl Plant {
             management: None,
             children: Mutex::new(Vec::new()),
         };
-        add_ns(&gateway);
+        add_ns(&gateway, ipv6);
         ip_in(&gateway, &["link", "set", "lo", "up"]);
-        for (k, v) in [
-            ("net.ipv4.ip_forward", "1"),
-            ("net.ipv6.conf.all.forwarding", "1"),
-        ] {
+        let forwarding: &[(&str, &str)] = if ipv6 {
+            &[
+                ("net.ipv4.ip_forward", "1"),
+                ("net.ipv6.conf.all.forwarding", "1"),
+            ]
+        } else {
+            &[("net.ipv4.ip_forward", "1")]
+        };
+        for (k, v) in forwarding {
             sh(&[
                 "ip",
                 "netns",
@@ -167,7 +192,13 @@ impl Plant {
         }
         for (i, zone) in model.zones.iter().enumerate() {
             let ns = format!("{prefix}-z{i}");
-            add_ns(&ns);
+            add_ns(&ns, ipv6);
+            let networks: Vec<IpNet> = zone
+                .networks
+                .iter()
+                .filter(|n| ipv6 || n.addr().is_ipv4())
+                .copied()
+                .collect();
             // Record it at once so that drop removes it even if the rest of the set-up fails.
             plant.zones.push(ZoneNs {
                 zone: zone.name.clone(),
@@ -185,7 +216,7 @@ impl Plant {
             ]);
             ip_in(&ns, &["link", "set", "lo", "up"]);
             let mut stranger = Vec::new();
-            for net in &zone.networks {
+            for net in &networks {
                 let gw_addr = gateway_addr(net);
                 let plen = net.prefix_len().to_string();
                 ip_in(
@@ -225,7 +256,7 @@ impl Plant {
             }
             ip_in(&gateway, &["link", "set", &gw_if, "up"]);
             ip_in(&ns, &["link", "set", "eth0", "up"]);
-            for net in &zone.networks {
+            for net in &networks {
                 let via = gateway_addr(net).to_string();
                 let fam = if net.addr().is_ipv4() { "-4" } else { "-6" };
                 sh(&[
@@ -240,7 +271,7 @@ impl Plant {
             && let (Some(ifname), Some(net)) = (&m.interface, m.allow_from.first())
         {
             let ns = format!("{prefix}-mgmt");
-            add_ns(&ns);
+            add_ns(&ns, ipv6);
             let host = host(net, 10).unwrap_or_else(|| net.addr());
             plant.management = Some((ns.clone(), host));
             sh(&[
@@ -332,10 +363,27 @@ impl Plant {
 
     /// Starts a long-running process in the gateway namespace; it is killed when the plant drops.
     pub fn spawn_in_gateway(&self, args: &[&str]) -> u32 {
-        let child = Command::new("ip")
-            .args(["netns", "exec", &self.gateway])
+        self.spawn(args, None)
+    }
+
+    /// As [`Plant::spawn_in_gateway`], its standard output and error written to `log`.
+    pub fn spawn_in_gateway_logged(&self, args: &[&str], log: &std::path::Path) -> u32 {
+        self.spawn(args, Some(log))
+    }
+
+    fn spawn(&self, args: &[&str], log: Option<&std::path::Path>) -> u32 {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.gateway])
             .args(args)
-            .stdin(Stdio::null())
+            .stdin(Stdio::null());
+        if let Some(log) = log {
+            let file = File::create(log).unwrap_or_else(|e| panic!("{}: {e}", log.display()));
+            let err = file
+                .try_clone()
+                .unwrap_or_else(|e| panic!("{}: {e}", log.display()));
+            cmd.stdout(file).stderr(err);
+        }
+        let child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {args:?}: {e}"));
         let pid = child.id();
