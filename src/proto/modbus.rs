@@ -2651,6 +2651,25 @@ mod tests {
         assert_eq!(e.exception(), Some(0x03), "{e}");
     }
 
+    /// The fuzz target's invariants (a frame judged the same however much of it has arrived;
+    /// a request error answered once whole, and the next request read after it) hold on the
+    /// committed corpus and on a stream of request errors between valid requests.
+    #[test]
+    fn the_fuzz_harness_holds_on_its_corpus() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/corpus/modbus");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            crate::fuzz::modbus(&std::fs::read(entry.unwrap().path()).unwrap());
+            seen += 1;
+        }
+        assert!(seen > 0, "no corpus in {dir}");
+        let mut stream = adu(&[0x03, 0x00, 0x00, 0x00, 0x00]); // quantity 0
+        stream.extend_from_slice(&READ_HOLDING_REGISTERS);
+        stream.extend_from_slice(&adu(&[0x05, 0x00, 0x01, 0x12, 0x34])); // coil value
+        stream.extend_from_slice(&WRITE_MULTIPLE_REGISTERS);
+        crate::fuzz::modbus(&stream);
+    }
+
     #[test]
     fn builds_exception_responses() {
         let header = Mbap {
