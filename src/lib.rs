@@ -63,7 +63,23 @@ pub mod fuzz {
                 Err(e) => {
                     assert!(shorter == Ok(None) || shorter == Err(e));
                     let _ = (e.kind(), e.to_string());
-                    break;
+                    // A request error is answered once its whole ADU is in, and the next
+                    // request follows it; a framing error ends the stream.
+                    match crate::proto::modbus::refusal(rest, e) {
+                        Ok(Some(refusal)) => {
+                            assert_eq!(e.exception(), Some(refusal.code));
+                            assert!(refusal.len > MBAP_LEN && refusal.len <= rest.len());
+                            rest = rest.get(refusal.len..).unwrap_or_default();
+                        }
+                        Ok(None) => {
+                            assert!(e.exception().is_some());
+                            break;
+                        }
+                        Err(framing) => {
+                            assert_eq!((framing, e.exception()), (e, None));
+                            break;
+                        }
+                    }
                 }
             }
         }

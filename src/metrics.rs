@@ -302,7 +302,7 @@ impl Metrics {
         );
         r.register(
             "zonegate_malformed_frames",
-            "Frames or messages that broke the protocol (from either side); the connection was closed or the frame dropped",
+            "Frames or messages that broke the protocol (from either side); the connection was closed, the frame dropped (a response that answers no request) or, for a well-framed Modbus request that asks for something invalid, answered with the exception a device returns",
             m.malformed.clone(),
         );
         r.register(

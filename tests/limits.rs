@@ -499,3 +499,45 @@ fn a_device_down_earns_0x0a_and_a_silent_one_0x0b_within_the_configured_times() 
     assert_eq!(limit_hits(&bench, dir.path(), "response_timeout"), 1);
     assert_eq!(limit_hits(&bench, dir.path(), "connect_timeout"), 1);
 }
+
+#[test]
+fn a_late_answer_is_dropped_and_a_device_reset_ends_the_session_audited() {
+    let dir = tempfile::tempdir().unwrap();
+    let bench = Bench::start(&zones(dir.path()));
+    let ns = bench.plant.zone_ns("operations");
+    let device = Pid::from_raw(i32::try_from(bench.device_pid()).unwrap());
+    let mut s = connect(&ns, SCADA);
+
+    // The device is stopped: transaction 42 gets 0x0B after response_timeout (1 s).
+    kill(device, Signal::SIGSTOP).unwrap();
+    s.write_all(&read_request(42)).unwrap();
+    let r = response(&mut s, Duration::from_secs(1) + MARGIN + MARGIN).unwrap();
+    assert_eq!((r[..2].to_vec(), exception(&r)), (vec![0, 42], Some(0x0b)));
+    // Woken, it answers 42 after all: no request is waiting for that answer any more, so the
+    // client must not get it.
+    kill(device, Signal::SIGCONT).unwrap();
+    let late = bench.audit_event("modbus-unsolicited-response", |e| {
+        e["event"]["action"] == "modbus-unsolicited-response"
+    });
+    assert_eq!(late["modbus"]["transaction_id"], 42, "{late}");
+    assert_eq!(late["zonegate"]["decision"], "drop", "{late}");
+    // The connection goes on: the next answer the client reads is to its next request.
+    s.write_all(&read_request(43)).unwrap();
+    let r = response(&mut s, Duration::from_secs(2)).unwrap();
+    assert_eq!((r[..2].to_vec(), exception(&r)), (vec![0, 43], None));
+    assert!(limit_hits(&bench, dir.path(), "response_timeout") >= 1);
+
+    // Stopped again with a request unread in its socket, then killed: its kernel resets the
+    // connection. The session ends, and the audit says why.
+    kill(device, Signal::SIGSTOP).unwrap();
+    s.write_all(&read_request(44)).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    kill(device, Signal::SIGKILL).unwrap();
+    let end = response(&mut s, Duration::from_secs(2));
+    assert_eq!(end, Err("closed".into()));
+    let e = bench.audit_event("device read error", |e| {
+        e["event"]["action"] == "modbus-device-closed"
+    });
+    let reason = e["zonegate"]["reason"].as_str().unwrap();
+    assert!(reason.contains("reading from the device failed"), "{e}");
+}

@@ -292,7 +292,19 @@ impl Session {
                     }
                 }
                 r = device.read(self.from_device.get_mut(self.from_device_len..).unwrap_or_default()), if read_device => {
-                    let n = r.map_err(SessionError::Device)?;
+                    let n = match r {
+                        Ok(n) => n,
+                        Err(e) => {
+                            // A reset or a dead path: the requests in flight will not be
+                            // answered, and the SOC should know the device side broke.
+                            self.event_plain(
+                                "modbus-device-closed",
+                                "failure",
+                                &format!("reading from the device failed: {e}; connection closed"),
+                            );
+                            return Err(SessionError::Device(e));
+                        }
+                    };
                     if n == 0 {
                         self.event_plain("modbus-device-closed", "failure", "the device closed the connection");
                         return Ok(End::DeviceClosed);
@@ -556,12 +568,28 @@ impl Session {
                     }
                 }
                 Ok(None) => break,
-                Err(e) => {
-                    // Framing can no longer be trusted: nothing more from this client reaches the device.
-                    self.event_parse_error(&e, rest);
-                    close = true;
-                    break;
-                }
+                Err(e) => match modbus::refusal(rest, e) {
+                    // A well-framed request asking for something no device does: answered as a
+                    // conforming device would, never forwarded; the connection goes on.
+                    Ok(Some(refusal)) => {
+                        let raw = rest.get(..refusal.len).unwrap_or_default();
+                        self.to_client.extend_from_slice(&refusal.response());
+                        used_total = used_total.saturating_add(refusal.len);
+                        if self.event_refusal(&e, &refusal, raw) {
+                            close = true;
+                            break;
+                        }
+                    }
+                    // Its exception waits until the whole ADU is in.
+                    Ok(None) => break,
+                    Err(e) => {
+                        // Framing can no longer be trusted: nothing more from this client
+                        // reaches the device.
+                        self.event_parse_error(&e, rest);
+                        close = true;
+                        break;
+                    }
+                },
             }
         }
         self.from_client
@@ -609,14 +637,28 @@ impl Session {
                             self.in_flight.swap_remove(i);
                             self.to_client.extend_from_slice(raw);
                         }
-                        None => self.event_plain(
-                            "modbus-unsolicited-response",
-                            "failure",
-                            &format!(
-                                "response with transaction id {} function {function:#04x} matches no request in flight; dropped",
-                                frame.header.transaction_id
-                            ),
-                        ),
+                        None => {
+                            // A late answer to a request already answered 0x0B, a reply to
+                            // something the client never asked, or a device confused about
+                            // transaction ids: the client must not take it for an answer.
+                            self.route.metrics.malformed();
+                            let mut e = self.base_event(
+                                "modbus-unsolicited-response",
+                                "failure",
+                                "drop",
+                                format!(
+                                    "response with transaction id {} unit id {} function {function:#04x} matches no request in flight; dropped",
+                                    frame.header.transaction_id, frame.header.unit_id
+                                ),
+                            );
+                            e.modbus = Some(serde_json::json!({
+                                "transaction_id": frame.header.transaction_id,
+                                "unit_id": frame.header.unit_id,
+                                "function": {"code": function, "name": modbus::function_name(function)},
+                                "raw_hex": hex(raw),
+                            }));
+                            self.audit.emit(e);
+                        }
                     }
                     used_total = used_total.saturating_add(used);
                 }
@@ -730,10 +772,22 @@ impl Session {
                         used_total = used_total.saturating_add(used);
                     }
                     Ok(None) => break,
-                    Err(e) => {
-                        self.event_parse_error(&e, rest);
-                        return Ok(());
-                    }
+                    Err(e) => match modbus::refusal(rest, e) {
+                        // What the device would answer, whether it is there or not.
+                        Ok(Some(refusal)) => {
+                            let raw = rest.get(..refusal.len).unwrap_or_default();
+                            self.to_client.extend_from_slice(&refusal.response());
+                            used_total = used_total.saturating_add(refusal.len);
+                            if self.event_refusal(&e, &refusal, raw) {
+                                return Ok(());
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(e) => {
+                            self.event_parse_error(&e, rest);
+                            return Ok(());
+                        }
+                    },
                 }
             }
             self.from_client
@@ -782,15 +836,33 @@ impl Session {
             .violation(self.client_addr, self.device_addr, reason);
     }
 
+    /// A request refused for its content and answered with `refusal`'s exception: audited as
+    /// malformed and a violation. True when that violation quarantined the client (the
+    /// connection must close).
+    fn event_refusal(&self, error: &ModbusError, refusal: &modbus::Refusal, raw: &[u8]) -> bool {
+        self.route.metrics.malformed();
+        let reason = format!("{error}; answered exception {:#04x}", refusal.code);
+        let mut e = self.base_event("modbus-malformed", "failure", "refuse", reason.clone());
+        e.modbus = Some(serde_json::json!({
+            "transaction_id": refusal.header.transaction_id,
+            "unit_id": refusal.header.unit_id,
+            "function": {
+                "code": refusal.function,
+                "name": modbus::function_name(refusal.function & !modbus::EXCEPTION_BIT),
+            },
+            "error": error.kind(),
+            "exception": refusal.code,
+            "raw_hex": hex(raw),
+        }));
+        self.audit.emit(e);
+        self.route
+            .violation(self.client_addr, self.device_addr, &reason)
+    }
+
     fn event_parse_error(&self, error: &ModbusError, bytes: &[u8]) {
         self.route.metrics.malformed();
         let mut e = self.base_event("modbus-malformed", "failure", "refuse", error.to_string());
-        let head: String = bytes
-            .iter()
-            .take(MAX_ADU_LEN)
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        e.modbus = Some(serde_json::json!({ "error": error.kind(), "raw_hex": head }));
+        e.modbus = Some(serde_json::json!({ "error": error.kind(), "raw_hex": hex(bytes) }));
         self.audit.emit(e);
         self.route
             .violation(self.client_addr, self.device_addr, &error.to_string());
@@ -817,6 +889,15 @@ impl Session {
         }));
         self.audit.emit(e);
     }
+}
+
+/// The first bytes of a frame (at most an ADU's worth), in hex, for an audit event.
+fn hex(bytes: &[u8]) -> String {
+    bytes
+        .iter()
+        .take(MAX_ADU_LEN)
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// What a write request would write, for the audit event: the SOC's first question about a

@@ -153,29 +153,27 @@ impl Bench {
 
     /// Runs the pymodbus client as SCADA (or `source`) against inverter-1; one JSON result per op.
     pub fn client(&self, source: &str, ops: &[&str]) -> Vec<Value> {
-        let out = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &self.plant.zone_ns("operations"),
-                &python(),
-            ])
+        self.client_in("operations", Some(source), ops)
+    }
+
+    fn client_in(&self, zone: &str, source: Option<&str>, ops: &[&str]) -> Vec<Value> {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.plant.zone_ns(zone), &python()])
             .arg(format!("{REPO}/tests/peers/modbus_client.py"))
             .args([
                 "--host",
                 INVERTER,
                 "--port",
                 "502",
-                "--source",
-                source,
                 "--unit",
                 "1",
                 "--timeout",
                 "3",
-            ])
-            .args(ops)
-            .output()
-            .unwrap();
+            ]);
+        if let Some(source) = source {
+            cmd.args(["--source", source]);
+        }
+        let out = cmd.args(ops).output().unwrap();
         assert!(
             out.status.success(),
             "client failed: {}",
@@ -194,24 +192,46 @@ impl Bench {
 
     /// Raw bytes on one connection from SCADA.
     pub fn raw(&self, hex: &[&str]) -> Value {
+        self.raw_from("operations", Some(SCADA), hex)
+    }
+
+    /// Raw bytes on one connection to inverter-1 from inside its own zone: no gateway on the
+    /// path, the device's own answers to compare the gateway's with.
+    pub fn raw_direct(&self, hex: &[&str]) -> Value {
+        self.raw_from("bess", None, hex)
+    }
+
+    /// The pymodbus client as in [`Bench::client`], but from inside inverter-1's own zone (no
+    /// gateway on the path).
+    pub fn client_direct(&self, ops: &[&str]) -> Vec<Value> {
+        self.client_in("bess", None, ops)
+    }
+
+    /// `mbpoll` (libmodbus, a C client) against inverter-1: through the gateway from SCADA, or
+    /// `direct` from inside the device's zone. Exit status, stdout, stderr.
+    pub fn mbpoll(&self, direct: bool, args: &[&str]) -> (i32, String, String) {
+        let zone = if direct { "bess" } else { "operations" };
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.plant.zone_ns(zone), "mbpoll"])
+            .args(["-m", "tcp", "-p", "502", "-a", "1", "-0", "-1", "-o", "2"])
+            .args(args)
+            .output()
+            .expect("mbpoll is missing: run scripts/setup");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    fn raw_from(&self, zone: &str, source: Option<&str>, hex: &[&str]) -> Value {
         let mut cmd = Command::new("ip");
-        cmd.args([
-            "netns",
-            "exec",
-            &self.plant.zone_ns("operations"),
-            &python(),
-        ])
-        .arg(format!("{REPO}/tests/peers/modbus_raw.py"))
-        .args([
-            "--host",
-            INVERTER,
-            "--port",
-            "502",
-            "--source",
-            SCADA,
-            "--timeout",
-            "1",
-        ]);
+        cmd.args(["netns", "exec", &self.plant.zone_ns(zone), &python()])
+            .arg(format!("{REPO}/tests/peers/modbus_raw.py"))
+            .args(["--host", INVERTER, "--port", "502", "--timeout", "1"]);
+        if let Some(source) = source {
+            cmd.args(["--source", source]);
+        }
         for h in hex {
             cmd.args(["--hex", h]);
         }
