@@ -24,7 +24,8 @@ One JSON line per case on stdout:
   on the same connection) are `allowed` with the count of the allowed items only: the forbidden
   part must not execute, which the test checks against the policy from the server's journal.
 - `local`: the connection's own address (the gateway's audit events name it as their source).
-- `session`: the SessionId the server gave (asyncua's NodeId.to_string() form, e.g. `i=12` or
+- `session`, `sessions`: the SessionId the server gave (all of them, for cases that open a second
+  session on the channel) (asyncua's NodeId.to_string() form, e.g. `i=12` or
   `ns=1;g=...`); the servers journal it with every write and call, so that a test can tell which
   case an executed item came from (a transparent proxy keeps the client's address, not its port).
 - `outcome`: what the last request of the case got: `response` (then `status` is the first bad
@@ -234,6 +235,7 @@ class Conn:
         self.buf = b""
         self.closed = False
         self.session: Session | None = None
+        self.session_ids: list[str] = []
 
     # -- bytes on the wire
 
@@ -381,7 +383,7 @@ class Conn:
             raise Closed(f"CreateSession: {a}")
         res = a["object"].Parameters
         self.session = Session(nodeid_to_binary(res.AuthenticationToken))
-        self.session_id = res.SessionId.to_string()
+        self.session_ids.append(res.SessionId.to_string())
         policy_id = "anonymous"
         for ep in res.ServerEndpoints or []:
             if ep.SecurityMode == ua.MessageSecurityMode.None_:
@@ -864,6 +866,55 @@ def alias_guess() -> Callable[[Conn], list[dict]]:
     return run
 
 
+def two_sessions_alias_clash() -> Callable[[Conn], list[dict]]:
+    """Session 1 registers FeedOverride, session 2 (same channel) ToolOffset: node-opcua numbers
+    aliases per session, so both get ns=9999;i=1. A gateway that keeps aliases per connection (or
+    the first one it saw) judges session 2's write to the alias as a FeedOverride write; the server
+    writes ToolOffset."""
+
+    def run(c: Conn) -> list[dict]:
+        s1 = c.session
+        r1 = c.service(register_request(s1, [nid_string(FEED)]))
+        answers = [strip(r1)]
+        c.create_session()
+        s2 = c.session
+        r2 = c.service(register_request(s2, [nid_string(TOOL)]))
+        answers.append(strip(r2))
+        if r2["kind"] != "response":
+            return answers
+        alias = nodeid_to_binary(r2["object"].Parameters.RegisteredNodeIds[0])
+        answers[-1]["registered"] = [i.to_string() for i in r2["object"].Parameters.RegisteredNodeIds]
+        answers.append(strip(c.service(write_request(s2, [write_value(alias, data_value(double(5.0)))]))))
+        return answers
+
+    return run
+
+
+CASES.append(Case("register-alias-two-sessions", "refused", 0,
+                  "session 1: RegisterNodes(FeedOverride); session 2 on the same channel: "
+                  "RegisterNodes(ToolOffset), then 5.0 to the id it got (node-opcua: ns=9999;i=1 in both)",
+                  two_sessions_alias_clash()))
+
+
+def pipelined_alias() -> Callable[[Conn], list[dict]]:
+    """RegisterNodes(ToolOffset) and, before its answer, a write of 5.0 to the alias node-opcua
+    will give it (ns=9999;i=1): a gateway that learns aliases from responses has not seen it yet."""
+
+    def run(c: Conn) -> list[dict]:
+        r1, r2 = c.next_request_id(), c.next_request_id()
+        c.send(
+            c.msg_chunk(b"F", r1, register_request(c.session, [nid_string(TOOL)]))
+            + c.msg_chunk(b"F", r2, write_request(c.session, [write_value(nid_numeric(1, 9999),
+                                                                          data_value(double(5.0)))]))
+        )
+        return [strip(c.answer(r1)), strip(c.answer(r2))]
+
+    return run
+
+
+CASES.append(Case("register-alias-pipelined", "refused", 0,
+                  "RegisterNodes(ToolOffset) and, without waiting, ToolOffset's future alias ns=9999;i=1 = 5.0",
+                  pipelined_alias()))
 CASES.append(Case("register-alias-guessed", "refused", 0,
                   "write ns=9999;i=1 = true, RegisterNodes(DoorUnlock), write ns=9999;i=1 = true again",
                   alias_guess()))
@@ -919,7 +970,7 @@ def run_case(c: Case, url: str, bind: str | None, timeout: float) -> dict:
     except (Closed, OSError, struct.error, TimeoutError) as e:
         conn.close()
         return out | {"outcome": "setup_failed", "error": f"{type(e).__name__}: {e}"}
-    out["session"] = conn.session_id
+    out["session"] = conn.session_ids[0]
     try:
         answers = [strip(a) for a in c.run(conn)]
     except Closed as e:
@@ -931,6 +982,7 @@ def run_case(c: Case, url: str, bind: str | None, timeout: float) -> dict:
     if "status" in last:
         out["status"] = last["status"]
     out["answers"] = answers
+    out["sessions"] = conn.session_ids
     conn.close()
     return out
 
