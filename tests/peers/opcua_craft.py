@@ -777,6 +777,45 @@ CASES.append(Case("abort-door-then-rest", "refused", 0,
                   abort_door_rest()))
 
 
+def script(messages: dict[str, tuple[Callable[[Session], bytes], int]], steps: list[tuple[bytes, str, int]],
+           awaited: list[str]) -> Callable[[Conn], list[dict]]:
+    """Chunks in any order: `messages` maps a key to (request builder, number of parts); each step
+    sends chunk type C, F or A for a key (part index; an A carries an abort body instead). All
+    chunks go out in one write; then the answers to `awaited` are read, in that order."""
+
+    def run(c: Conn) -> list[dict]:
+        ids = {k: c.next_request_id() for k in messages}
+        parts = {k: split(build(c.session), n) for k, (build, n) in messages.items()}
+        wire = b""
+        for chunk_type, key, index in steps:
+            body = abort_body() if chunk_type == b"A" else parts[key][index]
+            wire += c.msg_chunk(chunk_type, ids[key], body)
+        c.send(wire)
+        return [c.answer(ids[k]) for k in awaited]
+
+    return run
+
+
+CASES.append(Case("abort-alone-then-feed", "allowed", 1,
+                  "an A chunk for a request never started, then FeedOverride = 100.5",
+                  script({"x": (write1(DOOR, TRUE), 1), "feed": (write1(FEED, double(100.5)), 1)},
+                         [(b"A", "x", 0), (b"F", "feed", 0)], ["feed"])))
+CASES.append(Case("abort-other-id-then-rest", "refused", 0,
+                  "C (first half of DoorUnlock) under request 1, A under request 2, F (second half) under request 1",
+                  script({"door": (write1(DOOR, TRUE), 2), "other": (write1(FEED, double(100.0)), 1)},
+                         [(b"C", "door", 0), (b"A", "other", 0), (b"F", "door", 1)], ["door"])))
+CASES.append(Case("interleaved-abort", "allowed", 1,
+                  "C of msg 1 (FeedOverride 100.25), C of msg 2 (DoorUnlock), A of msg 2, F of msg 1",
+                  script({"feed": (write1(FEED, double(100.25)), 2), "door": (write1(DOOR, TRUE), 2)},
+                         [(b"C", "feed", 0), (b"C", "door", 0), (b"A", "door", 0), (b"F", "feed", 1)], ["feed"])))
+CASES.append(Case("chunks-feed-twelve", "allowed", 1, "FeedOverride = 100.75 in twelve chunks (C x 11, F)",
+                  script({"feed": (write1(FEED, double(100.75)), 12)},
+                         [(b"C", "feed", i) for i in range(11)] + [(b"F", "feed", 11)], ["feed"])))
+CASES.append(Case("chunks-door-twelve", "refused", 0, "DoorUnlock = true in twelve chunks (C x 11, F)",
+                  script({"door": (write1(DOOR, TRUE), 12)},
+                         [(b"C", "door", i) for i in range(11)] + [(b"F", "door", 11)], ["door"])))
+
+
 def interleaved(first: Callable[[Session], bytes], second: Callable[[Session], bytes]) -> Callable[[Conn], list[dict]]:
     def run(c: Conn) -> list[dict]:
         r1, r2 = c.next_request_id(), c.next_request_id()
