@@ -236,6 +236,7 @@ class Conn:
         self.closed = False
         self.session: Session | None = None
         self.session_ids: list[str] = []
+        self.done: dict[int, dict] = {}  # answers that came while another one was awaited
 
     # -- bytes on the wire
 
@@ -337,6 +338,8 @@ class Conn:
 
     def answer(self, request_id: int) -> dict:
         """The answer to `request_id`: {"kind": response|service_fault|err|closed|timeout, ...}."""
+        if request_id in self.done:
+            return self.done.pop(request_id)
         deadline = time.monotonic() + self.timeout
         parts: dict[int, bytes] = {}
         while True:
@@ -361,7 +364,8 @@ class Conn:
                 continue
             body = parts.pop(rid)
             if rid != request_id:
-                continue  # the answer to an earlier request of the case: not the one awaited
+                self.done[rid] = decode_response(body)  # another request's: kept for later
+                continue
             return decode_response(body)
 
     def create_session(self) -> None:
@@ -962,6 +966,9 @@ def strip(a: dict) -> dict:
 
 def answer_any(self: Conn, deadline: float) -> dict:
     """The next whole answer, whatever its request id (with `request_id`)."""
+    if self.done:
+        rid = next(iter(self.done))
+        return {**self.done.pop(rid), "request_id": rid}
     parts: dict[int, bytes] = getattr(self, "_parts", {})
     self._parts = parts
     while True:
