@@ -966,3 +966,389 @@ fn configured_frame_sizes_are_negotiated_and_enforced() {
     let r = cell.steps("None", None, serde_json::json!([read(FEED)]));
     assert_eq!(r[0]["value"], 100.0, "{r:#?}");
 }
+
+// ---------------------------------------------------------------- differential (issue 13)
+
+/// cnc-2's address: the node-opcua server listens there, next to asyncua on cnc-1.
+const CNC2: &str = "10.22.0.12";
+const RELEASED_PROGRAMS: [u64; 5] = [1000, 1001, 1002, 2000, 2010];
+const NUMERIC_TYPES: [&str; 10] = [
+    "SByte", "Byte", "Int16", "UInt16", "Int32", "UInt32", "Int64", "UInt64", "Float", "Double",
+];
+
+/// The node-opcua CNC server (tests/peers/node/server.js) on `host` in the cell's zone; killed
+/// when dropped.
+struct NodeServer {
+    child: Child,
+    journal: PathBuf,
+}
+
+impl Drop for NodeServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl NodeServer {
+    fn start(cell: &Cell, host: &str) -> NodeServer {
+        let dir = format!("{REPO}/tests/peers/node");
+        assert!(
+            Path::new(&format!("{dir}/node_modules/node-opcua-server")).exists(),
+            "{dir}/node_modules is missing: run scripts/setup (it runs npm ci there)"
+        );
+        let journal = cell.dir.path().join("node-server.jsonl");
+        let out = cell.dir.path().join("node-server.out");
+        let child = Command::new("ip")
+            .args(["netns", "exec", &cell.plant.zone_ns("cnc-cell"), "node"])
+            .arg(format!("{dir}/server.js"))
+            .args(["--host", host, "--port", "4840", "--journal"])
+            .arg(&journal)
+            .arg("--pki")
+            .arg(cell.dir.path().join("node-pki"))
+            .stdout(std::fs::File::create(&out).unwrap())
+            .stderr(std::fs::File::create(cell.dir.path().join("node-server.err")).unwrap())
+            .spawn()
+            .unwrap();
+        let mut server = NodeServer { child, journal };
+        // node-opcua loads the standard address space and makes its certificate: 5 to 20 s.
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            let text = std::fs::read_to_string(&out).unwrap_or_default();
+            if text.lines().any(|l| l.starts_with("READY")) {
+                return server;
+            }
+            if let Some(status) = server.child.try_wait().unwrap() {
+                panic!(
+                    "node-opcua server exited ({status}): {}",
+                    std::fs::read_to_string(cell.dir.path().join("node-server.err"))
+                        .unwrap_or_default()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node-opcua server not ready in 90 s"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+/// tests/peers/opcua_craft.py from namespace `ns`, bound to `bind`, against `url`: one result per
+/// crafted case.
+fn craft(ns: &str, bind: &str, url: &str) -> Vec<Value> {
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns, &python()])
+        .arg(format!("{REPO}/tests/peers/opcua_craft.py"))
+        .args(["--url", url, "--bind", bind, "--timeout", "2"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "opcua_craft.py failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+fn is_number_in(v: &Value, min: f64, max: f64) -> bool {
+    v.as_f64().is_some_and(|x| x >= min && x <= max)
+}
+
+fn numeric_scalar(value: &Value, ty: &Value) -> bool {
+    value.is_number() && NUMERIC_TYPES.contains(&ty.as_str().unwrap_or(""))
+}
+
+fn released(v: &Value) -> bool {
+    v.as_f64()
+        .is_some_and(|x| RELEASED_PROGRAMS.iter().any(|p| *p as f64 == x))
+}
+
+/// Whether policies/opcua.rego allows what a server journaled as executed, read from the
+/// server's side: the Value of FeedOverride (0..120) or SpindleOverride (50..120) set to a
+/// number, of ProgramNumber to a released program (scalars of a numeric type, no index range);
+/// SelectProgram(one released program) or ResetAlarm() on Machine. Everything else is refused.
+fn policy_allows(e: &Value) -> bool {
+    match e["event"].as_str() {
+        Some("write") => {
+            let scalar = numeric_scalar(&e["value"], &e["type"]) && e.get("array").is_none();
+            let whole = e["attribute"] == "Value"
+                && e.get("index_range").is_none_or(|r| r.as_str() == Some(""));
+            let value = &e["value"];
+            whole
+                && scalar
+                && match e["node"].as_str().unwrap_or("") {
+                    FEED => is_number_in(value, 0.0, 120.0),
+                    SPINDLE => is_number_in(value, 50.0, 120.0),
+                    PROGRAM => released(value),
+                    _ => false,
+                }
+        }
+        Some("call") => {
+            let args = e["args"].as_array().cloned().unwrap_or_default();
+            e["object"] == "ns=2;s=Machine"
+                && match e["method"].as_str().unwrap_or("") {
+                    "ns=2;s=Machine.SelectProgram" => {
+                        args.len() == 1
+                            && numeric_scalar(&args[0]["value"], &args[0]["type"])
+                            && released(&args[0]["value"])
+                    }
+                    "ns=2;s=Machine.ResetAlarm" => args.is_empty(),
+                    _ => false,
+                }
+        }
+        _ => false,
+    }
+}
+
+/// The writes and calls a server executed (status Good), by the session it journaled them in
+/// (lowercase: node-opcua prints GUIDs in capitals, asyncua in small letters).
+fn executed_by_session(journal: &[Value]) -> std::collections::BTreeMap<String, Vec<Value>> {
+    let mut by_session = std::collections::BTreeMap::<String, Vec<Value>>::new();
+    for e in journal {
+        if matches!(e["event"].as_str(), Some("write" | "call")) && e["status"] == "Good" {
+            let session = e["session"].as_str().unwrap_or("?").to_lowercase();
+            by_session.entry(session).or_default().push(e.clone());
+        }
+    }
+    by_session
+}
+
+fn item_name(e: &Value) -> String {
+    match e["event"].as_str() {
+        Some("call") => format!("call {}", e["method"].as_str().unwrap_or("?")),
+        _ => format!(
+            "write {}.{}={} ({})",
+            e["node"].as_str().unwrap_or("?"),
+            e["attribute"].as_str().unwrap_or("?"),
+            e["value"],
+            e["type"].as_str().unwrap_or("?")
+        ),
+    }
+}
+
+/// What one run of the crafted cases left on one server: per case, the items it executed.
+struct Run {
+    server: &'static str,
+    results: Vec<Value>,
+    executed: std::collections::BTreeMap<String, Vec<Value>>,
+}
+
+impl Run {
+    fn new(server: &'static str, results: Vec<Value>, journal: &[Value]) -> Run {
+        Run {
+            server,
+            results,
+            executed: executed_by_session(journal),
+        }
+    }
+
+    /// What the server executed in the sessions of the case `result` (a case may open two).
+    fn items(&self, result: &Value) -> Vec<Value> {
+        result["sessions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| self.executed.get(&s.as_str()?.to_lowercase()))
+            .flatten()
+            .cloned()
+            .collect()
+    }
+
+    /// Every way the run breaks the differential rules, one line each, naming the case.
+    fn failures(&self, audit: &[Value]) -> Vec<String> {
+        let mut failures = Vec::new();
+        let sessions: Vec<String> = self
+            .results
+            .iter()
+            .filter_map(|r| r["sessions"].as_array())
+            .flatten()
+            .filter_map(|s| s.as_str().map(str::to_lowercase))
+            .collect();
+        for (session, items) in &self.executed {
+            let from_hmi = items.iter().any(|e| {
+                e["peer"]
+                    .as_str()
+                    .is_some_and(|p| p.starts_with(&format!("{HMI}:")))
+            });
+            if from_hmi && !sessions.contains(session) {
+                failures.push(format!(
+                    "{}: executed [{}] in a session no case made ({session})",
+                    self.server,
+                    items.iter().map(item_name).collect::<Vec<_>>().join(", ")
+                ));
+            }
+        }
+        for r in &self.results {
+            let name = r["case"].as_str().unwrap_or("?");
+            let expect = r["expect"].as_str().unwrap_or("?");
+            let want = r["executes"].as_u64().unwrap_or(0) as usize;
+            if r["outcome"] == "setup_failed" {
+                failures.push(format!(
+                    "{}: {name}: no session through the gateway: {}",
+                    self.server, r["error"]
+                ));
+                continue;
+            }
+            let items = self.items(r);
+            for e in items.iter().filter(|e| !policy_allows(e)) {
+                failures.push(format!(
+                    "{}: {name}: the server executed what the policy refuses: {}",
+                    self.server,
+                    item_name(e)
+                ));
+            }
+            let ok = match expect {
+                "allowed" => items.len() == want,
+                "refused" => items.is_empty(),
+                _ => items.is_empty() || items.len() == want,
+            };
+            if !ok {
+                failures.push(format!(
+                    "{}: {name} ({expect}, {want} to execute): executed {} [{}]; the client got {} {}",
+                    self.server,
+                    items.len(),
+                    items.iter().map(item_name).collect::<Vec<_>>().join(", "),
+                    r["outcome"],
+                    r["status"].as_str().unwrap_or("")
+                ));
+            }
+            // The gateway says what it judged: an event of this connection beyond the channel's.
+            let port = r["local"]
+                .as_str()
+                .and_then(|l| l.rsplit(':').next())
+                .and_then(|p| p.parse::<u64>().ok());
+            let judged = audit.iter().any(|e| {
+                e["source"]["ip"] == HMI
+                    && e["source"]["port"].as_u64() == port
+                    && matches!(
+                        e["event"]["action"].as_str(),
+                        Some("opcua-request" | "opcua-malformed" | "opcua-protocol-violation")
+                    )
+            });
+            if !judged {
+                failures.push(format!(
+                    "{}: {name}: no audit event says what the gateway judged (source port {port:?})",
+                    self.server
+                ));
+            }
+        }
+        failures
+    }
+
+    /// Direct runs: the cases expected refused of which the server executed something, with
+    /// what it executed (`!` marks an item the policy refuses), and whether any item is one the
+    /// policy refuses.
+    fn attacks(&self) -> Vec<(String, String, bool)> {
+        self.results
+            .iter()
+            .filter(|r| r["expect"] == "refused")
+            .filter_map(|r| {
+                let items = self.items(r);
+                let refused = items.iter().any(|e| !policy_allows(e));
+                let list: Vec<String> = items
+                    .iter()
+                    .map(|e| {
+                        let mark = if policy_allows(e) { "" } else { "!" };
+                        format!("{mark}{}", item_name(e))
+                    })
+                    .collect();
+                (!list.is_empty()).then(|| {
+                    (
+                        r["case"].as_str().unwrap_or("?").to_owned(),
+                        list.join(", "),
+                        refused,
+                    )
+                })
+            })
+            .collect()
+    }
+
+    fn table(&self, title: &str) -> String {
+        let mut out = format!("{title}\n");
+        for r in &self.results {
+            let items = self.items(r);
+            out.push_str(&format!(
+                "  {:34} {:8} {:14} {:24} executed [{}]\n",
+                r["case"].as_str().unwrap_or("?"),
+                r["expect"].as_str().unwrap_or("?"),
+                r["outcome"].as_str().unwrap_or("?"),
+                r["status"].as_str().unwrap_or(""),
+                items.iter().map(item_name).collect::<Vec<_>>().join(", ")
+            ));
+        }
+        out
+    }
+}
+
+/// Issue 13, acceptance 1: crafted requests (tests/peers/opcua_craft.py: header extensions in
+/// each ExtensionObject encoding, nested values, NodeId forms, other attributes, chunk orders with
+/// abort and interleaving, RegisterNodes aliases, unknown services) through the gateway to two
+/// real servers, asyncua on cnc-1 and node-opcua on cnc-2. Counted on the servers' own journals:
+/// nothing the policy refuses executes, every allowed case executes exactly as often as it says,
+/// and the audit log has an event for each case. The same cases sent directly to each server
+/// show that the refused ones are real attacks: there, the servers execute them.
+#[test]
+fn crafted_requests_run_on_real_servers_only_as_the_policy_allows() {
+    let cell = Cell::start(&shipped_zones(), tempfile::tempdir().unwrap());
+    let node = NodeServer::start(&cell, CNC2);
+    let ops = cell.plant.zone_ns("operations");
+    let cnc_ns = cell.plant.zone_ns("cnc-cell");
+    let servers: [(&'static str, &str, PathBuf); 2] = [
+        ("asyncua", CNC, cell.dir.path().join("server.jsonl")),
+        ("node-opcua", CNC2, node.journal.clone()),
+    ];
+
+    let mut failures = Vec::new();
+    let mut report = String::new();
+    let mut attacks = Vec::new();
+    for (name, host, journal) in &servers {
+        let url = format!("opc.tcp://{host}:4840/cnc");
+        let through = craft(&ops, HMI, &url);
+        assert!(through.len() >= 40, "{} cases", through.len());
+        // Directly, from the server's own zone: no gateway on the way.
+        let direct = craft(&cnc_ns, host, &url);
+        let lines = read_lines(journal);
+        let gw = Run::new(name, through, &lines);
+        let audit = support::audit::events(&cell.dir.path().join("audit.jsonl"));
+        failures.extend(gw.failures(&audit));
+        report.push_str(&gw.table(&format!("{name} through zonegate:")));
+        let dr = Run::new(name, direct, &lines);
+        report.push_str(&dr.table(&format!("{name} direct:")));
+        // The plain controls run directly: the harness and the server work.
+        for r in dr.results.iter().filter(|r| {
+            r["case"]
+                .as_str()
+                .is_some_and(|c| c.starts_with("control-"))
+        }) {
+            assert_eq!(
+                dr.items(r).len() as u64,
+                r["executes"].as_u64().unwrap(),
+                "{name} direct: {r}\n{report}"
+            );
+        }
+        let found = dr.attacks();
+        assert!(
+            found.iter().any(|(_, _, refused)| *refused),
+            "{name}: no crafted case executes anything the policy refuses, even directly: the harness could not fail\n{report}"
+        );
+        attacks.extend(
+            found
+                .into_iter()
+                .map(|(case, items, _)| format!("{name}: {case}: {items}")),
+        );
+    }
+    eprintln!(
+        "{report}\ncases expected refused that a server executes directly (! the policy refuses the item):\n  {}",
+        attacks.join("\n  ")
+    );
+    assert!(
+        failures.is_empty(),
+        "{} differential failures:\n  {}\n\n{report}",
+        failures.len(),
+        failures.join("\n  ")
+    );
+}
