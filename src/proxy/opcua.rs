@@ -1033,6 +1033,12 @@ impl Session {
         if self.held.is_empty() {
             self.forward_to_server(chunk, offset);
         } else {
+            // It overtakes nothing, but chunks the client sent after it may now reach the
+            // server before it (a message the client began earlier and finishes later): on a
+            // None channel the proxy renumbers from now on so the sequence still rises. A
+            // signed channel cannot be renumbered; servers refuse interleaved messages there
+            // as they do without the gateway.
+            self.renumber = true;
             self.held.push(Held {
                 request_id,
                 bytes: chunk.to_vec(),
