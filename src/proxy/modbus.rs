@@ -568,24 +568,21 @@ impl Session {
                     }
                 }
                 Ok(None) => break,
-                Err(e) => match modbus::refusal(rest, e) {
-                    // A well-framed request asking for something no device does: answered as a
-                    // conforming device would, never forwarded; the connection goes on.
-                    Ok(Some(refusal)) => {
-                        let raw = rest.get(..refusal.len).unwrap_or_default();
-                        self.to_client.extend_from_slice(&refusal.response());
-                        used_total = used_total.saturating_add(refusal.len);
-                        if self.event_refusal(&e, &refusal, raw) {
+                Err(e) => match self.invalid_request(rest, e) {
+                    Invalid::Answered {
+                        response,
+                        used,
+                        quarantined,
+                    } => {
+                        self.to_client.extend_from_slice(&response);
+                        used_total = used_total.saturating_add(used);
+                        if quarantined {
                             close = true;
                             break;
                         }
                     }
-                    // Its exception waits until the whole ADU is in.
-                    Ok(None) => break,
-                    Err(e) => {
-                        // Framing can no longer be trusted: nothing more from this client
-                        // reaches the device.
-                        self.event_parse_error(&e, rest);
+                    Invalid::Incomplete => break,
+                    Invalid::Framing => {
                         close = true;
                         break;
                     }
@@ -772,21 +769,21 @@ impl Session {
                         used_total = used_total.saturating_add(used);
                     }
                     Ok(None) => break,
-                    Err(e) => match modbus::refusal(rest, e) {
-                        // What the device would answer, whether it is there or not.
-                        Ok(Some(refusal)) => {
-                            let raw = rest.get(..refusal.len).unwrap_or_default();
-                            self.to_client.extend_from_slice(&refusal.response());
-                            used_total = used_total.saturating_add(refusal.len);
-                            if self.event_refusal(&e, &refusal, raw) {
+                    // What the device would answer, whether it is there or not.
+                    Err(e) => match self.invalid_request(rest, e) {
+                        Invalid::Answered {
+                            response,
+                            used,
+                            quarantined,
+                        } => {
+                            self.to_client.extend_from_slice(&response);
+                            used_total = used_total.saturating_add(used);
+                            if quarantined {
                                 return Ok(());
                             }
                         }
-                        Ok(None) => break,
-                        Err(e) => {
-                            self.event_parse_error(&e, rest);
-                            return Ok(());
-                        }
+                        Invalid::Incomplete => break,
+                        Invalid::Framing => return Ok(()),
                     },
                 }
             }
@@ -834,6 +831,28 @@ impl Session {
         self.audit.emit(e);
         self.route
             .violation(self.client_addr, self.device_addr, reason);
+    }
+
+    /// A request that did not parse: a well-framed one asking for something no device does is
+    /// answered as a conforming device would, never forwarded, and the connection goes on (its
+    /// exception waits until the whole ADU is in); after a framing error, where the next frame
+    /// starts can no longer be trusted and nothing more from this client reaches the device.
+    fn invalid_request(&self, rest: &[u8], error: ModbusError) -> Invalid {
+        match modbus::refusal(rest, error) {
+            Ok(Some(refusal)) => {
+                let raw = rest.get(..refusal.len).unwrap_or_default();
+                Invalid::Answered {
+                    response: refusal.response(),
+                    used: refusal.len,
+                    quarantined: self.event_refusal(&error, &refusal, raw),
+                }
+            }
+            Ok(None) => Invalid::Incomplete,
+            Err(e) => {
+                self.event_parse_error(&e, rest);
+                Invalid::Framing
+            }
+        }
     }
 
     /// A request refused for its content and answered with `refusal`'s exception: audited as
@@ -889,6 +908,21 @@ impl Session {
         }));
         self.audit.emit(e);
     }
+}
+
+/// What became of a request that did not parse (see `Session::invalid_request`).
+enum Invalid {
+    /// Answered with an exception; `used` bytes consumed; the violation quarantined the client
+    /// (the connection must close).
+    Answered {
+        response: [u8; 9],
+        used: usize,
+        quarantined: bool,
+    },
+    /// Well framed so far, but its exception waits for the rest of the ADU.
+    Incomplete,
+    /// A framing error: the connection closes.
+    Framing,
 }
 
 /// The first bytes of a frame (at most an ADU's worth), in hex, for an audit event.
