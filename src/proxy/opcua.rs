@@ -1232,8 +1232,6 @@ impl Session {
         }
         for p in expired.requests {
             self.route.metrics.limit_hit(Limit::ResponseTimeout);
-            // Its late response is dropped unread: aliases it gives are never used.
-            self.registering.retain(|(id, _)| *id != p.request_id);
             let service = p.service.name();
             let id = p.request_id;
             // The connection ends, with an ERR, where the proxy cannot answer for the server.
@@ -1241,6 +1239,13 @@ impl Session {
                 Some(
                     "; a signed channel cannot be answered for the server: connection closed"
                         .to_owned(),
+                )
+            } else if p.service == Service::RegisterNodes {
+                // Its late response would give aliases the proxy never learns, and the
+                // server's are predictable: a request naming one would be judged as naming
+                // the alias, not the node.
+                Some(
+                    "; the aliases it may give could not be followed: connection closed".to_owned(),
                 )
             } else if !self.outstanding.abandon(id) {
                 Some(format!(
