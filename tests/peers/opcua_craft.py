@@ -341,32 +341,45 @@ class Conn:
         if request_id in self.done:
             return self.done.pop(request_id)
         deadline = time.monotonic() + self.timeout
-        parts: dict[int, bytes] = {}
+        while True:
+            rid, a = self.next_answer(deadline)
+            if rid is None or rid == request_id:
+                return a
+            self.done[rid] = a  # another request's: kept for later
+
+    def answer_any(self, deadline: float) -> dict:
+        """The next whole answer, whatever its request id (with `request_id`)."""
+        if self.done:
+            rid = next(iter(self.done))
+            return {**self.done.pop(rid), "request_id": rid}
+        rid, a = self.next_answer(deadline)
+        return a if rid is None else {**a, "request_id": rid}
+
+    def next_answer(self, deadline: float) -> tuple[int | None, dict]:
+        """The next whole message from the server and its request id; (None, ...) for an ERR, a
+        closed connection or the deadline. Chunks of messages not yet whole wait in `_parts`;
+        an aborted one is dropped."""
+        parts: dict[int, bytes] = self.__dict__.setdefault("_parts", {})
         while True:
             try:
                 hdr, rest = self.recv_chunk(deadline)
             except TimeoutError:
-                return {"kind": "timeout"}
+                return None, {"kind": "timeout"}
             except Closed as e:
-                return {"kind": "closed", "error": str(e)}
-            mtype = hdr[:3]
-            if mtype == b"ERR":
+                return None, {"kind": "closed", "error": str(e)}
+            if hdr[:3] == b"ERR":
                 self.closed = True
-                return {"kind": "err", **err_fields(rest)}
-            if mtype != b"MSG":
+                return None, {"kind": "err", **err_fields(rest)}
+            if hdr[:3] != b"MSG":
                 continue
             rid = struct.unpack_from("<I", rest, 12)[0]
             parts[rid] = parts.get(rid, b"") + rest[16:]
             if hdr[3:4] == b"C":
                 continue
-            if hdr[3:4] == b"A":
-                parts.pop(rid, None)
-                continue
             body = parts.pop(rid)
-            if rid != request_id:
-                self.done[rid] = decode_response(body)  # another request's: kept for later
+            if hdr[3:4] == b"A":
                 continue
-            return decode_response(body)
+            return rid, decode_response(body)
 
     def create_session(self) -> None:
         req = ua.CreateSessionRequest()
@@ -962,38 +975,6 @@ CASES.append(Case("register-alias-guessed", "refused", 0,
 
 def strip(a: dict) -> dict:
     return {k: v for k, v in a.items() if k != "object"}
-
-
-def answer_any(self: Conn, deadline: float) -> dict:
-    """The next whole answer, whatever its request id (with `request_id`)."""
-    if self.done:
-        rid = next(iter(self.done))
-        return {**self.done.pop(rid), "request_id": rid}
-    parts: dict[int, bytes] = getattr(self, "_parts", {})
-    self._parts = parts
-    while True:
-        try:
-            hdr, rest = self.recv_chunk(deadline)
-        except TimeoutError:
-            return {"kind": "timeout"}
-        except Closed as e:
-            return {"kind": "closed", "error": str(e)}
-        if hdr[:3] == b"ERR":
-            self.closed = True
-            return {"kind": "err", **err_fields(rest)}
-        if hdr[:3] != b"MSG":
-            continue
-        rid = struct.unpack_from("<I", rest, 12)[0]
-        parts[rid] = parts.get(rid, b"") + rest[16:]
-        if hdr[3:4] in (b"C",):
-            continue
-        body = parts.pop(rid)
-        if hdr[3:4] == b"A":
-            continue
-        return {**decode_response(body), "request_id": rid}
-
-
-Conn.answer_any = answer_any  # type: ignore[attr-defined]
 
 
 # ------------------------------------------------------------------ running
