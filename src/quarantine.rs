@@ -586,6 +586,7 @@ mod tests {
             after,
             within: Duration::from_secs(within),
             duration: Duration::from_secs(4),
+            count_rate_limits: false,
         }
     }
 
@@ -666,6 +667,7 @@ mod tests {
             after: 1,
             within: Duration::from_millis(50),
             duration: Duration::from_secs(1),
+            count_rate_limits: false,
         };
         assert_eq!(q.count("c", a, s), None);
         std::thread::sleep(Duration::from_millis(80));

@@ -322,3 +322,97 @@ fn a_reload_and_a_restart_keep_a_quarantined_source_quarantined() {
     // The HMI, never quarantined, is served by the new daemon.
     assert_eq!(bench.client(HMI, &READ)[0]["ok"], true);
 }
+
+/// The quarantine's audit events so far.
+fn quarantine_events(bench: &Bench) -> Vec<Value> {
+    bench
+        .audit()
+        .into_iter()
+        .filter(|e| e["event"]["action"] == "quarantine")
+        .collect()
+}
+
+/// 200 heartbeat writes (allowed by bess.rego) on one connection, as fast as the device answers.
+fn fast_heartbeats(bench: &Bench) -> Vec<Value> {
+    let ops: Vec<Value> = (0..200)
+        .map(|i| serde_json::json!(["write-register", 40, i]))
+        .collect();
+    let sequence = serde_json::to_string(&ops).unwrap();
+    bench.client(SCADA, &["--sequence", &sequence])
+}
+
+#[test]
+fn writes_over_the_write_rate_do_not_quarantine_their_source_but_policy_refusals_do() {
+    support::plant::require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let with_rate = |text: String| {
+        let text = text.replace(
+            "      quarantine: {after: 3, within: 10s, for: 5m}\n",
+            "      quarantine: {after: 3, within: 10s, for: 5m}\n      write_rate: {per_second: 1, burst: 1}\n",
+        );
+        assert!(text.contains("write_rate"), "the edit must apply");
+        text
+    };
+    let bench = Bench::start(&zones(dir.path(), "5m", with_rate));
+
+    let results = fast_heartbeats(&bench);
+    assert_eq!(results.len(), 200, "{results:?}");
+    let refused = results.iter().filter(|r| refused_with_exception(r)).count();
+    assert!(
+        refused >= 150,
+        "the write rate (1/s, burst 1) refuses nearly all of 200 fast writes with exception 01: {refused} refused"
+    );
+    assert!(
+        results
+            .iter()
+            .all(|r| r["ok"] == true || refused_with_exception(r)),
+        "every write is answered on the one connection, none cut off: {results:?}"
+    );
+    let limited = bench.audit_event("a write-rate refusal", |e| {
+        e["rule"]["name"] == "zonegate.limits.write_rate"
+    });
+    assert_eq!(limited["source"]["ip"], SCADA, "{limited}");
+    assert!(
+        quarantine_events(&bench).is_empty(),
+        "back-pressure is no attack: {:?}",
+        quarantine_events(&bench)
+    );
+    assert!(!quarantine_set(&bench).contains(SCADA));
+    assert_eq!(bench.op(&READ)["ok"], true, "the source still reads");
+
+    // Four refusals by the policy within the window do quarantine it.
+    let results = break_policy(&bench, 4);
+    assert!(
+        results[..3].iter().all(refused_with_exception),
+        "{results:?}"
+    );
+    let event = quarantine_event(&bench, "quarantine");
+    assert_eq!(event["source"]["ip"], SCADA, "{event}");
+    assert_eq!(event["zonegate"]["quarantine"]["violations"], 4, "{event}");
+    assert!(quarantine_set(&bench).contains(SCADA));
+}
+
+#[test]
+fn a_conduit_that_counts_rate_limits_quarantines_a_source_that_keeps_over_the_rate() {
+    support::plant::require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let counting = |text: String| {
+        let text = text.replace(
+            "      quarantine: {after: 3, within: 10s, for: 5m}\n",
+            "      quarantine: {after: 3, within: 10s, for: 5m, count_rate_limits: true}\n      write_rate: {per_second: 1, burst: 1}\n",
+        );
+        assert!(text.contains("count_rate_limits"), "the edit must apply");
+        text
+    };
+    let bench = Bench::start(&zones(dir.path(), "5m", counting));
+
+    let results = fast_heartbeats(&bench);
+    let refused = results.iter().filter(|r| refused_with_exception(r)).count();
+    assert_eq!(
+        refused, 3,
+        "three refusals tolerated, the fourth quarantines: {results:?}"
+    );
+    let event = quarantine_event(&bench, "quarantine");
+    assert_eq!(event["source"]["ip"], SCADA, "{event}");
+    assert!(quarantine_set(&bench).contains(SCADA));
+}

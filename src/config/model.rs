@@ -189,6 +189,18 @@ pub struct QuarantineSettings {
     pub within: Duration,
     /// Whole seconds, as nftables timeouts count.
     pub duration: Duration,
+    /// A write refused by `write_rate` is back-pressure, not an attack: it counts as a
+    /// violation only when the conduit says so.
+    pub count_rate_limits: bool,
+}
+
+impl QuarantineSettings {
+    /// `quarantine.after` when not given.
+    pub const DEFAULT_AFTER: u32 = 3;
+    /// `quarantine.within` when not given.
+    pub const DEFAULT_WITHIN: Duration = Duration::from_secs(60);
+    /// `quarantine.for` when not given.
+    pub const DEFAULT_FOR: Duration = Duration::from_secs(600);
 }
 
 /// `enforce`: refuse what policy denies. `monitor`: decide and record, but forward everything.
@@ -1230,21 +1242,31 @@ fn inspection(conduit: &str, raw: &RawInspection, p: &mut Problems) -> Option<In
     })
 }
 
-/// `quarantine: {after, within, for}`: every value within its bounds, durations as humantime.
+/// `quarantine: {after, within, for, count_rate_limits}`: every value given within its bounds,
+/// durations as humantime; defaults for the rest.
 fn quarantine(conduit: &str, raw: &RawQuarantine, p: &mut Problems) -> Option<QuarantineSettings> {
     let mut ok = true;
-    if !(1..=MAX_QUARANTINE_AFTER).contains(&raw.after.value) {
+    if let Some(after) = &raw.after
+        && !(1..=MAX_QUARANTINE_AFTER).contains(&after.value)
+    {
         p.at(
-            &raw.after,
+            after,
             format!(
                 "conduit `{conduit}`: quarantine.after {} is outside 1-{MAX_QUARANTINE_AFTER}",
-                raw.after.value
+                after.value
             ),
             Some("the number of violations tolerated within `within`; one more quarantines the source".into()),
         );
         ok = false;
     }
-    let mut duration = |field: &str, s: &Spanned<String>, max: Duration, p: &mut Problems| {
+    let mut duration = |field: &str,
+                        s: Option<&Spanned<String>>,
+                        default: Duration,
+                        max: Duration,
+                        p: &mut Problems| {
+        let Some(s) = s else {
+            return default;
+        };
         let d = match humantime::parse_duration(s.value.trim()) {
             Ok(d) => d,
             Err(e) => {
@@ -1274,12 +1296,28 @@ fn quarantine(conduit: &str, raw: &RawQuarantine, p: &mut Problems) -> Option<Qu
         }
         d
     };
-    let within = duration("within", &raw.within, MAX_QUARANTINE_WITHIN, p);
-    let for_ = duration("for", &raw.duration, MAX_QUARANTINE_FOR, p);
+    let within = duration(
+        "within",
+        raw.within.as_ref(),
+        QuarantineSettings::DEFAULT_WITHIN,
+        MAX_QUARANTINE_WITHIN,
+        p,
+    );
+    let for_ = duration(
+        "for",
+        raw.duration.as_ref(),
+        QuarantineSettings::DEFAULT_FOR,
+        MAX_QUARANTINE_FOR,
+        p,
+    );
     ok.then_some(QuarantineSettings {
-        after: raw.after.value,
+        after: raw
+            .after
+            .as_ref()
+            .map_or(QuarantineSettings::DEFAULT_AFTER, |a| a.value),
         within,
         duration: for_,
+        count_rate_limits: raw.count_rate_limits.unwrap_or(false),
     })
 }
 
@@ -1480,6 +1518,33 @@ mod tests {
         ] {
             assert!(one_service(bad).is_err(), "{bad} must be refused");
         }
+    }
+
+    fn quarantine_of(settings: &str) -> Result<QuarantineSettings, String> {
+        let yaml = format!(
+            "zones:\n  a: {{level: 3, security_level: 2, networks: [10.1.0.0/24]}}\n  b: {{level: 2, security_level: 2, networks: [10.2.0.0/24]}}\nconduits:\n  c: {{from: a, to: b, services: [modbus], inspection: {{policy: p.rego, quarantine: {settings}}}}}\n"
+        );
+        match parse(&yaml) {
+            Ok(m) => m.conduits[0]
+                .inspection
+                .as_ref()
+                .and_then(|i| i.quarantine)
+                .ok_or_else(|| "no quarantine".to_owned()),
+            Err(d) => Err(d[0].message.clone()),
+        }
+    }
+
+    #[test]
+    fn quarantine_fields_left_out_take_their_documented_defaults() {
+        let q = quarantine_of("{}").unwrap();
+        assert_eq!(q.after, 3);
+        assert_eq!(q.within, Duration::from_secs(60));
+        assert_eq!(q.duration, Duration::from_secs(600));
+        assert!(!q.count_rate_limits, "rate limits do not count by default");
+        let q = quarantine_of("{after: 5, count_rate_limits: true}").unwrap();
+        assert_eq!((q.after, q.within), (5, Duration::from_secs(60)));
+        assert!(q.count_rate_limits);
+        assert!(quarantine_of("{count_rate_limits: 1}").is_err());
     }
 
     #[test]

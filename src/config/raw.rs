@@ -273,15 +273,21 @@ pub struct RawOpcUaLimits {
     pub max_chunks: Option<Spanned<u32>>,
 }
 
-/// `quarantine: {after: N, within: T, for: D}` on an inspected conduit.
+/// `quarantine: {after: N, within: T, for: D, count_rate_limits: B}` on an inspected conduit;
+/// every field optional (defaults in `config::model`).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawQuarantine {
     /// Violations tolerated within `within`; one more quarantines the source.
-    pub after: Spanned<u32>,
+    #[serde(default)]
+    pub after: Option<Spanned<u32>>,
     /// The sliding window, a humantime duration (`10s`, `1m`).
-    pub within: Spanned<String>,
+    #[serde(default)]
+    pub within: Option<Spanned<String>>,
     /// How long the source stays dropped (`for` in YAML).
-    #[serde(rename = "for")]
-    pub duration: Spanned<String>,
+    #[serde(default, rename = "for")]
+    pub duration: Option<Spanned<String>>,
+    /// Whether a write refused by the conduit's `write_rate` counts as a violation.
+    #[serde(default)]
+    pub count_rate_limits: Option<bool>,
 }

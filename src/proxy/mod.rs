@@ -361,6 +361,18 @@ impl Route {
         self.quarantine.violation(self, client, device, what)
     }
 
+    /// A write refused by the conduit's `write_rate`: back-pressure, not an attack, so a
+    /// violation only where the conduit's quarantine says `count_rate_limits: true`.
+    pub fn rate_limit_violation(&self, client: SocketAddr, device: SocketAddr, what: &str) -> bool {
+        let counted = self
+            .conduit
+            .inspection
+            .as_ref()
+            .and_then(|i| i.quarantine)
+            .is_some_and(|q| q.count_rate_limits);
+        counted && self.violation(client, device, what)
+    }
+
     /// An audit event about this connection; `kind` is `alert` for failures.
     pub fn event(
         &self,

@@ -502,6 +502,7 @@ impl Session {
                     let mut decision = self.judge.decide(&frame);
                     // Allowed writes take from the conduit's bucket; over the rate, the write
                     // is refused as a policy deny would be (mode, on_deny, audit).
+                    let mut rate_limited = false;
                     if decision.is_allow()
                         && frame.body.access() == modbus::Access::Write
                         && let Some(bucket) = &self.route.write_rate
@@ -509,6 +510,7 @@ impl Session {
                     {
                         self.route.metrics.limit_hit(Limit::WriteRate);
                         decision = self.write_rate_deny.clone();
+                        rate_limited = true;
                     }
                     self.route
                         .metrics
@@ -534,9 +536,16 @@ impl Session {
                         self.event_decision(&frame, &decision);
                     }
                     if let Decision::Deny { reason, .. } = &*decision
-                        && self
-                            .route
-                            .violation(self.client_addr, self.device_addr, reason)
+                        && if rate_limited {
+                            self.route.rate_limit_violation(
+                                self.client_addr,
+                                self.device_addr,
+                                reason,
+                            )
+                        } else {
+                            self.route
+                                .violation(self.client_addr, self.device_addr, reason)
+                        }
                     {
                         // Quarantined: this connection ends now, the kernel drops the rest.
                         close = true;

@@ -786,6 +786,7 @@ impl Session {
         });
         // Allowed writes, calls and node changes take from the conduit's bucket; over the
         // rate, the request is refused as a policy deny would be.
+        let mut rate_limited = false;
         if decision.is_allow()
             && matches!(
                 access(request.service),
@@ -799,6 +800,7 @@ impl Session {
                 reason: super::modbus::REASON_WRITE_RATE.into(),
                 rule: super::modbus::RULE_WRITE_RATE.into(),
             };
+            rate_limited = true;
         }
         let counted = if audit_down || unknown {
             "deny"
@@ -818,9 +820,16 @@ impl Session {
         if !decision.is_allow()
             && !audit_down
             && !unknown
-            && self
-                .route
-                .violation(self.client_addr, self.device_addr, &reason(&decision))
+            && if rate_limited {
+                self.route.rate_limit_violation(
+                    self.client_addr,
+                    self.device_addr,
+                    &reason(&decision),
+                )
+            } else {
+                self.route
+                    .violation(self.client_addr, self.device_addr, &reason(&decision))
+            }
         {
             self.refuse_connection(STATUS_BAD_USER_ACCESS_DENIED, "source quarantined");
             return Flow::Close;
