@@ -5,7 +5,8 @@
 #   within the inverter's rated limits. Every register a write touches must be named by the
 #   register map (profiles/bess-inverter.yaml) and written whole; one refused register refuses
 #   the whole request.
-# - Broadcasts (unit 0), FC 08 diagnostics and FC 43 (device identification, CANopen) are refused.
+# - Broadcasts (unit 0), FC 08 diagnostics and FC 43 (device identification, CANopen) are refused,
+#   and so is a write to a unit the register map does not declare (`unit_ids`).
 # - Anything else is refused by default.
 #
 # The first matching clause of `decision` decides. The gateway evaluates this for every request
@@ -39,6 +40,22 @@ decision := refuse("bess.unit.broadcast", "broadcast requests (unit 0) are refus
 	# Reads first: they are most of the traffic.
 	input.modbus.access == "read"
 	input.modbus.table in tables
+} else := refuse(
+	"bess.unit.undeclared",
+	sprintf("%v has no register map that declares its units: writes cannot be judged", [destination_name]),
+) if {
+	input.modbus.access == "write"
+	not input.destination.unit_ids
+} else := refuse(
+	"bess.unit.undeclared",
+	sprintf("unit %v is not one of the units %v that the register map of %v declares", [
+		object.get(input.modbus, "unit_id", null), input.destination.unit_ids, destination_name,
+	]),
+) if {
+	# One address may front several devices (a Modbus gateway): writes go only to the
+	# units the register map describes.
+	input.modbus.access == "write"
+	not declared_unit
 } else := {"allow": true, "reason": "", "rule": "bess.write.heartbeat"} if {
 	# The heartbeat comes every second: one lookup.
 	input.modbus.access == "write"
@@ -112,3 +129,10 @@ refusal(reg) := refuse(
 )
 
 refuse(rule, reason) := {"allow": false, "reason": reason, "rule": rule}
+
+# The request's unit is one the destination's register map declares (`unit_ids`).
+declared_unit if input.modbus.unit_id in input.destination.unit_ids
+
+# The destination as refusals name it. Total (every lookup has a default): an undefined value of
+# a clause would end the decision's chain in the VM and move on in the interpreter.
+destination_name := object.get(input, ["destination", "asset"], object.get(input, ["destination", "address"], "the destination"))

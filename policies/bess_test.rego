@@ -13,10 +13,33 @@ connection := {
 	"destination": {
 		"address": "10.21.0.11", "port": 502, "zone": "bess",
 		"asset": "inverter-1", "kind": "bess-inverter",
+		"unit_ids": [1],
 	},
 }
 
 with_modbus(modbus) := object.union(connection, {"modbus": modbus})
+
+# The same connection to a device without a register map: no `destination.unit_ids`.
+without_map(modbus) := {
+	"conduit": connection.conduit,
+	"mode": connection.mode,
+	"source": connection.source,
+	"destination": object.remove(connection.destination, ["unit_ids"]),
+	"modbus": modbus,
+}
+
+heartbeat_write(unit_id) := {
+	"unit_id": unit_id,
+	"function": {"code": 6, "name": "write_single_register"},
+	"access": "write",
+	"table": "holding_registers",
+	"address": 40,
+	"quantity": 1,
+	"values": [4711],
+	"registers": [heartbeat(4711)],
+	"unmapped": [],
+	"partial": [],
+}
 
 read_holding(address, quantity) := with_modbus({
 	"unit_id": 1,
@@ -183,6 +206,20 @@ test_partial_write_refused if {
 }
 
 test_write_without_register_map_refused if {
+	d := bess.decision with input as without_map({
+		"unit_id": 1,
+		"function": {"code": 6, "name": "write_single_register"},
+		"access": "write",
+		"table": "holding_registers",
+		"address": 40,
+		"quantity": 1,
+		"values": [1],
+	})
+	d.allow == false
+	d.rule == "bess.unit.undeclared"
+}
+
+test_write_without_registers_refused if {
 	d := bess.decision with input as with_modbus({
 		"unit_id": 1,
 		"function": {"code": 6, "name": "write_single_register"},
@@ -194,6 +231,37 @@ test_write_without_register_map_refused if {
 	})
 	d.allow == false
 	d.rule == "bess.write.undecodable"
+}
+
+# A Modbus gateway at the inverter's address may front other devices as other units: the
+# register map says which units it describes, and writes to any other unit are refused, even
+# with registers decoded as for an allowed write.
+test_write_to_undeclared_unit_refused if {
+	d := bess.decision with input as with_modbus(heartbeat_write(2))
+	d.allow == false
+	d.rule == "bess.unit.undeclared"
+	contains(d.reason, "unit 2")
+}
+
+test_write_to_declared_unit_allowed if {
+	d := bess.decision with input as with_modbus(heartbeat_write(1))
+	d.allow == true
+}
+
+test_write_to_second_declared_unit_allowed if {
+	d := bess.decision with input as object.union(with_modbus(heartbeat_write(7)), {"destination": {"unit_ids": [1, 7]}})
+	d.allow == true
+}
+
+test_write_when_the_map_declares_no_units_refused if {
+	d := bess.decision with input as without_map(heartbeat_write(1))
+	d.allow == false
+	d.rule == "bess.unit.undeclared"
+}
+
+test_read_of_undeclared_unit_allowed if {
+	d := bess.decision with input as object.union(read_holding(100, 2), {"modbus": {"unit_id": 2}})
+	d.allow == true
 }
 
 test_broadcast_refused if {

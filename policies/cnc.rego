@@ -5,7 +5,8 @@
 #   the program number (one of the released programs). Every register a write touches must be
 #   named by the register map (profiles/cnc.yaml) and written whole; one refused register
 #   refuses the whole request. Commands (cycle start, door unlock ...) and offsets are refused.
-# - Broadcasts (unit 0), FC 08 diagnostics and FC 43 are refused; anything else by default.
+# - Broadcasts (unit 0), FC 08 diagnostics and FC 43 are refused, and so is a write to a unit the
+#   register map does not declare (`unit_ids`); anything else by default.
 #
 # The first matching clause of `decision` decides. The gateway evaluates this for every request
 # it has not seen on the connection before, so the common cases come first and each clause does
@@ -38,6 +39,22 @@ decision := refuse("cnc.unit.broadcast", "broadcast requests (unit 0) are refuse
 	# Reads first: they are most of the traffic.
 	input.modbus.access == "read"
 	input.modbus.table in tables
+} else := refuse(
+	"cnc.unit.undeclared",
+	sprintf("%v has no register map that declares its units: writes cannot be judged", [destination_name]),
+) if {
+	input.modbus.access == "write"
+	not input.destination.unit_ids
+} else := refuse(
+	"cnc.unit.undeclared",
+	sprintf("unit %v is not one of the units %v that the register map of %v declares", [
+		object.get(input.modbus, "unit_id", null), input.destination.unit_ids, destination_name,
+	]),
+) if {
+	# One address may front several devices (a Modbus gateway): writes go only to the
+	# units the register map describes.
+	input.modbus.access == "write"
+	not declared_unit
 } else := refuse("cnc.function.diagnostics", "FC 08 diagnostics are refused") if {
 	input.modbus.function.code == 8
 } else := refuse(
@@ -116,3 +133,10 @@ refusal(reg) := refuse(
 )
 
 refuse(rule, reason) := {"allow": false, "reason": reason, "rule": rule}
+
+# The request's unit is one the destination's register map declares (`unit_ids`).
+declared_unit if input.modbus.unit_id in input.destination.unit_ids
+
+# The destination as refusals name it. Total (every lookup has a default): an undefined value of
+# a clause would end the decision's chain in the VM and move on in the interpreter.
+destination_name := object.get(input, ["destination", "asset"], object.get(input, ["destination", "address"], "the destination"))

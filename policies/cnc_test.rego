@@ -13,6 +13,7 @@ connection := {
 	"destination": {
 		"address": "10.22.0.11", "port": 502, "zone": "cnc-cell",
 		"asset": "cnc-1", "kind": "cnc",
+		"unit_ids": [1],
 	},
 }
 
@@ -86,6 +87,26 @@ test_released_program_allowed if {
 }
 
 # --- refused
+
+# Writes go only to the units the register map declares (a gateway may front several devices).
+test_write_to_undeclared_unit_refused if {
+	d := cnc.decision with input as object.union(
+		write_single(1, 80, [percent("feed_override", 1, 80)], []),
+		{"modbus": {"unit_id": 3}},
+	)
+	d.allow == false
+	d.rule == "cnc.unit.undeclared"
+}
+
+test_write_without_declared_units_refused if {
+	w := write_single(1, 80, [percent("feed_override", 1, 80)], [])
+	d := cnc.decision with input as {
+		"conduit": w.conduit, "mode": w.mode, "source": w.source, "modbus": w.modbus,
+		"destination": object.remove(w.destination, ["unit_ids"]),
+	}
+	d.allow == false
+	d.rule == "cnc.unit.undeclared"
+}
 
 test_feed_override_out_of_range_refused if {
 	d := cnc.decision with input as write_single(1, 150, [percent("feed_override", 1, 150)], [])

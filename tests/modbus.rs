@@ -192,6 +192,22 @@ fn whitelisted_requests_pass_and_everything_else_is_refused() {
     assert_eq!(exception(&too_high), Some(1), "{too_high}");
     assert_eq!(bench.device_register(101), 15000);
 
+    // The heartbeat to unit 2, another device behind the inverter's address that its register
+    // map (unit_ids: [1]) does not describe: refused, and the register is unchanged.
+    let other_unit = bench.client(
+        SCADA,
+        &[
+            "--sequence",
+            r#"[{"op": "write-register", "args": [40, 9], "unit": 2}]"#,
+        ],
+    );
+    assert_eq!(exception(&other_unit[0]), Some(1), "{other_unit:?}");
+    assert_eq!(bench.device_register(40), 7);
+    let undeclared = bench.audit_event("deny of the write to unit 2", |e| {
+        e["rule"]["name"] == "bess.unit.undeclared"
+    });
+    assert_eq!(undeclared["modbus"]["unit_id"], 2, "{undeclared}");
+
     // None of the refused requests reached the device: only the allowed setpoint write did.
     let after: Vec<Value> = bench.device_frames().into_iter().skip(before).collect();
     assert_eq!(after.len(), 1, "{after:#?}");

@@ -256,7 +256,7 @@ fn input_has_the_documented_shape() {
         "conduit": "scada-bess",
         "mode": "enforce",
         "source": {"address": "10.30.0.10", "zone": "operations", "asset": "scada", "kind": "scada"},
-        "destination": {"address": "10.21.0.11", "port": 502, "zone": "bess", "asset": "inverter-1", "kind": "bess-inverter"},
+        "destination": {"address": "10.21.0.11", "port": 502, "zone": "bess", "asset": "inverter-1", "kind": "bess-inverter", "unit_ids": [1]},
         "modbus": {
             "unit_id": 1,
             "function": {"code": 16, "name": "write_multiple_registers"},
@@ -306,7 +306,7 @@ fn input_has_the_documented_shape() {
         "conduit": "c",
         "mode": "monitor",
         "source": {"address": "10.30.0.99", "zone": "operations"},
-        "destination": {"address": "10.21.0.11", "port": 502, "zone": "bess"},
+        "destination": {"address": "10.21.0.11", "port": 502, "zone": "bess", "unit_ids": [1]},
         "modbus": {
             "unit_id": 1,
             "function": {"code": 3, "name": "read_holding_registers"},
@@ -319,6 +319,70 @@ fn input_has_the_documented_shape() {
     )
     .unwrap();
     assert_eq!(input, expected, "{input}");
+}
+
+/// A heartbeat write (FC 06, register 40) to `unit`, with the input the gateway builds.
+fn heartbeat_to(conn: &ConnectionInput, unit: u8) -> Value {
+    conn.modbus_input(
+        unit,
+        &Request::WriteSingleRegister {
+            address: 40,
+            value: 7,
+        },
+    )
+}
+
+#[test]
+fn writes_to_a_unit_the_register_map_does_not_declare_are_refused() {
+    let conn = scada_to_inverter(Some(bess_map()));
+    // The map describes unit 1 only: another unit's write is not decoded against it ...
+    let input = heartbeat_to(&conn, 2);
+    assert!(input["modbus"]["registers"] == Value::Undefined, "{input}");
+    // ... and both shipped policies refuse it, where unit 1's is allowed.
+    let policy = bess();
+    assert!(decide(&policy, &heartbeat_to(&conn, 1)).is_allow());
+    assert_deny(
+        &decide(&policy, &input),
+        "bess.unit.undeclared",
+        "unit 2 is not one of the units [1] that the register map of inverter-1 declares",
+    );
+    let cnc = Policy::load(&root().join("policies/cnc.rego")).unwrap();
+    let map = Arc::new(RegisterMap::load(&root().join("profiles/cnc.yaml")).unwrap());
+    let conn = ConnectionInput::new(
+        "hmi-cnc",
+        "enforce",
+        Peer {
+            address: "10.30.0.11".parse().unwrap(),
+            port: None,
+            zone: "operations",
+            asset: Some("hmi"),
+            kind: Some("hmi"),
+        },
+        Peer {
+            address: "10.22.0.11".parse().unwrap(),
+            port: Some(502),
+            zone: "cnc-cell",
+            asset: Some("cnc-1"),
+            kind: Some("cnc"),
+        },
+        Some(map),
+    );
+    // Feed override (holding register 1) at 80 %.
+    let feed = |unit| {
+        conn.modbus_input(
+            unit,
+            &Request::WriteSingleRegister {
+                address: 1,
+                value: 80,
+            },
+        )
+    };
+    assert!(
+        decide(&cnc, &feed(1)).is_allow(),
+        "{:?}",
+        decide(&cnc, &feed(1))
+    );
+    assert_deny(&decide(&cnc, &feed(9)), "cnc.unit.undeclared", "unit 9");
 }
 
 #[test]
@@ -510,7 +574,8 @@ fn bess_decisions_on_gateway_built_inputs() {
         "read_device_identification",
     );
 
-    // A device without a register map: reads pass, writes cannot be judged.
+    // A device without a register map: reads pass, writes cannot be judged (the map would name
+    // the device's units and registers).
     let unmapped = scada_to_inverter(None);
     assert!(decide(&policy, &unmapped.modbus_input(1, &read)).is_allow());
     let d = decide(
@@ -523,7 +588,11 @@ fn bess_decisions_on_gateway_built_inputs() {
             },
         ),
     );
-    assert_deny(&d, "bess.write.undecodable", "no register");
+    assert_deny(
+        &d,
+        "bess.unit.undeclared",
+        "inverter-1 has no register map that declares its units",
+    );
 }
 
 #[test]
@@ -533,7 +602,7 @@ fn bess_decisions_on_json_inputs() {
         Value::from_json_str(&format!(
             r#"{{"conduit": "scada-bess", "mode": "enforce",
                 "source": {{"address": "10.30.0.10", "zone": "operations", "asset": "scada", "kind": "scada"}},
-                "destination": {{"address": "10.21.0.11", "port": 502, "zone": "bess", "asset": "inverter-1", "kind": "bess-inverter"}},
+                "destination": {{"address": "10.21.0.11", "port": 502, "zone": "bess", "asset": "inverter-1", "kind": "bess-inverter", "unit_ids": [1]}},
                 "modbus": {modbus}}}"#
         ))
         .unwrap()
@@ -799,6 +868,7 @@ fn shipped_profiles_load() {
 
 const MAP: &str = "\
 device: test
+unit_ids: [1]
 registers:
   big: {table: holding_registers, address: 10, type: i32, scale: 0.1, unit: kW}
   little: {table: holding_registers, address: 12, type: i32, word_order: little, scale: 0.1}

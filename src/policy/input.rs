@@ -28,6 +28,7 @@ pub(crate) struct Keys {
     pub asset: Value,
     pub kind: Value,
     pub unit_id: Value,
+    pub unit_ids: Value,
     pub function: Value,
     pub code: Value,
     pub name: Value,
@@ -71,6 +72,7 @@ pub(crate) fn keys() -> &'static Keys {
             asset: s("asset"),
             kind: s("kind"),
             unit_id: s("unit_id"),
+            unit_ids: s("unit_ids"),
             function: s("function"),
             code: s("code"),
             name: s("name"),
@@ -158,11 +160,22 @@ impl ConnectionInput {
         destination: Peer<'_>,
         map: Option<Arc<RegisterMap>>,
     ) -> Self {
+        let mut destination = destination.to_value();
+        // The units the destination's register map describes: the shipped policies refuse a
+        // write to any other unit behind the same address.
+        if let (Some(m), Ok(fields)) = (&map, destination.as_object_mut()) {
+            let units = m
+                .unit_ids()
+                .iter()
+                .map(|&u| Value::from(u64::from(u)))
+                .collect::<Vec<_>>();
+            fields.insert(keys().unit_ids.clone(), Value::from(units));
+        }
         ConnectionInput {
             conduit: Value::from(conduit),
             mode: Value::from(mode),
             source: source.to_value(),
-            destination: destination.to_value(),
+            destination,
             map,
         }
     }
@@ -186,7 +199,12 @@ impl ConnectionInput {
 
     /// The whole input document for one request to unit `unit_id`.
     pub fn modbus_input(&self, unit_id: u8, request: &Request<'_>) -> Value {
-        let decoded = self.map.as_deref().and_then(|m| decode(m, request));
+        // The map describes only its own units: another unit's registers may mean anything.
+        let decoded = self
+            .map
+            .as_deref()
+            .filter(|m| m.describes_unit(unit_id))
+            .and_then(|m| decode(m, request));
         self.input_with(unit_id, request, decoded.as_ref())
     }
 

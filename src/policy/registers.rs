@@ -5,6 +5,7 @@
 //! ```yaml
 //! device: bess-inverter            # lowercase letters, digits and '-'
 //! description: ...                 # optional
+//! unit_ids: [1]                    # the Modbus unit id(s) of the devices it describes, 1-255
 //! registers:
 //!   watchdog_heartbeat: {table: holding_registers, address: 40, type: u16}
 //!   active_power_setpoint: {table: holding_registers, address: 100, type: i32, word_order: big, scale: 0.1, unit: kW}
@@ -15,6 +16,8 @@
 //! - `type`: `u16`, `i16` (one register), `u32`, `i32`, `f32` (two registers) in the register
 //!   tables; `bool` (one bit) in the bit tables.
 //! - `word_order`: for 32-bit types, `big` (default: high word at the lower address) or `little`.
+//! - `unit_ids`: required. A write to another unit behind the same address is not decoded against
+//!   the map (no `registers` in the input), and the shipped policies refuse it.
 //! - `scale`: multiplier from the raw number to the engineering value (default 1); `unit`, and
 //!   `description`, are optional.
 //!
@@ -45,6 +48,8 @@ pub const MAX_NAME_LEN: usize = 64;
 pub struct RegisterMap {
     device: String,
     description: Option<String>,
+    /// The Modbus unit ids of the devices it describes (one address may front several units).
+    unit_ids: Vec<u8>,
     /// Sorted by (table, address); no two of one table overlap.
     registers: Vec<Register>,
 }
@@ -176,6 +181,16 @@ impl RegisterMap {
 
     pub fn description(&self) -> Option<&str> {
         self.description.as_deref()
+    }
+
+    /// The unit ids the profile declares (`unit_ids`), ascending.
+    pub fn unit_ids(&self) -> &[u8] {
+        &self.unit_ids
+    }
+
+    /// Whether requests to `unit_id` address a device this map describes.
+    pub fn describes_unit(&self, unit_id: u8) -> bool {
+        self.unit_ids.binary_search(&unit_id).is_ok()
     }
 
     /// All registers, ordered by table and address.
@@ -436,6 +451,8 @@ struct RawProfile {
     device: Spanned<String>,
     #[serde(default)]
     description: Option<String>,
+    #[serde(default)]
+    unit_ids: Option<Spanned<Vec<Spanned<u8>>>>,
     registers: IndexMap<Spanned<String>, Spanned<RawRegister>>,
 }
 
@@ -515,6 +532,32 @@ fn validate(raw: RawProfile) -> Result<RegisterMap, Vec<ProfileProblem>> {
     if raw.registers.is_empty() {
         problems.push(at(&raw.device, "the profile names no registers".into()));
     }
+    let mut unit_ids = Vec::new();
+    match &raw.unit_ids {
+        None => problems.push(at(
+            &raw.device,
+            "the profile names no `unit_ids`: list the Modbus unit id(s) of the devices it describes, e.g. `unit_ids: [1]`".into(),
+        )),
+        Some(list) if list.value.is_empty() => problems.push(at(
+            list,
+            "unit_ids is empty: list the Modbus unit id(s) of the devices the profile describes".into(),
+        )),
+        Some(list) => {
+            for u in &list.value {
+                if u.value == 0 {
+                    problems.push(at(
+                        u,
+                        "unit id 0 is the broadcast address, no device's own: use 1-255".into(),
+                    ));
+                } else if unit_ids.contains(&u.value) {
+                    problems.push(at(u, format!("unit id {} is listed twice", u.value)));
+                } else {
+                    unit_ids.push(u.value);
+                }
+            }
+        }
+    }
+    unit_ids.sort_unstable();
     let mut registers: Vec<(Register, u64, u64)> = Vec::new();
     for (name, reg) in &raw.registers {
         if !is_snake_case(&name.value) {
@@ -665,6 +708,7 @@ fn validate(raw: RawProfile) -> Result<RegisterMap, Vec<ProfileProblem>> {
     Ok(RegisterMap {
         device: raw.device.value,
         description: raw.description,
+        unit_ids,
         registers: registers.into_iter().map(|(r, _, _)| r).collect(),
     })
 }
@@ -686,6 +730,7 @@ mod tests {
 
     const MAP: &str = "\
 device: test-device
+unit_ids: [1, 7]
 registers:
   heartbeat: {table: holding_registers, address: 40, type: u16}
   power: {table: holding_registers, address: 100, type: i32, scale: 0.1, unit: kW}
@@ -759,31 +804,54 @@ registers:
     fn refuses_bad_profiles() {
         let err = |text: &str| RegisterMap::parse(text).unwrap_err().to_string();
         let e = err(
-            "device: d\nregisters:\n  a: {table: holding_registers, address: 1, type: u32}\n  b: {table: holding_registers, address: 2, type: u16}\n",
+            "device: d\nunit_ids: [1]\nregisters:\n  a: {table: holding_registers, address: 1, type: u32}\n  b: {table: holding_registers, address: 2, type: u16}\n",
         );
-        assert!(e.contains("4:") && e.contains("overlaps `a`"), "{e}");
+        assert!(e.contains("5:") && e.contains("overlaps `a`"), "{e}");
         let e = err(
-            "device: d\nregisters:\n  BadName: {table: holding_registers, address: 1, type: u16}\n",
+            "device: d\nunit_ids: [1]\nregisters:\n  BadName: {table: holding_registers, address: 1, type: u16}\n",
         );
-        assert!(e.contains("3:3") && e.contains("snake_case"), "{e}");
+        assert!(e.contains("4:3") && e.contains("snake_case"), "{e}");
         let e = err(
-            "device: d\nregisters:\n  a: {table: holding_registers, address: 65535, type: f32}\n",
+            "device: d\nunit_ids: [1]\nregisters:\n  a: {table: holding_registers, address: 65535, type: f32}\n",
         );
         assert!(e.contains("past address 65535"), "{e}");
         let e = err(
-            "device: d\nregisters:\n  a: {table: holding_registers, address: 1, type: u16, colour: red}\n",
+            "device: d\nunit_ids: [1]\nregisters:\n  a: {table: holding_registers, address: 1, type: u16, colour: red}\n",
         );
         assert!(e.contains("colour"), "{e}");
-        let e = err("device: d\nregisters:\n  a: {table: coils, address: 1, type: u16}\n");
+        let e = err(
+            "device: d\nunit_ids: [1]\nregisters:\n  a: {table: coils, address: 1, type: u16}\n",
+        );
         assert!(e.contains("does not fit"), "{e}");
         let e = err(
-            "device: d\nregisters:\n  a: {table: holding_registers, address: 1, type: u16, word_order: big}\n",
+            "device: d\nunit_ids: [1]\nregisters:\n  a: {table: holding_registers, address: 1, type: u16, word_order: big}\n",
         );
         assert!(e.contains("32-bit"), "{e}");
         let e = err(
-            "device: d\nregisters:\n  a: {table: holding_registers, address: 1, type: u16}\n  a: {table: holding_registers, address: 2, type: u16}\n",
+            "device: d\nunit_ids: [1]\nregisters:\n  a: {table: holding_registers, address: 1, type: u16}\n  a: {table: holding_registers, address: 2, type: u16}\n",
         );
         assert!(e.contains("duplicate"), "{e}");
+    }
+
+    #[test]
+    fn a_profile_names_its_units() {
+        let m = map();
+        assert_eq!(m.unit_ids(), &[1, 7]);
+        assert!(m.describes_unit(7) && !m.describes_unit(2) && !m.describes_unit(0));
+        let err = |units: &str| {
+            RegisterMap::parse(&format!(
+                "device: d\n{units}registers:\n  a: {{table: holding_registers, address: 1, type: u16}}\n"
+            ))
+            .unwrap_err()
+            .to_string()
+        };
+        let e = err("");
+        assert!(e.contains("1:9") && e.contains("no `unit_ids`"), "{e}");
+        assert!(err("unit_ids: []\n").contains("empty"));
+        let e = err("unit_ids: [1, 0]\n");
+        assert!(e.contains("2:15") && e.contains("broadcast"), "{e}");
+        assert!(err("unit_ids: [3, 3]\n").contains("twice"));
+        assert!(err("unit_ids: [256]\n").contains("256"));
     }
 
     #[test]
