@@ -66,6 +66,22 @@ const NOT_ADDRESSED: &[(&str, &str)] = &[
     ("SR 7.5", "Emergency power"),
 ];
 
+/// Well-known ports of person-to-person communication (SR 5.3): mail, chat, file sharing.
+const MESSAGING_PORTS: &[(u16, &str)] = &[
+    (25, "SMTP"),
+    (110, "POP3"),
+    (143, "IMAP"),
+    (465, "SMTPS"),
+    (587, "mail submission"),
+    (993, "IMAPS"),
+    (995, "POP3S"),
+    (445, "SMB"),
+    (1863, "MSN"),
+    (5060, "SIP"),
+    (5222, "XMPP"),
+    (6667, "IRC"),
+];
+
 /// The report's rows for `model`.
 pub fn rows(model: &Model) -> Vec<Row> {
     let inspected: Vec<_> = model
@@ -119,6 +135,66 @@ pub fn rows(model: &Model) -> Vec<Row> {
             names.join(", ")
         }
     };
+    let api = model
+        .gateway
+        .management
+        .as_ref()
+        .and_then(|m| m.api.as_ref());
+    let api_tls = api.and_then(|a| a.tls.as_ref());
+    let tls_syslog: Vec<&crate::audit::SyslogSettings> = audit
+        .syslog
+        .iter()
+        .filter(|s| s.transport == SyslogTransport::Tls)
+        .collect();
+    let plain_syslog = audit.syslog.len() - tls_syslog.len();
+    // Certificates zonegate itself presents or checks (SR 1.8, 1.9, 4.1).
+    let mut certificates = Vec::new();
+    if let Some(t) = api_tls {
+        certificates.push(format!(
+            "management API server certificate {}{}",
+            t.certificate.display(),
+            if t.client_ca.is_some() {
+                ", client certificates checked against its client_ca"
+            } else {
+                ""
+            }
+        ));
+    }
+    for s in &tls_syslog {
+        certificates.push(format!(
+            "TLS syslog {}: server checked against {}{}",
+            s.address,
+            s.ca.as_ref()
+                .map_or("the system's roots".to_owned(), |c| c.display().to_string()),
+            if s.client_cert.is_some() {
+                ", with a client certificate"
+            } else {
+                ""
+            }
+        ));
+    }
+    // Conduits that let person-to-person messaging cross (SR 5.3): mail, chat, file sharing.
+    let messaging: Vec<String> = model
+        .conduits
+        .iter()
+        .filter_map(|c| {
+            let ports: Vec<String> = c
+                .services
+                .iter()
+                .filter_map(|s| match s {
+                    Service::Tcp(r) | Service::Udp(r) => Some(r),
+                    _ => None,
+                })
+                .flat_map(|r| {
+                    MESSAGING_PORTS
+                        .iter()
+                        .filter(move |(p, _)| (r.first..=r.last).contains(p))
+                })
+                .map(|(p, what)| format!("{p} {what}"))
+                .collect();
+            (!ports.is_empty()).then(|| format!("{} ({})", c.name, ports.join(", ")))
+        })
+        .collect();
     let mut rows = Vec::new();
     let mut row = |sr, title, mechanism, coverage, setting: String| {
         rows.push(Row {
@@ -141,6 +217,39 @@ pub fn rows(model: &Model) -> Vec<Row> {
         format!(
             "OPC UA conduits: {} (what they require is in their policy); Modbus/TCP has no device authentication",
             list(&opcua)
+        ),
+    );
+    row(
+        "SR 1.8",
+        "Public key infrastructure certificates",
+        "X.509 certificates on the management API (server, optionally client certificates against a CA) and on TLS syslog (the receiver's certificate checked against a CA, optionally a client certificate); OPC UA client certificates judged by thumbprint in policy",
+        if certificates.is_empty() {
+            Coverage::NotConfigured
+        } else {
+            Coverage::Partly
+        },
+        if certificates.is_empty() {
+            "no TLS on the management API or audit sinks".to_owned()
+        } else {
+            certificates.join("; ")
+        },
+    );
+    row(
+        "SR 1.9",
+        "Strength of public key authentication",
+        "Peers' certificate chains are validated to a configured trust anchor with rustls/webpki (signature, validity period, name); revocation lists are not checked yet",
+        if certificates.is_empty() {
+            Coverage::NotConfigured
+        } else {
+            Coverage::Partly
+        },
+        format!(
+            "TLS with certificate validation: {}; no CRL or OCSP checking",
+            if certificates.is_empty() {
+                "none configured".to_owned()
+            } else {
+                format!("{} endpoint(s)", certificates.len())
+            }
         ),
     );
     row(
@@ -180,6 +289,20 @@ pub fn rows(model: &Model) -> Vec<Row> {
                     .collect::<Vec<_>>()
             ),
             list(&monitor)
+        ),
+    );
+    row(
+        "SR 2.7",
+        "Concurrent session control",
+        "Proxied connections are bounded per source address and in all; one more is refused and counted",
+        if inspected.is_empty() {
+            Coverage::NotConfigured
+        } else {
+            Coverage::Configured
+        },
+        format!(
+            "limits.connections_per_source {}, limits.connections {}",
+            model.limits.connections_per_source, model.limits.connections
         ),
     );
     row(
@@ -292,6 +415,43 @@ pub fn rows(model: &Model) -> Vec<Row> {
         },
     );
     row(
+        "SR 3.7",
+        "Error handling",
+        "Invalid requests are answered as the protocol specifies (Modbus exception codes, OPC UA ServiceFault/ERR status codes) without internal detail; evaluation errors and faults deny (fail-closed) and are audited",
+        if inspected.is_empty() {
+            Coverage::NotConfigured
+        } else {
+            Coverage::Configured
+        },
+        format!(
+            "on_deny per conduit: {}",
+            inspected
+                .iter()
+                .map(|(c, i)| format!("{} {}", c.name, i.on_deny.as_str()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    );
+    row(
+        "SR 3.8",
+        "Session integrity",
+        "Modbus responses must match a request in flight, others are dropped and audited; OPC UA messages are reassembled per request id and sequence numbers kept consistent when the gateway refuses or drops one; TCP state by conntrack. No cryptographic session protection on Modbus/TCP, and the gateway does not verify OPC UA signatures",
+        if inspected.is_empty() {
+            Coverage::NotConfigured
+        } else {
+            Coverage::Partly
+        },
+        format!(
+            "inspected conduits: {}",
+            list(
+                &inspected
+                    .iter()
+                    .map(|(c, _)| c.name.as_str())
+                    .collect::<Vec<_>>()
+            )
+        ),
+    );
+    row(
         "SR 3.9",
         "Protection of audit information",
         "Every event numbered and sealed in a hash chain; `zonegate audit verify` finds edits, deletions, insertions and reordering",
@@ -311,6 +471,25 @@ pub fn rows(model: &Model) -> Vec<Row> {
         .iter()
         .filter(|s| matches!(s.transport, SyslogTransport::Tls | SyslogTransport::RelpTls))
         .count();
+    row(
+        "SR 4.1",
+        "Information confidentiality",
+        "TLS for the management API and audit sent to syslog; plant protocols cross as the devices speak them (Modbus/TCP has no encryption; encrypted OPC UA is forwarded or refused, not decrypted)",
+        if api_tls.is_some() || !tls_syslog.is_empty() {
+            Coverage::Partly
+        } else {
+            Coverage::NotConfigured
+        },
+        format!(
+            "management API: {}; syslog sinks over TLS: {}, in clear: {plain_syslog}",
+            match (api, api_tls) {
+                (None, _) => "none",
+                (Some(_), Some(_)) => "TLS",
+                (Some(_), None) => "clear text",
+            },
+            tls_syslog.len()
+        ),
+    );
     row(
         "SR 4.3",
         "Use of cryptography",
@@ -362,6 +541,24 @@ pub fn rows(model: &Model) -> Vec<Row> {
         ),
     );
     row(
+        "SR 5.3",
+        "General purpose person-to-person communication restrictions",
+        "Default deny between zones: mail, chat and file sharing cross only where a conduit names their ports",
+        if messaging.is_empty() {
+            Coverage::Configured
+        } else {
+            Coverage::Partly
+        },
+        if messaging.is_empty() {
+            "no conduit allows a mail, chat or file-sharing port".to_owned()
+        } else {
+            format!(
+                "conduits allowing messaging ports: {}",
+                messaging.join(", ")
+            )
+        },
+    );
+    row(
         "SR 5.4",
         "Application partitioning",
         "Deep inspection per application protocol (Modbus/TCP, OPC UA) on the conduits that carry it",
@@ -402,6 +599,30 @@ pub fn rows(model: &Model) -> Vec<Row> {
         format!(
             "{} proxied connections at most, {} per source",
             model.limits.connections, model.limits.connections_per_source
+        ),
+    );
+    row(
+        "SR 7.2",
+        "Resource management",
+        "Every resource the gateway spends on a client is bounded and each hit counted: connections, requests in flight, frame and message sizes, idle, request and response timeouts, policy evaluation time, audit queue; allowed writes rate-limited per conduit",
+        if inspected.is_empty() {
+            Coverage::Partly
+        } else {
+            Coverage::Configured
+        },
+        format!(
+            "{} in flight per connection; idle {}, request {}, response {}; write_rate on: {}",
+            model.limits.in_flight_per_connection,
+            humantime::format_duration(model.limits.idle_timeout),
+            humantime::format_duration(model.limits.request_timeout),
+            humantime::format_duration(model.limits.response_timeout),
+            list(
+                &inspected
+                    .iter()
+                    .filter(|(_, i)| i.write_rate.is_some())
+                    .map(|(c, _)| c.name.as_str())
+                    .collect::<Vec<_>>()
+            )
         ),
     );
     row(
@@ -480,7 +701,8 @@ pub fn report(model: &Model, file: &str, sha256: &str) -> String {
     let count = |c: Coverage| rows.iter().filter(|r| r.coverage == c).count();
     let _ = writeln!(
         out,
-        "{} SRs addressed: {} configured, {} partly, {} not configured. {} not addressed.\n",
+        "All {} SRs of IEC 62443-3-3. {} SRs addressed: {} configured, {} partly, {} not configured. {} not addressed.\n",
+        rows.len() + NOT_ADDRESSED.len(),
         rows.len(),
         count(Coverage::Configured),
         count(Coverage::Partly),

@@ -91,6 +91,55 @@ fn compliance_maps_the_shipped_plant_to_iec_62443_3_3() {
     assert!(row("SR 6.1").contains("| not configured |"));
     // What zonegate does not do is said, not left out.
     assert!(row("SR 1.1").contains("Human user identification and authentication"));
+    // All 51 SRs of IEC 62443-3-3 (FR 1: 13, FR 2: 12, FR 3: 9, FR 4: 3, FR 5: 4, FR 6: 2,
+    // FR 7: 8), each exactly once.
+    let per_fr = [13, 12, 9, 3, 4, 2, 8];
+    let mut all = Vec::new();
+    for (fr, n) in per_fr.iter().enumerate() {
+        for i in 1..=*n {
+            all.push(format!("SR {}.{i}", fr + 1));
+        }
+    }
+    assert_eq!(all.len(), 51);
+    let listed: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("| SR "))
+        .filter(|l| l.starts_with(|c: char| c.is_ascii_digit()))
+        .filter_map(|l| l.split(" | ").next())
+        .collect();
+    assert_eq!(listed.len(), 51, "{listed:?}");
+    for sr in &all {
+        assert_eq!(
+            text.matches(&format!("| {sr} | ")).count(),
+            1,
+            "{sr} listed once"
+        );
+    }
+    assert!(
+        text.contains("SRs addressed") && text.contains("51 SRs of IEC 62443-3-3"),
+        "{text}"
+    );
+    // The ones added for the whole list, with their concrete settings.
+    assert!(
+        row("SR 2.7").contains("limits.connections_per_source 64"),
+        "{}",
+        row("SR 2.7")
+    );
+    assert!(
+        row("SR 5.3").contains("| configured | no conduit allows"),
+        "{}",
+        row("SR 5.3")
+    );
+    assert!(
+        row("SR 7.2").contains("write_rate on:"),
+        "{}",
+        row("SR 7.2")
+    );
+    assert!(
+        row("SR 4.1").contains("| not configured |"),
+        "{}",
+        row("SR 4.1")
+    );
 }
 
 /// The shipped units as systemd reads them: both valid, and zonegate.service exposed no more

@@ -230,6 +230,17 @@ pub enum OnDeny {
     Close,
 }
 
+impl OnDeny {
+    /// As zones.yaml writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnDeny::IllegalFunction => "illegal-function",
+            OnDeny::IllegalDataAddress => "illegal-data-address",
+            OnDeny::Close => "close",
+        }
+    }
+}
+
 /// A narrowing of a conduit end: a named asset or a network inside the zone.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Endpoint {
