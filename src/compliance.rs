@@ -146,7 +146,7 @@ pub fn rows(model: &Model) -> Vec<Row> {
         .iter()
         .filter(|s| s.transport == SyslogTransport::Tls)
         .collect();
-    let plain_syslog = audit.syslog.len() - tls_syslog.len();
+    let plain_syslog = audit.syslog.len().saturating_sub(tls_syslog.len());
     // Certificates zonegate itself presents or checks (SR 1.8, 1.9, 4.1).
     let mut certificates = Vec::new();
     if let Some(t) = api_tls {
@@ -702,7 +702,7 @@ pub fn report(model: &Model, file: &str, sha256: &str) -> String {
     let _ = writeln!(
         out,
         "All {} SRs of IEC 62443-3-3. {} SRs addressed: {} configured, {} partly, {} not configured. {} not addressed.\n",
-        rows.len() + NOT_ADDRESSED.len(),
+        rows.len().saturating_add(NOT_ADDRESSED.len()),
         rows.len(),
         count(Coverage::Configured),
         count(Coverage::Partly),
