@@ -238,6 +238,12 @@ const BROKEN: &[Broken] = &[
         "limits.request_timeout `5x` is not a duration",
     ),
     broken(
+        "egress-inspected-service.yaml",
+        12,
+        52,
+        "egress peer `inverter-1`: modbus/502 is inspected between zones",
+    ),
+    broken(
         "write-rate-zero.yaml",
         58,
         86,

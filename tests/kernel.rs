@@ -17,7 +17,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::plant::{Plant, Probe, in_ns, tcp_echo, tcp_probe, udp_echo, udp_probe};
+use support::plant::{Plant, Probe, in_ns, ping, tcp_echo, tcp_probe, udp_echo, udp_probe};
 use support::{ZONEGATE, shipped_zones};
 use zonegate::config;
 use zonegate::nft::{
@@ -795,5 +795,150 @@ fn run_enforces_an_ipv4_plant_where_ipv6_is_disabled() {
         String::from_utf8_lossy(&check.stderr).contains("conduit(s) mirror-v6 name IPv6 networks"),
         "{}",
         String::from_utf8_lossy(&check.stderr)
+    );
+}
+
+/// The shipped plant with a named egress peer: an NTP server at operations' unnamed host.
+fn with_site_ntp(dir: &Path) -> PathBuf {
+    support::bess::zones_variant(dir, |text| {
+        text.replacen(
+            "    tcp_ports: [22, 9443]     # ssh, zonegate management API\n",
+            "    tcp_ports: [22, 9443]     # ssh, zonegate management API\n    egress:\n      \
+             site-ntp: {address: 10.30.0.200, services: [udp/123]}\n",
+            1,
+        )
+    })
+}
+
+/// Issue 14: a process on the gateway cannot reach into a zone, whatever address it binds to;
+/// it reaches its management peers and the egress peers zones.yaml names, and operators can
+/// ping the management address from the management network, and nothing of the gateway from a
+/// zone.
+#[test]
+fn the_gateway_is_no_way_into_a_zone() {
+    let dir = tempfile::tempdir().unwrap();
+    let zones = with_site_ntp(dir.path());
+    let plant = Plant::build(&config::load(&zones).unwrap());
+    apply(&plant, &zones);
+    let gw = plant.gateway.clone();
+    let (mgmt_ns, mgmt_host) = plant.management.clone().unwrap();
+    let bess = plant.zone_ns("bess");
+    let ops = plant.zone_ns("operations");
+    let controller = tcp_echo(&bess, "10.21.0.10:22".parse().unwrap());
+    let drops = counter(&plant, "drop_output");
+
+    // Bound to the management address, or left to the route's own (the zone-side) address.
+    for src in ["10.99.0.1", "10.21.0.1"] {
+        assert_eq!(
+            tcp_probe(&gw, ip(src), controller.addr, DROP_WAIT),
+            Probe::TimedOut,
+            "gateway {src} -> the BESS controller"
+        );
+    }
+    assert_eq!(
+        controller
+            .accepted
+            .load(std::sync::atomic::Ordering::SeqCst),
+        0
+    );
+    assert!(
+        !ping(&gw, ip("10.99.0.1"), ip("10.21.0.10"), DROP_WAIT),
+        "nor an echo request"
+    );
+    let grew = counter(&plant, "drop_output") - drops;
+    assert!(grew >= 3, "drop_output grew by {grew}");
+
+    // Its management peers: a workstation on the management network.
+    let workstation = tcp_echo(&mgmt_ns, SocketAddr::new(mgmt_host, 22));
+    assert_eq!(
+        tcp_probe(&gw, ip("10.99.0.1"), workstation.addr, DROP_WAIT),
+        Probe::Passed
+    );
+    assert!(ping(&gw, ip("10.99.0.1"), mgmt_host, DROP_WAIT));
+
+    // The named egress peer, on its service only.
+    let ntp = SocketAddr::new(plant.stranger("operations"), 123);
+    let ntp_received = udp_echo(&ops, ntp);
+    assert_eq!(
+        udp_probe(&gw, ip("10.30.0.1"), ntp, DROP_WAIT),
+        Probe::Passed
+    );
+    let scada_ntp = udp_echo(&ops, "10.30.0.10:123".parse().unwrap());
+    assert_ne!(
+        udp_probe(
+            &gw,
+            ip("10.30.0.1"),
+            "10.30.0.10:123".parse().unwrap(),
+            DROP_WAIT
+        ),
+        Probe::Passed,
+        "a host zones.yaml does not name"
+    );
+    let ntp_ssh = tcp_echo(&ops, SocketAddr::new(ntp.ip(), 22));
+    assert_eq!(
+        tcp_probe(&gw, ip("10.30.0.1"), ntp_ssh.addr, DROP_WAIT),
+        Probe::TimedOut,
+        "a service the peer is not named for"
+    );
+    assert_eq!(ntp_received.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(scada_ntp.load(std::sync::atomic::Ordering::SeqCst), 0);
+
+    // Operators ping the management address; zone hosts reach nothing of the gateway.
+    assert!(ping(&mgmt_ns, mgmt_host, ip("10.99.0.1"), DROP_WAIT));
+    let input_drops = counter(&plant, "drop_input");
+    for (ns, src, dst) in [
+        (&ops, "10.30.0.10", "10.30.0.1"),
+        (&ops, "10.30.0.10", "10.99.0.1"),
+        (&bess, "10.21.0.10", "10.21.0.1"),
+    ] {
+        assert!(!ping(ns, ip(src), ip(dst), DROP_WAIT), "{src} -> {dst}");
+    }
+    assert!(counter(&plant, "drop_input") - input_drops >= 3);
+}
+
+/// The daemon's own audit receivers are named in zones.yaml, so the output chain admits them
+/// wherever they are: here a syslog receiver on the historian, in a zone, which the gateway
+/// reaches from its zone-side address.
+#[test]
+fn the_daemon_reaches_its_syslog_receiver_in_a_zone() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("spool");
+    let zones = support::bess::zones_variant(dir.path(), |text| {
+        text.replacen(
+            "\naudit:\n",
+            &format!(
+                "\naudit:\n  spool: {{directory: {}}}\n  syslog:\n    \
+                 - {{address: '10.30.0.20:6514', transport: tcp}}\n",
+                spool.display()
+            ),
+            1,
+        )
+    });
+    let plant = Plant::build(&config::load(&zones).unwrap());
+    let receiver = tcp_echo(
+        &plant.zone_ns("operations"),
+        "10.30.0.20:6514".parse().unwrap(),
+    );
+    // Another port on the same host is no receiver.
+    let other = tcp_echo(
+        &plant.zone_ns("operations"),
+        "10.30.0.20:6515".parse().unwrap(),
+    );
+    // The ruleset is in force before the daemon's first connection (else that connection
+    // would be older than the ruleset and pass as established).
+    apply(&plant, &zones);
+    let log = start_daemon(&plant, &zones, dir.path());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while receiver.accepted.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the daemon did not reach its receiver; its log:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        tcp_probe(&plant.gateway, ip("10.30.0.1"), other.addr, DROP_WAIT),
+        Probe::TimedOut
     );
 }

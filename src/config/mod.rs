@@ -2,6 +2,7 @@
 //! Every error names the file, line and column and, where it can, what to change.
 
 mod audit;
+mod egress;
 mod limits;
 pub mod model;
 pub mod raw;
@@ -9,6 +10,7 @@ pub mod raw;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+pub use egress::{EgressPeer, syslog_receivers};
 pub use limits::{Limits, OpcUaFrames, WriteRate};
 pub use model::{
     Asset, AssetKind, Conduit, Endpoint, FailureMode, Gateway, Inspection, Management, Mode, Model,

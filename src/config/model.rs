@@ -96,6 +96,8 @@ pub struct Management {
     pub tcp_ports: Vec<u16>,
     /// The management API, served on `address` only.
     pub api: Option<Api>,
+    /// Peers the gateway itself may connect to besides `allow_from` (`egress:`).
+    pub egress: Vec<super::EgressPeer>,
 }
 
 /// The management API (`/healthz`, `/readyz`, `/status`, `/metrics`). At least one of
@@ -616,6 +618,7 @@ impl Model {
                 });
             }
         }
+        out.extend(super::egress::warnings(self));
         out
     }
 }
@@ -666,7 +669,7 @@ impl TryFrom<RawFile> for Model {
 }
 
 /// Names become nftables identifiers (`-` mapped to `_`), so keep them to a safe alphabet.
-fn check_name<T>(what: &str, name: &str, at: &Spanned<T>, p: &mut Problems) {
+pub(super) fn check_name<T>(what: &str, name: &str, at: &Spanned<T>, p: &mut Problems) {
     let mut chars = name.chars();
     let first_ok = chars.next().is_some_and(|c| c.is_ascii_lowercase());
     let rest_ok = chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
@@ -752,12 +755,14 @@ fn gateway(raw: Option<&Spanned<RawGateway>>, p: &mut Problems) -> Gateway {
             );
         }
         let api = m.value.api.as_ref().and_then(|a| api(a, &tcp_ports, p));
+        let egress = super::egress::peers(&m.value.egress, p);
         gw.management = address.map(|address| Management {
             address,
             interface,
             allow_from,
             tcp_ports,
             api,
+            egress,
         });
     }
     if let Some(proxy) = &raw.value.proxy {
@@ -853,7 +858,7 @@ fn check_ifname(name: &Spanned<String>, p: &mut Problems) {
 }
 
 /// A CIDR network; host bits must be zero so that what is written is what is enforced.
-fn network(s: &Spanned<String>, p: &mut Problems) -> Option<IpNet> {
+pub(super) fn network(s: &Spanned<String>, p: &mut Problems) -> Option<IpNet> {
     let text = s.value.trim();
     let net = if text.contains('/') {
         text.parse::<IpNet>().ok()
@@ -1418,7 +1423,7 @@ fn endpoints(
 }
 
 /// `tcp/443`, `tcp/8000-8010`, `udp/514`, `icmp`, `modbus`, `modbus/5020`, `opcua`, `opcua/4841`.
-fn service(s: &Spanned<String>, p: &mut Problems) -> Option<Service> {
+pub(super) fn service(s: &Spanned<String>, p: &mut Problems) -> Option<Service> {
     let text = s.value.trim();
     let (proto, port) = match text.split_once('/') {
         Some((proto, port)) => (proto, Some(port)),

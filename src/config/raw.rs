@@ -115,6 +115,19 @@ pub struct RawManagement {
     /// zonegate's management API (health, status, metrics); none without it.
     #[serde(default)]
     pub api: Option<Spanned<RawApi>>,
+    /// Named peers the gateway itself may connect to besides its management peers (NTP, DNS).
+    #[serde(default)]
+    pub egress: IndexMap<Spanned<String>, Spanned<RawEgress>>,
+}
+
+/// One peer of `management.egress`: where, and which services.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEgress {
+    /// An address or a CIDR network.
+    pub address: Spanned<String>,
+    /// `tcp/PORT`, `udp/PORT` (or ranges) and `icmp`, as in conduits.
+    pub services: Spanned<Vec<Spanned<String>>>,
 }
 
 /// The management API listener, on the management address only.

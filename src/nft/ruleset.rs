@@ -7,7 +7,10 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 use super::text::nfproto;
-use crate::config::{Conduit, Endpoint, FailureMode, Model, PortRange, Service, Zone};
+use crate::audit::SyslogTransport;
+use crate::config::{
+    Conduit, Endpoint, FailureMode, Management, Model, PortRange, Service, Zone, syslog_receivers,
+};
 
 /// The one table zonegate owns. It is replaced whole on every apply and nothing else is touched.
 pub const TABLE: &str = "zonegate";
@@ -548,25 +551,22 @@ pub fn render(model: &Model) -> Ruleset {
             "diverted to the inspection proxy",
         ));
     }
-    if let Some(mgmt) = &model.gateway.management {
-        let family = Family::of(&IpNet::from(mgmt.address));
+    if let Some(mgmt) = &model.gateway.management
+        && let Some(peers) = management_peers(mgmt)
+    {
+        let family = Family::of_addr(mgmt.address);
         let mut m = Vec::new();
         if let Some(i) = &mgmt.interface {
             m.push(Match::IifName(vec![i.clone()]));
         }
-        let allow: Vec<IpNet> = mgmt
-            .allow_from
-            .iter()
-            .filter(|n| Family::of(n) == family)
-            .copied()
-            .collect();
-        if !allow.is_empty() {
-            m.push(Match::Saddr(family, Addrs::Nets(allow)));
+        if let Some(nets) = peers {
+            m.push(Match::Saddr(family, Addrs::Nets(nets)));
         }
         m.push(Match::Daddr(
             family,
             Addrs::Nets(vec![IpNet::from(mgmt.address)]),
         ));
+        let mut ping = m.clone();
         m.push(Match::Dport(
             L4::Tcp,
             mgmt.tcp_ports
@@ -575,6 +575,12 @@ pub fn render(model: &Model) -> Ruleset {
                 .collect(),
         ));
         input.push(rule(m, vec![Stmt::Accept], "management access"));
+        ping.push(Match::IcmpEchoRequest(family));
+        input.push(rule(
+            ping,
+            vec![Stmt::Accept],
+            "management: operators ping the management address",
+        ));
     }
     input.push(log("input"));
     input.push(rule(
@@ -600,23 +606,39 @@ pub fn render(model: &Model) -> Ruleset {
             "IPv6 neighbour discovery and multicast listener reports",
         ),
     ];
+    output.extend(proxy_upstream);
     if let Some(mgmt) = &model.gateway.management {
-        let family = Family::of(&IpNet::from(mgmt.address));
+        output.extend(management_egress(mgmt));
+    }
+    for (address, transport) in syslog_receivers(model) {
+        let family = Family::of_addr(address.ip());
+        let l4 = if transport == SyslogTransport::Udp {
+            L4::Udp
+        } else {
+            L4::Tcp
+        };
+        let port = address.port();
         output.push(rule(
-            vec![Match::Saddr(
-                family,
-                Addrs::Nets(vec![IpNet::from(mgmt.address)]),
-            )],
+            vec![
+                Match::Daddr(family, Addrs::Nets(vec![IpNet::from(address.ip())])),
+                Match::Dport(
+                    l4,
+                    vec![PortRange {
+                        first: port,
+                        last: port,
+                    }],
+                ),
+                Match::CtState(vec!["new"]),
+            ],
             vec![Stmt::Accept],
-            "the gateway's own traffic leaves from its management address",
+            &format!("audit syslog receiver {address} ({})", transport.as_str()),
         ));
     }
-    output.extend(proxy_upstream);
     output.push(log("output"));
     output.push(rule(
         vec![],
         vec![Stmt::Counter(DROP_OUTPUT_COUNTER.into()), Stmt::Drop],
-        "the gateway is no way into a zone",
+        "default deny from the gateway: it is no way into a zone",
     ));
 
     let mut chains = Vec::new();
@@ -758,6 +780,73 @@ pub fn proxy_ports(model: &Model) -> Vec<u16> {
     ports.sort_unstable();
     ports.dedup();
     ports
+}
+
+/// Who may reach the management address, in its family: `None` inside means anyone
+/// (`allow_from` is empty); `None` outside means no one (`allow_from` lists only networks of
+/// the other family, which can never reach the address).
+fn management_peers(mgmt: &Management) -> Option<Option<Vec<IpNet>>> {
+    if mgmt.allow_from.is_empty() {
+        return Some(None);
+    }
+    let family = Family::of_addr(mgmt.address);
+    let nets: Vec<IpNet> = mgmt
+        .allow_from
+        .iter()
+        .filter(|n| Family::of(n) == family)
+        .copied()
+        .collect();
+    (!nets.is_empty()).then_some(Some(nets))
+}
+
+/// The gateway's own connections that leave it: to its management peers, and to the egress
+/// peers zones.yaml names. Nothing else the gateway starts gets out, whatever address it
+/// binds to.
+fn management_egress(mgmt: &Management) -> Vec<Rule> {
+    let mut out = Vec::new();
+    let family = Family::of_addr(mgmt.address);
+    let mut m = Vec::new();
+    if let Some(i) = &mgmt.interface {
+        m.push(Match::OifName(vec![i.clone()]));
+    }
+    m.push(Match::Saddr(
+        family,
+        Addrs::Nets(vec![IpNet::from(mgmt.address)]),
+    ));
+    match management_peers(mgmt) {
+        Some(Some(nets)) => m.push(Match::Daddr(family, Addrs::Nets(nets))),
+        // Anyone may manage the gateway, but only the interface tells the management network
+        // from a zone: without one, the gateway's management address reaches no one.
+        Some(None) if mgmt.interface.is_some() => {}
+        Some(None) | None => m.clear(),
+    }
+    if !m.is_empty() {
+        out.push(rule(
+            m,
+            vec![Stmt::Accept],
+            "the gateway's own connections to its management peers, from its management address",
+        ));
+    }
+    for peer in &mgmt.egress {
+        let family = Family::of(&peer.network);
+        for service in &peer.services {
+            let mut m = vec![Match::Daddr(family, Addrs::Nets(vec![peer.network]))];
+            match *service {
+                Service::Tcp(r) => m.push(Match::Dport(L4::Tcp, vec![r])),
+                Service::Udp(r) => m.push(Match::Dport(L4::Udp, vec![r])),
+                Service::Icmp => m.push(Match::IcmpEchoRequest(family)),
+                // Refused by the configuration: they cross between zones through the proxy.
+                Service::Modbus { .. } | Service::OpcUa { .. } => continue,
+            }
+            m.push(Match::CtState(vec!["new"]));
+            out.push(rule(
+                m,
+                vec![Stmt::Accept],
+                &format!("egress {}: {} {service}", peer.name, peer.network),
+            ));
+        }
+    }
+    out
 }
 
 fn rule(matches: Vec<Match>, stmts: Vec<Stmt>, comment: &str) -> Rule {
@@ -1282,6 +1371,190 @@ conduits:
     fn names_become_nft_identifiers() {
         assert_eq!(ident("cnc-cell"), "cnc_cell");
         assert_eq!(conduit_counter("scada-bess"), "conduit_scada_bess");
+    }
+
+    /// TWO_ZONES with `management` and three audit receivers: one on the management network,
+    /// one in zone ops, one named by host name.
+    fn managed(management: &str) -> Ruleset {
+        render(
+            &parse(&format!(
+                "gateway:\n  management: {management}\n{TWO_ZONES}\
+audit:\n  syslog:\n    - {{address: '10.99.0.20:6514', transport: tcp}}\n    - {{address: '10.30.0.20:514', transport: udp}}\n    - {{address: 'siem.example:6514', transport: tcp}}\n"
+            ))
+            .unwrap(),
+        )
+    }
+
+    const MGMT: &str = "{address: 10.99.0.1, interface: mgmt0, allow_from: [10.99.0.0/24], \
+                        tcp_ports: [22], egress: {ntp: {address: 10.30.0.5, services: [udp/123, icmp]}}}";
+
+    fn net(s: &str) -> Addrs {
+        Addrs::Nets(vec![s.parse().unwrap()])
+    }
+
+    #[test]
+    fn the_gateway_s_own_connections_leave_only_to_peers_zones_yaml_names() {
+        let rs = managed(MGMT);
+        let output = chain(&rs, "output");
+        // Whatever address a process on the gateway binds to, an accepted packet either
+        // belongs to a connection already allowed, is the proxy's (marked), or goes to a
+        // destination zones.yaml names.
+        for r in output
+            .rules
+            .iter()
+            .filter(|r| r.stmts.contains(&Stmt::Accept))
+        {
+            assert!(
+                r.matches.iter().any(|m| matches!(
+                    m,
+                    Match::Daddr(..) | Match::Mark(UPSTREAM_MARK) | Match::NeighbourDiscovery
+                )) || r.matches == vec![Match::OifName(vec!["lo".into()])]
+                    || r.matches == vec![Match::CtState(vec!["established", "related"])],
+                "accepts by source alone: {r:?}"
+            );
+        }
+        let find = |comment: &str| {
+            output
+                .rules
+                .iter()
+                .find(|r| r.comment.starts_with(comment))
+                .unwrap_or_else(|| panic!("no rule {comment}: {output:#?}"))
+        };
+        assert_eq!(
+            find("the gateway's own connections to its management peers").matches,
+            vec![
+                Match::OifName(vec!["mgmt0".into()]),
+                Match::Saddr(Family::V4, net("10.99.0.1/32")),
+                Match::Daddr(Family::V4, net("10.99.0.0/24")),
+            ]
+        );
+        let port = |p| vec![PortRange { first: p, last: p }];
+        let ntp = find("egress ntp: 10.30.0.5/32 udp/123");
+        assert_eq!(
+            ntp.matches,
+            vec![
+                Match::Daddr(Family::V4, net("10.30.0.5/32")),
+                Match::Dport(L4::Udp, port(123)),
+                Match::CtState(vec!["new"]),
+            ]
+        );
+        assert_eq!(
+            find("egress ntp: 10.30.0.5/32 icmp").matches[1],
+            Match::IcmpEchoRequest(Family::V4)
+        );
+        // The audit receivers named by address, each on its transport's protocol and port.
+        assert_eq!(
+            find("audit syslog receiver 10.99.0.20:6514 (tcp)").matches,
+            vec![
+                Match::Daddr(Family::V4, net("10.99.0.20/32")),
+                Match::Dport(L4::Tcp, port(6514)),
+                Match::CtState(vec!["new"]),
+            ]
+        );
+        assert_eq!(
+            find("audit syslog receiver 10.30.0.20:514 (udp)").matches[1],
+            Match::Dport(L4::Udp, port(514))
+        );
+        assert!(
+            !comments(output).iter().any(|c| c.contains("siem.example")),
+            "a host name cannot be matched (check warns)"
+        );
+        // The rest is logged and counted.
+        let n = output.rules.len();
+        assert_eq!(output.rules[n - 2].comment, "log drops, rate-limited");
+        assert_eq!(
+            output.rules[n - 1].stmts,
+            vec![Stmt::Counter(DROP_OUTPUT_COUNTER.into()), Stmt::Drop]
+        );
+        let text = crate::nft::text::render(&rs);
+        for line in [
+            "oifname \"mgmt0\" ip saddr 10.99.0.1 ip daddr 10.99.0.0/24 accept",
+            "ip daddr 10.30.0.5 udp dport 123 ct state new accept comment \"egress ntp: 10.30.0.5/32 udp/123\"",
+            "ip daddr 10.30.0.5 icmp type echo-request ct state new accept",
+            "ip daddr 10.99.0.20 tcp dport 6514 ct state new accept",
+        ] {
+            assert!(text.contains(line), "{line} not in {text}");
+        }
+    }
+
+    #[test]
+    fn operators_ping_the_management_address_from_the_management_network_only() {
+        let rs = managed(MGMT);
+        let input = chain(&rs, "input");
+        let ping: Vec<&Rule> = input
+            .rules
+            .iter()
+            .filter(|r| {
+                r.matches
+                    .iter()
+                    .any(|m| matches!(m, Match::IcmpEchoRequest(_)))
+            })
+            .collect();
+        assert_eq!(ping.len(), 1, "{input:#?}");
+        assert_eq!(
+            ping[0].matches,
+            vec![
+                Match::IifName(vec!["mgmt0".into()]),
+                Match::Saddr(Family::V4, net("10.99.0.0/24")),
+                Match::Daddr(Family::V4, net("10.99.0.1/32")),
+                Match::IcmpEchoRequest(Family::V4),
+            ]
+        );
+        assert_eq!(ping[0].stmts, vec![Stmt::Accept]);
+        // Without management, nothing of the gateway answers a ping.
+        let plain = render(&parse(TWO_ZONES).unwrap());
+        assert!(!chain(&plain, "input").rules.iter().any(|r| {
+            r.matches
+                .iter()
+                .any(|m| matches!(m, Match::IcmpEchoRequest(_)))
+        }));
+    }
+
+    #[test]
+    fn without_an_interface_or_allow_from_the_management_address_reaches_no_one() {
+        let rs = managed("{address: 10.99.0.1, tcp_ports: [22]}");
+        let from_management = Match::Saddr(Family::V4, net("10.99.0.1/32"));
+        assert!(
+            !chain(&rs, "output")
+                .rules
+                .iter()
+                .any(|r| r.matches.contains(&from_management)),
+            "only the interface or allow_from tell management peers from zone hosts"
+        );
+        // With the interface alone: whatever leaves through it from the management address.
+        let rs = managed("{address: 10.99.0.1, interface: mgmt0, tcp_ports: [22]}");
+        let peers = chain(&rs, "output")
+            .rules
+            .iter()
+            .find(|r| r.comment.contains("management peers"))
+            .unwrap();
+        assert_eq!(
+            peers.matches,
+            vec![
+                Match::OifName(vec!["mgmt0".into()]),
+                Match::Saddr(Family::V4, net("10.99.0.1/32")),
+            ]
+        );
+    }
+
+    #[test]
+    fn allow_from_of_the_other_family_admits_no_one() {
+        // An IPv4 management address, IPv6 management networks: no packet can match both, so
+        // neither management access nor the peers' rule may fall back to "any address".
+        let rs = managed("{address: 10.99.0.1, allow_from: ['fd00:99::/64'], tcp_ports: [22]}");
+        let input = chain(&rs, "input");
+        assert!(
+            !input
+                .rules
+                .iter()
+                .any(|r| r.comment.starts_with("management")),
+            "{input:#?}"
+        );
+        assert!(
+            !comments(chain(&rs, "output"))
+                .iter()
+                .any(|c| c.contains("management peers"))
+        );
     }
 
     #[test]

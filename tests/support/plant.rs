@@ -531,3 +531,50 @@ pub fn udp_probe(ns: &str, src: IpAddr, dst: SocketAddr, timeout: Duration) -> P
         }
     })
 }
+
+/// Sends one ICMP echo request from `src` (an IPv4 address in namespace `ns`) to `dst` and waits
+/// for the reply: whether it came. A request the namespace's own ruleset drops on the way out
+/// fails to send, which is no reply either.
+pub fn ping(ns: &str, src: IpAddr, dst: IpAddr, timeout: Duration) -> bool {
+    let (IpAddr::V4(_), IpAddr::V4(dst4)) = (src, dst) else {
+        panic!("ping is IPv4 only: {src} -> {dst}")
+    };
+    in_ns(ns, move || {
+        let sock = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::ICMPV4))
+            .unwrap_or_else(|e| panic!("raw ICMP socket: {e}"));
+        sock.bind(&SockAddr::from(SocketAddr::new(src, 0)))
+            .unwrap_or_else(|e| panic!("bind {src}: {e}"));
+        let _ = sock.set_read_timeout(Some(timeout));
+        // type 8 (echo request), code 0, checksum, identifier 0x5a47 ("ZG"), sequence 1.
+        let mut packet = [8u8, 0, 0, 0, 0x5a, 0x47, 0, 1, b'z', b'g'];
+        let sum: u32 = packet
+            .chunks(2)
+            .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
+            .sum();
+        let sum = !(((sum & 0xffff) + (sum >> 16)) as u16);
+        packet[2..4].copy_from_slice(&sum.to_be_bytes());
+        if sock
+            .send_to(&packet, &SockAddr::from(SocketAddr::new(dst, 0)))
+            .is_err()
+        {
+            return false;
+        }
+        let deadline = std::time::Instant::now() + timeout;
+        let mut buf = [0u8; 1500];
+        while std::time::Instant::now() < deadline {
+            let Ok(n) = (&sock).read(&mut buf) else {
+                return false;
+            };
+            let bytes = &buf[..n];
+            // IPv4 header (source at 12..16), then ICMP: type 0 (echo reply), our identifier.
+            let ihl = usize::from(bytes.first().copied().unwrap_or(0) & 0x0f) * 4;
+            if bytes.get(12..16) == Some(&dst4.octets()[..])
+                && bytes.get(ihl) == Some(&0)
+                && bytes.get(ihl + 4..ihl + 6) == Some(&[0x5a, 0x47][..])
+            {
+                return true;
+            }
+        }
+        false
+    })
+}
