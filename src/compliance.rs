@@ -531,13 +531,21 @@ pub fn rows(model: &Model) -> Vec<Row> {
     row(
         "SR 5.2",
         "Zone boundary protection",
-        "nftables: deny by default, allow by exception (one-way conduits), counted and rate-limit logged drops; re-applied on drift",
+        "nftables: deny by default, allow by exception (one-way conduits), counted and rate-limit logged drops; re-applied on drift. The gateway itself reaches only the devices of its proxies, its management peers and the egress peers zones.yaml names (`drop_output` counts the rest)",
         Coverage::Configured,
         format!(
-            "{} conduit(s); drops logged to group {} at {}/s",
+            "{} conduit(s); drops logged to group {} at {}/s; gateway egress peers: {}",
             model.conduits.len(),
             model.gateway.drop_log_group,
-            model.gateway.drop_log_per_second
+            model.gateway.drop_log_per_second,
+            list(
+                &model
+                    .gateway
+                    .management
+                    .iter()
+                    .flat_map(|m| m.egress.iter().map(|e| e.name.as_str()))
+                    .collect::<Vec<_>>()
+            )
         ),
     );
     row(

@@ -84,9 +84,9 @@ fn compliance_maps_the_shipped_plant_to_iec_62443_3_3() {
             .unwrap_or_else(|| panic!("no row {sr}"))
             .to_owned()
     };
-    assert!(
-        row("SR 5.2").contains("| configured | 6 conduit(s); drops logged to group 1 at 10/s |")
-    );
+    assert!(row("SR 5.2").contains(
+        "| configured | 6 conduit(s); drops logged to group 1 at 10/s; gateway egress peers: none |"
+    ));
     assert!(row("SR 2.10").contains("| partly | drop_oldest"));
     assert!(row("SR 6.1").contains("| not configured |"));
     // What zonegate does not do is said, not left out.
