@@ -666,7 +666,9 @@ impl Zonegate {
                 .arg("--audit-log")
                 .arg(&audit)
                 .arg("--state-dir")
-                .arg(dir.join(format!("state-{tag}")));
+                .arg(dir.join(format!("state-{tag}")))
+                .arg("--control-socket")
+                .arg(dir.join(format!("control-{tag}.sock")));
             "zonegate".to_owned()
         };
         let child = cmd

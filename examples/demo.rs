@@ -6,6 +6,11 @@
 //! Run it through `scripts/demo` (it installs what is needed and runs as root):
 //!     scripts/demo            # show, then clean up
 //!     scripts/demo --hold     # keep the plant up until Ctrl-C, to explore with `ip netns exec`
+//!
+//! Its daemon keeps everything in a directory of its own (`$TMPDIR/zonegate-demo-PID`: audit
+//! log, state, control socket), never the host's defaults, so that it does not meet a zonegate
+//! the host runs. Ctrl-C (SIGINT) or SIGTERM at any point removes all it made: the daemon, the
+//! namespaces (`zgtPID-*`) and that directory.
 #![allow(
     clippy::arithmetic_side_effects,
     clippy::unwrap_used,
@@ -18,9 +23,14 @@
 mod plant;
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
+
+use nix::sys::signal::{SigSet, Signal, kill};
+use nix::unistd::Pid;
 
 use plant::{Plant, Probe, tcp_echo, tcp_probe, udp_echo, udp_probe};
 
@@ -167,7 +177,53 @@ const MODBUS_CASES: &[(&str, &[&str], bool)] = &[
     ),
 ];
 
+/// Set once SIGINT or SIGTERM arrived: the demo stops showing and removes what it made.
+static STOPPING: AtomicBool = AtomicBool::new(false);
+
+fn stopping() -> bool {
+    STOPPING.load(Ordering::SeqCst)
+}
+
+/// The demo's own directory (audit log, state, control socket, device journal); removed on drop,
+/// so also when the demo panics.
+struct DemoDir(PathBuf);
+
+impl Drop for DemoDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Takes SIGINT and SIGTERM on one thread, so that no signal kills the demo before it has
+/// cleaned up. Called before any other thread starts, so that every thread inherits the blocked
+/// mask; children get the default mask back (std resets it when it spawns them).
+fn take_stop_signals() -> mpsc::Receiver<Signal> {
+    let signals: SigSet = [Signal::SIGINT, Signal::SIGTERM].into_iter().collect();
+    signals.thread_block().expect("block SIGINT and SIGTERM");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        if let Ok(signal) = signals.wait() {
+            STOPPING.store(true, Ordering::SeqCst);
+            println!("\n== {signal}: removing the plant");
+            let _ = tx.send(signal);
+        }
+    });
+    rx
+}
+
+/// Stops the daemon as systemd would (SIGTERM), so that it removes its control socket, and waits
+/// up to 5 s for it.
+fn stop_daemon(pid: u32, socket: &Path) {
+    let Ok(pid) = i32::try_from(pid) else { return };
+    let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while socket.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn main() {
+    let stop = take_stop_signals();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let hold = args.iter().any(|a| a == "--hold");
     let zones = args
@@ -178,6 +234,10 @@ fn main() {
     let zonegate = std::env::var("ZONEGATE_BIN")
         .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/target/debug/zonegate").into());
     let model = zonegate::config::load(&zones).unwrap_or_else(|e| panic!("{e}"));
+    let dir = DemoDir(std::env::temp_dir().join(format!("zonegate-demo-{}", std::process::id())));
+    std::fs::create_dir_all(&dir.0).unwrap_or_else(|e| panic!("{}: {e}", dir.0.display()));
+    let audit_log = dir.0.join("audit.jsonl");
+    let socket = dir.0.join("control.sock");
 
     println!(
         "== building the plant: a gateway and {} zones in network namespaces",
@@ -202,24 +262,27 @@ fn main() {
         "\n== starting `zonegate run {}` in the gateway",
         zones.display()
     );
-    let audit_log =
-        std::env::temp_dir().join(format!("zonegate-demo-audit-{}.jsonl", std::process::id()));
-    let state_dir =
-        std::env::temp_dir().join(format!("zonegate-demo-state-{}", std::process::id()));
-    plant.spawn_in_gateway(&[
+    println!(
+        "   audit log, state and control socket in {}",
+        dir.0.display()
+    );
+    let daemon = plant.spawn_in_gateway(&[
         &zonegate,
         "run",
         zones.to_str().unwrap(),
         "--audit-log",
         audit_log.to_str().unwrap(),
         "--state-dir",
-        state_dir.to_str().unwrap(),
+        dir.0.join("state").to_str().unwrap(),
+        "--control-socket",
+        socket.to_str().unwrap(),
     ]);
     let started = Instant::now();
-    while !plant
-        .gateway_cmd(&["nft", "list", "table", "inet", "zonegate"])
-        .status
-        .success()
+    while !stopping()
+        && !plant
+            .gateway_cmd(&["nft", "list", "table", "inet", "zonegate"])
+            .status
+            .success()
     {
         assert!(
             started.elapsed() < Duration::from_secs(10),
@@ -227,7 +290,48 @@ fn main() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+    let wrong = if stopping() {
+        0
+    } else {
+        show(&plant, &model, &zonegate, &dir.0, &audit_log)
+    };
 
+    if hold && !stopping() {
+        println!("\n== holding the plant; explore it, e.g.:");
+        println!(
+            "   ip netns exec {} nft list table inet zonegate",
+            plant.gateway
+        );
+        println!(
+            "   ip netns exec {} ping -c1 10.21.0.11",
+            plant.zone_ns("operations")
+        );
+        println!("   {zonegate} reload --control-socket {}", socket.display());
+        println!("   press Ctrl-C to remove it");
+        let _ = stop.recv();
+    }
+    stop_daemon(daemon, &socket);
+    drop(plant);
+    drop(dir);
+    println!("\n== plant removed");
+    if stopping() {
+        std::process::exit(130);
+    }
+    if wrong > 0 {
+        eprintln!("{wrong} connection(s) did not behave as zones.yaml says");
+        std::process::exit(1);
+    }
+}
+
+/// Connections, Modbus and OPC UA requests across the running gateway, their audit events and
+/// counters; how many did not behave as zones.yaml says. Returns early once the demo is stopping.
+fn show(
+    plant: &Plant,
+    model: &zonegate::config::Model,
+    zonegate: &str,
+    dir: &Path,
+    audit_log: &Path,
+) -> usize {
     // A server on every destination, so that "dropped" means the gateway, not a closed port.
     let mut listening: Vec<(bool, SocketAddr)> = Vec::new();
     for c in CASES {
@@ -280,12 +384,16 @@ fn main() {
         );
     }
 
+    if stopping() {
+        return wrong;
+    }
+
     println!(
         "\n== Modbus/TCP through the inspection proxy (pymodbus SCADA -> pymodbus inverter-1)"
     );
     let repo = env!("CARGO_MANIFEST_DIR");
     let python = format!("{repo}/.venv/bin/python");
-    let state = std::env::temp_dir().join(format!("zonegate-demo-{}.jsonl", std::process::id()));
+    let state = dir.join("device.jsonl");
     let mut device = Command::new("ip")
         .args(["netns", "exec", &plant.zone_ns("bess"), &python])
         .arg(format!("{repo}/tests/peers/modbus_device.py"))
@@ -350,8 +458,8 @@ fn main() {
     }
     let _ = device.kill();
     let _ = device.wait();
-    for f in [state.clone(), state.with_extension("jsonl.state")] {
-        let _ = std::fs::remove_file(f);
+    if stopping() {
+        return wrong;
     }
 
     println!(
@@ -423,13 +531,16 @@ fn main() {
     }
     let _ = server.kill();
     let _ = server.wait();
+    if stopping() {
+        return wrong;
+    }
 
     println!(
         "\n== audit events of those requests ({})",
         audit_log.display()
     );
     std::thread::sleep(Duration::from_millis(200));
-    for line in std::fs::read_to_string(&audit_log)
+    for line in std::fs::read_to_string(audit_log)
         .unwrap_or_default()
         .lines()
     {
@@ -498,10 +609,10 @@ fn main() {
     println!("\n== the audit log's hash chain (zonegate audit verify)");
     // The daemon is still writing: check the complete lines written so far.
     let sealed = audit_log.with_extension("verify.jsonl");
-    let text = std::fs::read_to_string(&audit_log).unwrap_or_default();
+    let text = std::fs::read_to_string(audit_log).unwrap_or_default();
     let complete = text.rfind('\n').map_or("", |end| &text[..=end]);
     let _ = std::fs::write(&sealed, complete);
-    let out = Command::new(&zonegate)
+    let out = Command::new(zonegate)
         .args(["audit", "verify"])
         .arg(&sealed)
         .output();
@@ -516,28 +627,7 @@ fn main() {
     let _ = std::fs::remove_file(&sealed);
 
     println!("\n== counters read back from the kernel (zonegate counters)");
-    let out = plant.gateway_cmd(&[&zonegate, "counters"]);
+    let out = plant.gateway_cmd(&[zonegate, "counters"]);
     print!("{}", String::from_utf8_lossy(&out.stdout));
-
-    if hold {
-        println!("\n== holding the plant; explore it, e.g.:");
-        println!(
-            "   ip netns exec {} nft list table inet zonegate",
-            plant.gateway
-        );
-        println!(
-            "   ip netns exec {} ping -c1 10.21.0.11",
-            plant.zone_ns("operations")
-        );
-        println!("   press Ctrl-C to remove it");
-        let _ = Command::new("sleep").arg("infinity").status();
-    }
-    drop(plant);
-    let _ = std::fs::remove_file(&audit_log);
-    let _ = std::fs::remove_dir_all(&state_dir);
-    println!("\n== plant removed");
-    if wrong > 0 {
-        eprintln!("{wrong} connection(s) did not behave as zones.yaml says");
-        std::process::exit(1);
-    }
+    wrong
 }

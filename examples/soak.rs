@@ -134,6 +134,8 @@ impl Daemon {
             .arg(dir.join("audit.jsonl"))
             .arg("--state-dir")
             .arg(dir.join("state"))
+            .arg("--control-socket")
+            .arg(dir.join("control.sock"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())

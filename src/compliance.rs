@@ -786,8 +786,8 @@ mod tests {
         let text = include_str!("../zones.yaml")
             .replace("when_full: drop_oldest", "when_full: fail_closed")
             .replace(
-                "  # key_file: /etc/zonegate/audit.key",
-                "  key_file: /etc/zonegate/audit.key",
+                "  # key_file: credential:audit-key",
+                "  key_file: credential:audit-key",
             )
             .replace("      mode: enforce ", "      mode: monitor ");
         let rows = rows(&crate::config::parse(&text).unwrap());

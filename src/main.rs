@@ -30,7 +30,8 @@ enum LogFormat {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Validate zones.yaml, its policies and register maps, and show risky findings; exit 1 on any error.
+    /// Validate zones.yaml, its policies and register maps, and that every file it names can be
+    /// read (`credential:NAME` from $CREDENTIALS_DIRECTORY); show risky findings; exit 1 on any error.
     Check {
         #[arg(default_value = "zones.yaml")]
         file: PathBuf,
@@ -71,7 +72,7 @@ enum Cmd {
         #[arg(long, env = "STATE_DIRECTORY")]
         state_dir: Option<PathBuf>,
         /// The control socket `zonegate reload` uses (default: $RUNTIME_DIRECTORY/control.sock,
-        /// else /run/zonegate/control.sock).
+        /// else /run/zonegate/control.sock). If another daemon answers on it, `run` exits at once.
         #[arg(long, env = "ZONEGATE_CONTROL_SOCKET")]
         control_socket: Option<PathBuf>,
     },
@@ -218,7 +219,7 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
             }
         }
         Cmd::Compliance { file } => {
-            let site = Site::load(&file)?;
+            let site = Site::load_for_report(&file)?;
             let fingerprint = site.fingerprint();
             print!(
                 "{}",

@@ -62,8 +62,19 @@ pub enum SiteError {
 }
 
 impl Site {
+    /// zones.yaml and what it names, for `check`, `run` and reload: every file it names must be
+    /// readable (a file that is not is reported at its line and column).
     pub fn load(path: &Path) -> Result<Site, SiteError> {
-        let model = config::load(path)?;
+        Site::with_model(path, config::load_with_files(path)?)
+    }
+
+    /// For reports on the configuration (`compliance`), which may be made where its keys and
+    /// certificates are not: only the policies and register maps are read.
+    pub fn load_for_report(path: &Path) -> Result<Site, SiteError> {
+        Site::with_model(path, config::load(path)?)
+    }
+
+    fn with_model(path: &Path, model: Model) -> Result<Site, SiteError> {
         let policy_time = model.limits.policy_time;
         let mut by_file: HashMap<PathBuf, Arc<Policy>> = HashMap::new();
         let mut load = |conduit: &str, path: &PathBuf| -> Result<Arc<Policy>, SiteError> {

@@ -140,7 +140,7 @@ fn a_log_sealed_with_a_key_verifies_only_with_that_key() {
     std::fs::write(&key, "a secret of more than sixteen bytes\n").unwrap();
     let zones = zones_variant(dir.path(), |t| {
         t.replace(
-            "  # key_file: /etc/zonegate/audit.key",
+            "  # key_file: credential:audit-key",
             &format!("  key_file: {}", key.display()),
         )
     });

@@ -3,6 +3,7 @@
 //! `FILE:LINE:COLUMN: error:` line that points at its one mistake.
 
 #![allow(
+    clippy::arithmetic_side_effects,
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::indexing_slicing,
@@ -397,4 +398,297 @@ fn one_mistake_gives_one_error() {
         let errors = stderr.lines().filter(|l| l.contains(": error: ")).count();
         assert_eq!(errors, 1, "{file}:\n{}", indent(&stderr));
     }
+}
+
+const REPO: &str = env!("CARGO_MANIFEST_DIR");
+
+/// 1-based line and column where `needle` starts in `text`.
+fn position(text: &str, needle: &str) -> (usize, usize) {
+    let at = text
+        .find(needle)
+        .unwrap_or_else(|| panic!("`{needle}` is not in the file"));
+    let before = &text[..at];
+    let line = before.matches('\n').count() + 1;
+    let column = at - before.rfind('\n').map_or(0, |n| n + 1) + 1;
+    (line, column)
+}
+
+/// The shipped zones.yaml in `dir`, its policies and register maps named by absolute path, with
+/// a management API (`api_key`, certificate, TLS key, client CA as written), an audit key and a
+/// TLS syslog receiver whose CA is `syslog_ca`.
+fn zones_naming(
+    dir: &Path,
+    api_key: &str,
+    [certificate, tls_key, client_ca]: [&str; 3],
+    audit_key: &str,
+    syslog_ca: &str,
+) -> (PathBuf, String) {
+    let text = std::fs::read_to_string(format!("{REPO}/zones.yaml"))
+        .unwrap()
+        .replace("policy: policies/", &format!("policy: {REPO}/policies/"))
+        .replace(
+            "register_map: profiles/",
+            &format!("register_map: {REPO}/profiles/"),
+        )
+        .replacen(
+            "    tcp_ports: [22, 9443]     # ssh, zonegate management API\n",
+            &format!(
+                "    tcp_ports: [22, 9443]\n    api:\n      port: 9443\n      api_key_file: {api_key}\n      tls:\n        certificate: {certificate}\n        key: {tls_key}\n        client_ca: {client_ca}\n"
+            ),
+            1,
+        )
+        .replacen(
+            "  # key_file: credential:audit-key",
+            &format!(
+                "  key_file: {audit_key}\n  syslog:\n    - address: 10.99.0.20:6514\n      transport: tls\n      ca: {syslog_ca}\n"
+            ),
+            1,
+        );
+    let path = dir.join("zones.yaml");
+    std::fs::write(&path, &text).unwrap();
+    (path, text)
+}
+
+fn check_env(file: &Path, credentials: Option<&Path>) -> Output {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_zonegate"));
+    cmd.arg("check")
+        .arg(file)
+        .env_remove("CREDENTIALS_DIRECTORY");
+    if let Some(dir) = credentials {
+        cmd.env("CREDENTIALS_DIRECTORY", dir);
+    }
+    cmd.output().expect("run zonegate")
+}
+
+/// Asserts a `FILE:LINE:COLUMN: error:` line at `value` in `text` that starts with `field` and
+/// contains `says`.
+fn assert_error_at(stderr: &str, file: &Path, text: &str, field: &str, value: &str, says: &str) {
+    let (line, column) = position(text, &format!(" {value}\n"));
+    let at = format!("{}:{line}:{}: error: {field}", file.display(), column + 1);
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.starts_with(&at) && l.contains(says)),
+        "expected a line starting `{at}` that says `{says}`; stderr:\n{}",
+        indent(stderr)
+    );
+}
+
+/// Acceptance: every file the configuration names for zonegate to read, missing (a key, a
+/// certificate, a CA, a policy, a register map): `check` fails and names each one at the line
+/// and column that names it, all in one run, before it reads any of them.
+#[test]
+fn missing_files_are_named_where_the_configuration_names_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let (api_key, certificate, tls_key, client_ca, audit_key, syslog_ca) = (
+        format!("{d}/no/api.key"),
+        format!("{d}/no/api.crt"),
+        "no/api.key.pem".to_owned(),
+        format!("{d}/no/clients-ca.pem"),
+        format!("{d}/no/audit.key"),
+        format!("{d}/no/siem-ca.pem"),
+    );
+    let (path, yaml) = zones_naming(
+        dir.path(),
+        &api_key,
+        [&certificate, &tls_key, &client_ca],
+        &audit_key,
+        &syslog_ca,
+    );
+    let broken = |from: &str, to: &str| yaml.replacen(from, to, 1);
+    let yaml = broken(
+        &format!("policy: {REPO}/policies/bess.rego"),
+        "policy: no/bess.rego",
+    );
+    let yaml = yaml.replacen(
+        &format!("opcua_policy: {REPO}/policies/opcua.rego"),
+        "opcua_policy: no/opcua.rego",
+        1,
+    );
+    let yaml = yaml.replacen(
+        &format!("register_map: {REPO}/profiles/cnc.yaml"),
+        &format!("register_map: {d}/no/cnc.yaml"),
+        1,
+    );
+    std::fs::write(&path, &yaml).unwrap();
+    let out = check_env(&path, None);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "stderr:\n{}", indent(&stderr));
+    for (field, value, shown) in [
+        (
+            "gateway.management.api.api_key_file",
+            api_key.clone(),
+            api_key.clone(),
+        ),
+        (
+            "gateway.management.api.tls.certificate",
+            certificate.clone(),
+            certificate.clone(),
+        ),
+        // Relative: to the directory of zones.yaml.
+        (
+            "gateway.management.api.tls.key",
+            tls_key.clone(),
+            format!("{d}/{tls_key}"),
+        ),
+        (
+            "gateway.management.api.tls.client_ca",
+            client_ca.clone(),
+            client_ca.clone(),
+        ),
+        ("audit.key_file", audit_key.clone(), audit_key.clone()),
+        (
+            "syslog receiver 10.99.0.20:6514: ca",
+            syslog_ca.clone(),
+            syslog_ca.clone(),
+        ),
+        (
+            "asset `cnc-1`: register_map",
+            format!("{d}/no/cnc.yaml"),
+            format!("{d}/no/cnc.yaml"),
+        ),
+    ] {
+        assert_error_at(
+            &stderr,
+            &path,
+            &yaml,
+            field,
+            &value,
+            &format!("{shown} does not exist"),
+        );
+    }
+    for (field, value) in [
+        ("conduit `scada-bess`: inspection.policy", "no/bess.rego"),
+        (
+            "conduit `hmi-cnc`: inspection.opcua_policy",
+            "no/opcua.rego",
+        ),
+    ] {
+        let (line, column) = position(&yaml, &format!(" {value}"));
+        let at = format!("{}:{line}:{}: error: {field}", path.display(), column + 1);
+        assert!(
+            stderr
+                .lines()
+                .any(|l| l.starts_with(&at) && l.contains(&format!("{d}/{value} does not exist"))),
+            "expected a line starting `{at}`; stderr:\n{}",
+            indent(&stderr)
+        );
+    }
+    let errors = stderr.lines().filter(|l| l.contains(": error: ")).count();
+    assert_eq!(
+        errors,
+        9,
+        "one error per missing file:\n{}",
+        indent(&stderr)
+    );
+}
+
+/// `credential:NAME` is `$CREDENTIALS_DIRECTORY/NAME`: without the variable `check` says so at
+/// the value; with it, a missing credential is named with the unit line it needs; with the
+/// files there, the configuration passes.
+#[test]
+fn credentials_are_read_from_the_credentials_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let pem = readable_pem(dir.path());
+    let (path, yaml) = zones_naming(
+        dir.path(),
+        "credential:api-key",
+        [&pem, "credential:api-tls-key", &pem],
+        "credential:audit-key",
+        &pem,
+    );
+
+    let out = check_env(&path, None);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "stderr:\n{}", indent(&stderr));
+    for (field, name) in [
+        ("gateway.management.api.api_key_file", "api-key"),
+        ("gateway.management.api.tls.key", "api-tls-key"),
+        ("audit.key_file", "audit-key"),
+    ] {
+        assert_error_at(
+            &stderr,
+            &path,
+            &yaml,
+            field,
+            &format!("credential:{name}"),
+            &format!("names credential `{name}`, but $CREDENTIALS_DIRECTORY is not set"),
+        );
+    }
+
+    let credentials = dir.path().join("credentials");
+    std::fs::create_dir(&credentials).unwrap();
+    std::fs::write(credentials.join("api-key"), "zg-test-key\n").unwrap();
+    std::fs::write(
+        credentials.join("audit-key"),
+        "zg-test-audit-key-0123456789\n",
+    )
+    .unwrap();
+    let out = check_env(&path, Some(&credentials));
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "stderr:\n{}", indent(&stderr));
+    assert_error_at(
+        &stderr,
+        &path,
+        &yaml,
+        "gateway.management.api.tls.key (credential `api-tls-key`)",
+        "credential:api-tls-key",
+        &format!("{}/api-tls-key does not exist", credentials.display()),
+    );
+    assert!(
+        stderr.contains("hint: the unit needs `LoadCredential=api-tls-key:PATH`"),
+        "stderr:\n{}",
+        indent(&stderr)
+    );
+    assert_eq!(stderr.matches(": error: ").count(), 1, "{stderr}");
+
+    std::fs::copy(&pem, credentials.join("api-tls-key")).unwrap();
+    let out = check_env(&path, Some(&credentials));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stderr:\n{}",
+        indent(&text(&out.stderr))
+    );
+}
+
+/// A credential name is a file name in the credentials directory, never a way out of it.
+#[test]
+fn a_credential_name_is_a_file_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let pem = readable_pem(dir.path());
+    let (path, yaml) = zones_naming(
+        dir.path(),
+        "credential:../../etc/shadow",
+        [&pem, &pem, &pem],
+        "credential:..",
+        &pem,
+    );
+    let out = check_env(&path, Some(dir.path()));
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "stderr:\n{}", indent(&stderr));
+    assert_error_at(
+        &stderr,
+        &path,
+        &yaml,
+        "gateway.management.api.api_key_file",
+        "credential:../../etc/shadow",
+        "credential name `../../etc/shadow` is not a file name",
+    );
+    assert_error_at(
+        &stderr,
+        &path,
+        &yaml,
+        "audit.key_file",
+        "credential:..",
+        "credential name `..` is not a file name",
+    );
+}
+
+/// A file that is there and readable; `check` does not parse certificates (`run` does).
+fn readable_pem(dir: &Path) -> String {
+    let path = dir.join("readable.pem");
+    std::fs::write(&path, "certificates are parsed by `run`, not `check`\n").unwrap();
+    path.display().to_string()
 }

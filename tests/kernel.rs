@@ -503,7 +503,7 @@ fn ipv6_conduit_passes_and_the_rest_drops() {
 #[test]
 fn run_restores_a_flushed_ruleset() {
     let plant = Plant::build(&model());
-    // Its audit log and state in a directory of the test's, not the host's /var.
+    // Its audit log, state and control socket in a directory of the test's, not the host's.
     let dir = tempfile::tempdir().unwrap();
     let audit_log = dir.path().join("audit.jsonl");
     plant.spawn_in_gateway(&[
@@ -514,6 +514,8 @@ fn run_restores_a_flushed_ruleset() {
         audit_log.to_str().unwrap(),
         "--state-dir",
         dir.path().to_str().unwrap(),
+        "--control-socket",
+        dir.path().join("control.sock").to_str().unwrap(),
     ]);
     let wait_for = |present: bool| {
         let deadline = std::time::Instant::now() + zonegate::control::VERIFY_INTERVAL * 3;

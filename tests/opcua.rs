@@ -77,6 +77,8 @@ impl Cell {
             audit.to_str().unwrap(),
             "--state-dir",
             dir.path().join("state").to_str().unwrap(),
+            "--control-socket",
+            dir.path().join("control.sock").to_str().unwrap(),
         ]);
         let mut server = Command::new("ip")
             .args(["netns", "exec", &plant.zone_ns("cnc-cell"), &python()])

@@ -133,23 +133,14 @@ impl Default for Settings {
 }
 
 impl Settings {
-    /// Makes relative paths relative to `dir` (the zones.yaml directory).
+    /// Makes the relative paths of what audit writes (file, spool) relative to `dir` (the
+    /// zones.yaml directory); the files it reads (key, certificates) were resolved when the
+    /// configuration was validated (`config::files`).
     pub fn resolve_paths(&mut self, dir: &std::path::Path) {
         if let Some(f) = &mut self.file {
             f.path = dir.join(&f.path);
         }
-        if let Some(k) = &mut self.key_file {
-            *k = dir.join(&*k);
-        }
         self.spool_dir = dir.join(&self.spool_dir);
-        for s in &mut self.syslog {
-            for p in [&mut s.ca, &mut s.client_cert, &mut s.client_key]
-                .into_iter()
-                .flatten()
-            {
-                *p = dir.join(&*p);
-            }
-        }
     }
 }
 

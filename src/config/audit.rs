@@ -41,10 +41,7 @@ pub(super) fn settings(raw: Option<&Spanned<RawAudit>>, p: &mut Problems) -> Set
             WhenFull::DropOldest
         }
     };
-    s.key_file = raw
-        .key_file
-        .as_ref()
-        .and_then(|k| path(k, "audit.key_file", p));
+    s.key_file = raw.key_file.as_ref().map(|k| p.file(k, "audit.key_file"));
     if let Some(f) = &raw.file {
         s.file = path(&f.value.path, "audit.file.path", p).map(|path| FileSettings {
             path,
@@ -118,7 +115,8 @@ fn syslog(raw: &Spanned<RawSyslog>, p: &mut Problems) -> Option<SyslogSettings> 
         );
         return None;
     }
-    let ca = r.ca.as_ref().and_then(|c| path(c, "syslog ca", p));
+    let receiver = format!("syslog receiver {}", r.address.value);
+    let ca = r.ca.as_ref().map(|c| p.file(c, format!("{receiver}: ca")));
     let tls = matches!(transport, SyslogTransport::Tls | SyslogTransport::RelpTls);
     if tls && ca.is_none() {
         p.at(
@@ -134,11 +132,11 @@ fn syslog(raw: &Spanned<RawSyslog>, p: &mut Problems) -> Option<SyslogSettings> 
     let client_cert = r
         .client_cert
         .as_ref()
-        .and_then(|c| path(c, "syslog client_cert", p));
+        .map(|c| p.file(c, format!("{receiver}: client_cert")));
     let client_key = r
         .client_key
         .as_ref()
-        .and_then(|c| path(c, "syslog client_key", p));
+        .map(|c| p.file(c, format!("{receiver}: client_key")));
     if client_cert.is_some() != client_key.is_some() {
         p.at(
             raw,

@@ -3,6 +3,7 @@
 
 mod audit;
 mod egress;
+pub mod files;
 mod limits;
 pub mod model;
 pub mod raw;
@@ -117,21 +118,43 @@ pub fn load(path: &Path) -> Result<Model, ConfigError> {
         });
     }
     let text = std::fs::read_to_string(path).map_err(read)?;
-    let mut model = parse(&text).map_err(|diagnostics| ConfigError::Invalid {
-        path: path.to_owned(),
-        diagnostics,
+    // Files are named relative to the file that names them, or as systemd credentials.
+    let dir = path.parent().unwrap_or(Path::new(""));
+    let mut model = parse_at(&text, files::Base::from_env(dir)).map_err(|diagnostics| {
+        ConfigError::Invalid {
+            path: path.to_owned(),
+            diagnostics,
+        }
     })?;
-    // Policies and register maps are named relative to the file that names them.
-    if let Some(dir) = path.parent() {
-        model.resolve_paths(dir);
-    }
+    model.resolve_paths(dir);
     Ok(model)
+}
+
+/// [`load`], and every file the configuration names for zonegate to read can be read now: what
+/// `check` and `run` start with, so that a missing key, certificate, policy or register map is
+/// reported at the line and column that names it.
+pub fn load_with_files(path: &Path) -> Result<Model, ConfigError> {
+    let model = load(path)?;
+    let diagnostics = model.unreadable_files();
+    if diagnostics.is_empty() {
+        Ok(model)
+    } else {
+        Err(ConfigError::Invalid {
+            path: path.to_owned(),
+            diagnostics,
+        })
+    }
 }
 
 /// Parses and validates `zones.yaml` text. Duplicate keys are errors (serde-saphyr's default policy).
 pub fn parse(text: &str) -> Result<Model, Vec<Diagnostic>> {
+    parse_at(text, files::Base::default())
+}
+
+/// [`parse`], the files it names resolved against `base`.
+pub fn parse_at(text: &str, base: files::Base) -> Result<Model, Vec<Diagnostic>> {
     let raw: raw::RawFile = serde_saphyr::from_str(text).map_err(|e| vec![yaml_diagnostic(&e)])?;
-    Model::try_from(raw)
+    Model::from_raw(raw, base)
 }
 
 fn yaml_diagnostic(e: &serde_saphyr::Error) -> Diagnostic {

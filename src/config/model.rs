@@ -11,6 +11,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 use serde_saphyr::Spanned;
 
+use super::files::{self, Base, NamedFile};
 use super::raw::{
     RawApi, RawAsset, RawConduit, RawFile, RawGateway, RawInspection, RawQuarantine, RawZone,
 };
@@ -50,6 +51,8 @@ pub struct Model {
     pub audit: crate::audit::Settings,
     /// Bounds of the inspection proxy (`limits:`).
     pub limits: super::Limits,
+    /// Every file named above for zonegate to read, with where it is named.
+    pub files: Vec<NamedFile>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -463,39 +466,16 @@ impl Model {
             .find(|z| z.networks.iter().any(|n| n.contains(&address)))
     }
 
-    /// Makes relative policy and register map paths relative to `dir` (the zones.yaml directory).
+    /// Makes the relative paths of files zonegate writes (audit file, spool) relative to `dir`
+    /// (the zones.yaml directory). Files it reads were resolved by [`Model::from_raw`].
     pub fn resolve_paths(&mut self, dir: &std::path::Path) {
-        for a in &mut self.assets {
-            if let Some(m) = &mut a.register_map {
-                *m = dir.join(&*m);
-            }
-        }
-        for c in &mut self.conduits {
-            if let Some(i) = &mut c.inspection {
-                i.policy = dir.join(&i.policy);
-                if let Some(p) = &mut i.opcua_policy {
-                    *p = dir.join(&*p);
-                }
-            }
-        }
         self.audit.resolve_paths(dir);
-        if let Some(api) = self
-            .gateway
-            .management
-            .as_mut()
-            .and_then(|m| m.api.as_mut())
-        {
-            if let Some(k) = &mut api.api_key_file {
-                *k = dir.join(&*k);
-            }
-            if let Some(tls) = &mut api.tls {
-                tls.certificate = dir.join(&tls.certificate);
-                tls.key = dir.join(&tls.key);
-                if let Some(ca) = &mut tls.client_ca {
-                    *ca = dir.join(&*ca);
-                }
-            }
-        }
+    }
+
+    /// One diagnostic per file the model names that cannot be read, at the line and column
+    /// naming it: what `check` and `run` refuse before reading any of them.
+    pub fn unreadable_files(&self) -> Vec<Diagnostic> {
+        files::unreadable(&self.files)
     }
 
     /// Conduits that are legal but deserve a second look (IEC 62443-3-2 zone and conduit review).
@@ -623,18 +603,46 @@ impl Model {
     }
 }
 
-/// Collects every problem in the file rather than stopping at the first.
+/// Collects every problem in the file rather than stopping at the first, and every file it
+/// names for zonegate to read.
 #[derive(Default)]
-pub(super) struct Problems(Vec<Diagnostic>);
+pub(super) struct Problems {
+    found: Vec<Diagnostic>,
+    base: Base,
+    files: Vec<NamedFile>,
+}
 
 impl Problems {
+    /// A file zonegate reads, as `v` names it: where to read it ([`files::resolve`]), recorded
+    /// with its position for [`Model::unreadable_files`]. Every such path field goes through here.
+    pub(super) fn file(&mut self, v: &Spanned<String>, field: impl Into<String>) -> PathBuf {
+        let field = field.into();
+        let written = v.value.as_str();
+        if written.trim().is_empty() {
+            self.at(v, format!("{field} is empty"), None);
+        }
+        let credential = files::credential_name(written);
+        if let Some(problem) = credential.and_then(files::credential_name_problem) {
+            self.at(v, format!("{field}: {problem}"), None);
+        }
+        let path = files::resolve(&self.base, written);
+        self.files.push(NamedFile {
+            field,
+            pos: Pos::of(v),
+            path: path.clone(),
+            credential: credential.map(str::to_owned),
+            credentials_set: self.base.credentials.is_some(),
+        });
+        path
+    }
+
     pub(super) fn at<T>(
         &mut self,
         s: &Spanned<T>,
         message: impl Into<String>,
         hint: Option<String>,
     ) {
-        self.0.push(Diagnostic {
+        self.found.push(Diagnostic {
             pos: Some(Pos::of(s)),
             message: message.into(),
             hint,
@@ -645,15 +653,26 @@ impl Problems {
 impl TryFrom<RawFile> for Model {
     type Error = Vec<Diagnostic>;
 
+    /// Paths as written: relative ones to the current directory, credentials unresolved.
     fn try_from(raw: RawFile) -> Result<Self, Self::Error> {
-        let mut p = Problems::default();
+        Model::from_raw(raw, Base::default())
+    }
+}
+
+impl Model {
+    /// Validates `raw`; the files it names are resolved against `base`.
+    pub fn from_raw(raw: RawFile, base: Base) -> Result<Self, Vec<Diagnostic>> {
+        let mut p = Problems {
+            base,
+            ..Problems::default()
+        };
         let gateway = gateway(raw.gateway.as_ref(), &mut p);
         let zones = zones(&raw, &mut p);
         let assets = assets(&raw, &zones, &mut p);
         let conduits = conduits(&raw, &zones, &assets, &mut p);
         let audit = super::audit::settings(raw.audit.as_ref(), &mut p);
         let limits = super::limits::limits(raw.limits.as_ref(), &mut p);
-        if p.0.is_empty() {
+        if p.found.is_empty() {
             Ok(Model {
                 gateway,
                 zones,
@@ -661,9 +680,10 @@ impl TryFrom<RawFile> for Model {
                 conduits,
                 audit,
                 limits,
+                files: p.files,
             })
         } else {
-            Err(p.0)
+            Err(p.found)
         }
     }
 }
@@ -811,13 +831,7 @@ fn api(raw: &Spanned<RawApi>, tcp_ports: &[u16], p: &mut Problems) -> Option<Api
             )),
         );
     }
-    let path = |s: &Spanned<String>| PathBuf::from(&s.value);
-    let tls = a.tls.as_ref().map(|t| ApiTls {
-        certificate: path(&t.value.certificate),
-        key: path(&t.value.key),
-        client_ca: t.value.client_ca.as_ref().map(path),
-    });
-    let client_ca = tls.as_ref().is_some_and(|t| t.client_ca.is_some());
+    let client_ca = a.tls.as_ref().is_some_and(|t| t.value.client_ca.is_some());
     if a.api_key_file.is_none() && !client_ca {
         p.at(
             raw,
@@ -826,10 +840,22 @@ fn api(raw: &Spanned<RawApi>, tcp_ports: &[u16], p: &mut Problems) -> Option<Api
         );
         return None;
     }
+    const API: &str = "gateway.management.api";
     Some(Api {
         port,
-        api_key_file: a.api_key_file.as_ref().map(path),
-        tls,
+        api_key_file: a
+            .api_key_file
+            .as_ref()
+            .map(|k| p.file(k, format!("{API}.api_key_file"))),
+        tls: a.tls.as_ref().map(|t| ApiTls {
+            certificate: p.file(&t.value.certificate, format!("{API}.tls.certificate")),
+            key: p.file(&t.value.key, format!("{API}.tls.key")),
+            client_ca: t
+                .value
+                .client_ca
+                .as_ref()
+                .map(|c| p.file(c, format!("{API}.tls.client_ca"))),
+        }),
     })
 }
 
@@ -1068,7 +1094,9 @@ fn assets(raw: &RawFile, zones: &[Zone], p: &mut Problems) -> Vec<Asset> {
                 address: addr,
                 kind,
                 description: description.clone(),
-                register_map: register_map.as_ref().map(|m| PathBuf::from(&m.value)),
+                register_map: register_map
+                    .as_ref()
+                    .map(|m| p.file(m, format!("asset `{name}`: register_map"))),
                 critical: critical.as_ref().is_some_and(|c| c.value),
                 defined_at: Pos::of(key),
             });
@@ -1249,8 +1277,14 @@ fn inspection(conduit: &str, raw: &RawInspection, p: &mut Problems) -> Option<In
         None => None,
     };
     Some(Inspection {
-        policy: PathBuf::from(&raw.policy.value),
-        opcua_policy: raw.opcua_policy.as_ref().map(|v| PathBuf::from(&v.value)),
+        policy: p.file(
+            &raw.policy,
+            format!("conduit `{conduit}`: inspection.policy"),
+        ),
+        opcua_policy: raw
+            .opcua_policy
+            .as_ref()
+            .map(|v| p.file(v, format!("conduit `{conduit}`: inspection.opcua_policy"))),
         mode,
         on_deny,
         write_rate,

@@ -45,6 +45,8 @@ pub enum ControlError {
     Monitor(#[source] std::io::Error),
     #[error(transparent)]
     Quarantine(#[from] QuarantineError),
+    #[error(transparent)]
+    ControlSocket(socket::SocketError),
 }
 
 /// What the command line adds to zones.yaml.
@@ -109,6 +111,22 @@ fn warn_ipv6_unavailable(model: &crate::config::Model) {
 /// crosses zones; open: inspected conduits pass uninspected); a killed daemon gets the same
 /// within [`nft::liveness::TIMEOUT`], from the kernel alone.
 pub async fn run(site: Site, options: Options) -> Result<(), ControlError> {
+    // First of all: a daemon that already answers on the control socket keeps it, and this one
+    // stops before it touches the kernel, the audit log or the state directory.
+    let control_path = options
+        .control_socket
+        .clone()
+        .unwrap_or_else(socket::default_path);
+    let (mut control, _control_file) = match socket::listen(&control_path) {
+        Ok((rx, file)) => (Some(rx), Some(file)),
+        Err(e @ (socket::SocketError::InUse { .. } | socket::SocketError::NotASocket { .. })) => {
+            return Err(ControlError::ControlSocket(e));
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "no control socket: `zonegate reload` will not reach this daemon (SIGHUP still reloads)");
+            (None, None)
+        }
+    };
     // A policy whose own tests fail is not put in force (nor on reload).
     site.test_policies()?;
     let site = Arc::new(site);
@@ -203,17 +221,6 @@ pub async fn run(site: Site, options: Options) -> Result<(), ControlError> {
     let mut term = signal(SignalKind::terminate()).map_err(ControlError::Signals)?;
     let mut int = signal(SignalKind::interrupt()).map_err(ControlError::Signals)?;
     let mut hup = signal(SignalKind::hangup()).map_err(ControlError::Signals)?;
-    let control_path = options
-        .control_socket
-        .clone()
-        .unwrap_or_else(socket::default_path);
-    let mut control = match socket::listen(&control_path) {
-        Ok(rx) => Some(rx),
-        Err(e) => {
-            tracing::warn!(error = %e, "no control socket: `zonegate reload` will not reach this daemon (SIGHUP still reloads)");
-            None
-        }
-    };
     let monitor = notify::Monitor::start(
         notify::DataPath {
             runtime: tokio::runtime::Handle::current(),

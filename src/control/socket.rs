@@ -1,6 +1,7 @@
 //! The control socket: a Unix stream socket (mode 0600) on which `zonegate reload` asks the
 //! running daemon to reload and waits for the result. One command line per connection, one
-//! JSON line back.
+//! JSON line back. A daemon takes the socket only when no other daemon answers on it, and
+//! removes it when it stops, so that two `zonegate run` on one host cannot fight over it.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -15,6 +16,8 @@ pub const DEFAULT_CONTROL_SOCKET: &str = "/run/zonegate/control.sock";
 const MAX_COMMAND_LEN: u64 = 256;
 /// How long a client has to send its command.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a starting daemon waits for the answer of one already on its socket.
+const PING_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long `zonegate reload` waits for the daemon's answer (a reload compiles policies, runs
 /// their tests and applies the ruleset).
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(120);
@@ -33,6 +36,89 @@ pub enum SocketError {
     Timeout { path: PathBuf },
     #[error("control socket {}: unreadable answer: {answer}", path.display())]
     Answer { path: PathBuf, answer: String },
+    #[error(
+        "control socket {}: {holder} already answers on it, so this daemon does not start; stop \
+         that one first, or give this one its own socket with --control-socket (and its own \
+         --state-dir)",
+        path.display()
+    )]
+    InUse { path: PathBuf, holder: String },
+    #[error("control socket {}: exists and is not a socket; remove it or choose another with --control-socket", path.display())]
+    NotASocket { path: PathBuf },
+}
+
+/// The socket file this daemon bound. Dropping it removes the file, unless another process
+/// has replaced it since.
+#[derive(Debug)]
+pub struct SocketFile {
+    path: PathBuf,
+    /// Device and inode of the socket as bound.
+    identity: (u64, u64),
+}
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        use std::os::unix::fs::MetadataExt as _;
+        let ours = std::fs::symlink_metadata(&self.path)
+            .is_ok_and(|m| (m.dev(), m.ino()) == self.identity);
+        if ours && let Err(e) = std::fs::remove_file(&self.path) {
+            tracing::warn!(path = %self.path.display(), error = %e, "cannot remove the control socket");
+        }
+    }
+}
+
+/// Whether a daemon holds the socket at `path`.
+enum Holder {
+    /// No file there.
+    Nobody,
+    /// A socket file nobody listens on: left by a daemon that was killed.
+    Stale,
+    /// Someone accepts connections on it; who, as the error names it.
+    Daemon(String),
+}
+
+fn holder(path: &Path) -> Result<Holder, SocketError> {
+    use std::io::{BufRead as _, Write as _};
+    use std::os::unix::fs::FileTypeExt as _;
+    let io = |source| SocketError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Holder::Nobody),
+        Err(e) => return Err(io(e)),
+        Ok(m) if !m.file_type().is_socket() => {
+            return Err(SocketError::NotASocket {
+                path: path.to_owned(),
+            });
+        }
+        Ok(_) => {}
+    }
+    let mut stream = match std::os::unix::net::UnixStream::connect(path) {
+        Ok(stream) => stream,
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => return Ok(Holder::Stale),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Holder::Nobody),
+        // A full backlog, or a socket of another user's: someone is there.
+        Err(e) => return Ok(Holder::Daemon(format!("a process ({e})"))),
+    };
+    // Who it is, if it answers as a zonegate daemon does; listening is enough to keep off.
+    let answer = stream
+        .set_read_timeout(Some(PING_TIMEOUT))
+        .and_then(|()| stream.write_all(b"ping\n"))
+        .and_then(|()| {
+            let mut line = String::new();
+            std::io::BufReader::new(std::io::Read::take(&stream, MAX_COMMAND_LEN))
+                .read_line(&mut line)
+                .map(|_| line)
+        });
+    let pid = answer
+        .ok()
+        .and_then(|l| serde_json::from_str::<serde_json::Value>(&l).ok())
+        .and_then(|v| v.get("pid").and_then(serde_json::Value::as_u64));
+    Ok(Holder::Daemon(match pid {
+        Some(pid) => format!("a zonegate daemon (pid {pid})"),
+        None => "a process that accepts connections".to_owned(),
+    }))
 }
 
 /// What a client asked for, with where the answer goes.
@@ -55,8 +141,11 @@ pub fn default_path() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(DEFAULT_CONTROL_SOCKET))
 }
 
-/// Binds the socket (replacing a stale one) and serves it until the receiver is dropped.
-pub fn listen(path: &Path) -> Result<mpsc::Receiver<Request>, SocketError> {
+/// Binds the socket and serves it until the receiver is dropped; the file goes when the
+/// [`SocketFile`] is dropped. A socket a daemon answers on is [`SocketError::InUse`]; a stale
+/// one is replaced.
+pub fn listen(path: &Path) -> Result<(mpsc::Receiver<Request>, SocketFile), SocketError> {
+    use std::os::unix::fs::MetadataExt as _;
     let io = |source| SocketError::Io {
         path: path.to_owned(),
         source,
@@ -64,12 +153,36 @@ pub fn listen(path: &Path) -> Result<mpsc::Receiver<Request>, SocketError> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(io)?;
     }
-    match std::fs::remove_file(path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(io(e)),
+    match holder(path)? {
+        Holder::Nobody => {}
+        Holder::Stale => match std::fs::remove_file(path) {
+            Ok(()) => tracing::info!(path = %path.display(), "replacing a stale control socket"),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io(e)),
+        },
+        Holder::Daemon(holder) => {
+            return Err(SocketError::InUse {
+                path: path.to_owned(),
+                holder,
+            });
+        }
     }
-    let listener = UnixListener::bind(path).map_err(io)?;
+    let listener = UnixListener::bind(path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AddrInUse {
+            // Another daemon bound it between the check and here.
+            SocketError::InUse {
+                path: path.to_owned(),
+                holder: "another process".to_owned(),
+            }
+        } else {
+            io(e)
+        }
+    })?;
+    let meta = std::fs::symlink_metadata(path).map_err(io)?;
+    let file = SocketFile {
+        path: path.to_owned(),
+        identity: (meta.dev(), meta.ino()),
+    };
     {
         use std::os::unix::fs::PermissionsExt as _;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
@@ -96,7 +209,7 @@ pub fn listen(path: &Path) -> Result<mpsc::Receiver<Request>, SocketError> {
             }
         }
     });
-    Ok(rx)
+    Ok((rx, file))
 }
 
 async fn serve(stream: UnixStream, tx: mpsc::Sender<Request>, hooks: bool) -> std::io::Result<()> {
@@ -118,6 +231,8 @@ async fn serve(stream: UnixStream, tx: mpsc::Sender<Request>, hooks: bool) -> st
                 )
             }
         }
+        // A starting daemon asks who holds the socket.
+        (Some("ping"), None) => serde_json::json!({"ok": true, "pid": std::process::id()}),
         (Some("stall-data-path"), Some(ms)) if hooks => match ms.parse::<u64>() {
             Ok(ms) => {
                 let _ = tx
@@ -163,4 +278,47 @@ pub fn request(path: &Path, command: &str) -> Result<serde_json::Value, SocketEr
         path: path.to_owned(),
         answer: line.trim().to_owned(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
+    use super::*;
+
+    #[tokio::test]
+    async fn a_file_that_is_not_a_socket_is_refused_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("control.sock");
+        std::fs::write(&path, "not a socket").unwrap();
+        match listen(&path) {
+            Err(SocketError::NotASocket { .. }) => {}
+            other => panic!("expected NotASocket, got {other:?}"),
+        }
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "not a socket");
+    }
+
+    #[tokio::test]
+    async fn a_stale_socket_is_replaced_and_ours_removed_unless_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("control.sock");
+        // A killed daemon's socket: the file stays, nobody listens.
+        drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+        let (rx, file) = listen(&path).unwrap();
+        let asked = path.clone();
+        let answer = tokio::task::spawn_blocking(move || request(&asked, "ping"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(answer["pid"], std::process::id());
+        drop(rx);
+        drop(file);
+        assert!(!path.exists(), "a stopping daemon removes its socket");
+
+        // Someone else's socket at the path since: not ours to remove.
+        let (_rx, file) = listen(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let _other = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        drop(file);
+        assert!(path.exists());
+    }
 }

@@ -274,7 +274,8 @@ impl Bench {
 }
 
 /// `zonegate run` in the gateway; `env` (`NAME=value`) through env(1), which execs it: the pid
-/// is the daemon's.
+/// is the daemon's. Its control socket is in `dir` unless `args` name one: the host's default
+/// belongs to whichever daemon took it first.
 fn spawn_daemon(
     plant: &Plant,
     zones: &Path,
@@ -284,6 +285,12 @@ fn spawn_daemon(
     env: &[&str],
 ) -> u32 {
     let prefix: &[&str] = if env.is_empty() { &[] } else { &["env"] };
+    let socket = dir.join("control.sock");
+    let own_socket: &[&str] = if args.contains(&"--control-socket") {
+        &[]
+    } else {
+        &["--control-socket", socket.to_str().unwrap()]
+    };
     plant.spawn_in_gateway(
         &prefix
             .iter()
@@ -298,6 +305,7 @@ fn spawn_daemon(
                 "--state-dir",
                 dir.join("state").to_str().unwrap(),
             ])
+            .chain(own_socket.iter().copied())
             .chain(args.iter().copied())
             .collect::<Vec<_>>(),
     )
