@@ -454,16 +454,28 @@ pub fn rows(model: &Model) -> Vec<Row> {
     row(
         "SR 3.9",
         "Protection of audit information",
-        "Every event numbered and sealed in a hash chain; `zonegate audit verify` finds edits, deletions, insertions and reordering",
+        "Every event numbered and sealed in a hash chain; `zonegate audit verify` finds edits, deletions, insertions, reordering and re-sealing; signed checkpoints show a cut head or end",
         if audit.key_file.is_some() {
             Coverage::Configured
         } else {
             Coverage::Partly
         },
-        match &audit.key_file {
-            Some(k) => format!("HMAC-SHA-256 with {}", k.display()),
-            None => "SHA-256 without a key: set audit.key_file so that edits cannot be re-sealed"
-                .to_owned(),
+        {
+            let chain = match &audit.key_file {
+                Some(k) => format!("HMAC-SHA-256 with {}", k.display()),
+                None => {
+                    "SHA-256 without a key: set audit.key_file so that edits cannot be re-sealed"
+                        .to_owned()
+                }
+            };
+            match &audit.checkpoint {
+                Some(c) => format!(
+                    "{chain}; Ed25519-signed checkpoints every {} with {}",
+                    humantime::format_duration(c.interval),
+                    c.signing_key_file.display()
+                ),
+                None => format!("{chain}; no signed checkpoints (audit.checkpoint)"),
+            }
         },
     );
     let encrypted = audit

@@ -285,8 +285,23 @@ pub mod fuzz {
     /// An audit log someone may have edited: `audit verify` must never panic, and any text an
     /// event carries must seal and verify.
     pub fn audit_log(data: &[u8]) {
-        let _ = crate::audit::chain::check_text(data, None);
-        let _ = crate::audit::chain::check_text(data, Some(b"0123456789abcdef"));
+        use crate::audit::chain::{VerifyOptions, check_text};
+        let public = ed25519_dalek::SigningKey::from_bytes(&[7; 32]).verifying_key();
+        let _ = check_text(data, &VerifyOptions::default());
+        let _ = check_text(
+            data,
+            &VerifyOptions {
+                key: Some(b"0123456789abcdef"),
+                ..VerifyOptions::default()
+            },
+        );
+        let _ = check_text(
+            data,
+            &VerifyOptions {
+                public_key: Some(&public),
+                ..VerifyOptions::default()
+            },
+        );
         let text = String::from_utf8_lossy(data);
         assert!(crate::audit::chain::seal_and_check(&text, None));
         assert!(crate::audit::chain::seal_and_check(

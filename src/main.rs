@@ -112,14 +112,36 @@ enum Cmd {
 
 #[derive(Subcommand)]
 enum AuditCmd {
-    /// Check the hash chain of audit JSON lines files (a log and its rotated files, any order);
-    /// report the first modified, deleted, inserted or reordered event; exit 1 if there is one.
+    /// Check audit JSON lines files (a log and its rotated files, any order): the hash chain
+    /// (modified, deleted, inserted, reordered or downgraded events), the beginning (event 1 or
+    /// a rotation start), the checkpoints and, with signed checkpoints, the end (the daemon's
+    /// stop checkpoint). Exit 1 on any problem.
     Verify {
-        /// The HMAC key the events were sealed with (zones.yaml `audit.key_file`).
+        /// The HMAC key the events were sealed with (zones.yaml `audit.key_file`): every event
+        /// must carry an HMAC made with it.
         #[arg(long)]
         key_file: Option<PathBuf>,
+        /// The public key of `audit.checkpoint.signing_key_file` (PEM): every checkpoint must
+        /// be signed with it, and every event covered by one.
+        #[arg(long)]
+        public_key: Option<PathBuf>,
+        /// Accept a log that does not end at the daemon's stop checkpoint: one still being
+        /// written, or of a daemon that was killed.
+        #[arg(long)]
+        allow_open_end: bool,
         #[arg(required = true)]
         files: Vec<PathBuf>,
+    },
+    /// Make an Ed25519 key pair for signed checkpoints (`audit.checkpoint.signing_key_file`):
+    /// the private key as PKCS#8 PEM (mode 0600), the public key as PEM for the SOC. Existing
+    /// files are not overwritten.
+    Keygen {
+        /// Where the private key goes; the gateway reads it.
+        #[arg(long)]
+        out_private: PathBuf,
+        /// Where the public key goes; `audit verify --public-key` reads it.
+        #[arg(long)]
+        out_public: PathBuf,
     },
 }
 
@@ -248,8 +270,29 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Policy(PolicyCmd::Test { paths }) => Ok(policy_test(&paths)),
-        Cmd::Audit(AuditCmd::Verify { key_file, files }) => {
-            audit_verify(key_file.as_deref(), &files)
+        Cmd::Audit(AuditCmd::Verify {
+            key_file,
+            public_key,
+            allow_open_end,
+            files,
+        }) => audit_verify(
+            key_file.as_deref(),
+            public_key.as_deref(),
+            allow_open_end,
+            &files,
+        ),
+        Cmd::Audit(AuditCmd::Keygen {
+            out_private,
+            out_public,
+        }) => {
+            let public = zonegate::audit::checkpoint::generate(&out_private, &out_public)?;
+            println!(
+                "private key {} (keep it on the gateway: audit.checkpoint.signing_key_file), public key {} (for `audit verify --public-key`), key id {}",
+                out_private.display(),
+                out_public.display(),
+                zonegate::audit::checkpoint::key_id(&public)
+            );
+            Ok(ExitCode::SUCCESS)
         }
         Cmd::EarlyBlock => {
             nft::apply(&nft::early_block()).context("early block")?;
@@ -259,8 +302,15 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// `zonegate audit verify`: where each file sits in the stream, then the verdict.
-fn audit_verify(key_file: Option<&Path>, files: &[PathBuf]) -> anyhow::Result<ExitCode> {
+/// `zonegate audit verify`: where each file sits in the stream, how the log begins, its
+/// checkpoints and how it ends, then the verdict: `ok: ...` or one `BROKEN: ...` line per problem.
+fn audit_verify(
+    key_file: Option<&Path>,
+    public_key: Option<&Path>,
+    allow_open_end: bool,
+    files: &[PathBuf],
+) -> anyhow::Result<ExitCode> {
+    use zonegate::audit::chain::{self, Start, VerifyOptions};
     let key = key_file
         .map(|k| {
             std::fs::read(k)
@@ -268,35 +318,70 @@ fn audit_verify(key_file: Option<&Path>, files: &[PathBuf]) -> anyhow::Result<Ex
                 .with_context(|| format!("key file {}", k.display()))
         })
         .transpose()?;
-    let report = zonegate::audit::chain::verify(files, key.as_deref())?;
-    for (path, first, count) in &report.files {
-        println!("{}: {count} lines from event {first}", path.display());
+    let public = public_key
+        .map(zonegate::audit::checkpoint::load_verifying_key)
+        .transpose()?;
+    let report = chain::verify(
+        files,
+        &VerifyOptions {
+            key: key.as_deref(),
+            public_key: public.as_ref(),
+            allow_open_end,
+        },
+    )?;
+    for f in &report.files {
+        match f.first_sequence {
+            Some(first) => println!("{}: {} lines from event {first}", f.path.display(), f.lines),
+            None => println!("{}: {} lines, no sealed event", f.path.display(), f.lines),
+        }
     }
-    if report.starts_mid_chain {
+    if let Start::Rotation { after } = report.start {
         println!(
-            "the chain starts at event {}: earlier events are not in these files (rotated away?)",
-            report.first_sequence
+            "begins at a rotation start: events up to {after} are in an earlier file (rotated away, or not given)"
         );
     }
-    match &report.broken {
-        None => {
-            println!(
-                "ok: {} events, {} to {}, chain intact ({})",
-                report.events,
-                report.first_sequence,
-                report.last_sequence,
-                if report.keyed {
-                    "hmac-sha256"
-                } else {
-                    "sha256"
-                }
-            );
-            Ok(ExitCode::SUCCESS)
-        }
-        Some(b) => {
+    if report.checkpoints > 0 {
+        let signatures = match (&public, report.signed_checkpoints) {
+            (Some(p), _) => format!(
+                "signatures checked with key id {}",
+                zonegate::audit::checkpoint::key_id(p)
+            ),
+            (None, 0) => "none signed".to_owned(),
+            (None, _) => "signatures not checked (no --public-key)".to_owned(),
+        };
+        let last = report
+            .last_checkpoint
+            .map(|(s, r)| format!(", the last at event {s} ({})", r.as_str()))
+            .unwrap_or_default();
+        println!("{} checkpoints, {signatures}{last}", report.checkpoints);
+    }
+    if !report.end_checked {
+        println!(
+            "no signed checkpoints: a cut-off end cannot be told (zones.yaml audit.checkpoint)"
+        );
+    } else if let Some(end) = report.open_end.as_ref().filter(|_| allow_open_end) {
+        let breach = chain::Breach::OpenEnd(end.clone());
+        println!("open end, accepted (--allow-open-end): {breach}");
+    }
+    if report.holds() {
+        println!(
+            "ok: {} events, {} to {}, chain intact ({}){}",
+            report.events,
+            report.first_sequence,
+            report.last_sequence,
+            report.alg.map_or("", chain::Alg::as_str),
+            if public.is_some() && report.checkpoints > 0 {
+                format!(", {} checkpoints verified", report.checkpoints)
+            } else {
+                String::new()
+            }
+        );
+        Ok(ExitCode::SUCCESS)
+    } else {
+        for b in &report.problems {
             println!("BROKEN: {b}");
-            Ok(ExitCode::FAILURE)
         }
+        Ok(ExitCode::FAILURE)
     }
 }
 

@@ -52,6 +52,8 @@ pub enum SiteError {
         summary: String,
         failures: Vec<String>,
     },
+    #[error("audit.checkpoint.signing_key_file: {0}")]
+    SigningKey(#[source] crate::audit::checkpoint::CheckpointError),
     #[error("asset `{asset}`: register map {}: {source}", path.display())]
     RegisterMap {
         asset: String,
@@ -116,6 +118,11 @@ impl Site {
                 source: Box::new(source),
             })?;
             maps.insert(a.name.clone(), Arc::new(map));
+        }
+        // Read now, so that `check` and a reload refuse a key the daemon could not sign with.
+        if let Some(c) = &model.audit.checkpoint {
+            crate::audit::checkpoint::load_signing_key(&c.signing_key_file)
+                .map_err(SiteError::SigningKey)?;
         }
         let write_rates = model
             .conduits

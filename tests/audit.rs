@@ -185,6 +185,270 @@ fn a_log_sealed_with_a_key_verifies_only_with_that_key() {
     );
 }
 
+fn verify_with(args: &[&str], files: &[&Path]) -> Output {
+    std::process::Command::new(ZONEGATE)
+        .args(["audit", "verify"])
+        .args(args)
+        .args(files)
+        .output()
+        .unwrap()
+}
+
+/// What someone who can write the log but has no key does: re-seals the events from line
+/// `from` (1-based) on with the plain SHA-256 chain, continuing from the hash before them, as
+/// zonegate without `audit.key_file` would have sealed them.
+fn reseal_plain(lines: &[String], from: usize) -> Vec<String> {
+    use sha2::Digest as _;
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let link_of = |l: &str| -> Value {
+        serde_json::from_str::<Value>(l).unwrap()["zonegate"]["chain"].clone()
+    };
+    let mut prev = link_of(&lines[from - 2])["hash"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut out = lines[..from - 1].to_vec();
+    for line in &lines[from - 1..] {
+        let at = line.rfind(r#""chain":{"#).unwrap();
+        let comma = line[..at].ends_with(',');
+        let cut = if comma { at - 1 } else { at };
+        let body = format!("{}}}}}", &line[..cut]);
+        let mut h = sha2::Sha256::new();
+        h.update(
+            (0..prev.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&prev[i..i + 2], 16).unwrap())
+                .collect::<Vec<u8>>(),
+        );
+        h.update(body.as_bytes());
+        let hash = hex(&h.finalize());
+        out.push(format!(
+            r#"{}{}"chain":{{"alg":"sha256","prev":"{prev}","hash":"{hash}"}}}}}}"#,
+            &line[..cut],
+            if comma { "," } else { "" }
+        ));
+        prev = hash;
+    }
+    out
+}
+
+/// Acceptance of the hardened audit chain (issue 14): a real daemon's keyed log with signed
+/// checkpoints (a periodic one and the stop checkpoint). Untouched it passes with the HMAC key,
+/// with the public key alone, and with both; re-sealed from event 3 with the plain chain, cut at
+/// the head or cut at the end, it is reported with either key.
+#[test]
+fn a_keyed_log_with_signed_checkpoints_shows_resealing_and_cut_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("audit.key");
+    std::fs::write(&key, "a secret of more than sixteen bytes\n").unwrap();
+    let signing = dir.path().join("signing.pem");
+    let public = dir.path().join("signing.pub.pem");
+    let keygen = std::process::Command::new(ZONEGATE)
+        .args(["audit", "keygen", "--out-private"])
+        .arg(&signing)
+        .arg("--out-public")
+        .arg(&public)
+        .output()
+        .unwrap();
+    assert!(
+        keygen.status.success(),
+        "{}",
+        String::from_utf8_lossy(&keygen.stderr)
+    );
+    let zones = zones_variant(dir.path(), |t| {
+        let edited = t.replace(
+            "  # key_file: credential:audit-key",
+            &format!(
+                "  checkpoint:\n    signing_key_file: {}\n    interval: 1s\n  key_file: {}",
+                signing.display(),
+                key.display()
+            ),
+        );
+        assert_ne!(edited, t, "the edit must apply");
+        edited
+    });
+    let bench = Bench::start_with(&zones, None, &[]);
+    for _ in 0..3 {
+        assert_eq!(bench.op(&["write-register", "40", "1"])["ok"], true);
+        assert_eq!(bench.op(&["write-register", "104", "1"])["exception"], 1);
+    }
+    let periodic = bench.audit_event("a periodic checkpoint", |e| {
+        e["event"]["action"] == "audit-checkpoint"
+            && e["zonegate"]["checkpoint"]["reason"] == "interval"
+    });
+    assert_eq!(periodic["zonegate"]["checkpoint"]["from_sequence"], 1);
+    assert_eq!(bench.op(&["write-register", "104", "1"])["exception"], 1);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(bench.daemon).unwrap()),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let stop = bench.audit_event("the stop checkpoint", |e| {
+        e["zonegate"]["checkpoint"]["reason"] == "stop"
+    });
+    let events = bench.audit();
+    assert_eq!(
+        events.last().unwrap(),
+        &stop,
+        "the stop checkpoint is the last event"
+    );
+    assert_eq!(events[events.len() - 2]["event"]["action"], "daemon-stop");
+    assert!(
+        events
+            .iter()
+            .all(|e| e["zonegate"]["chain"]["alg"] == "hmac-sha256")
+    );
+
+    let text = std::fs::read_to_string(&bench.audit_log).unwrap();
+    let original: Vec<String> = text.lines().map(str::to_owned).collect();
+    let n = original.len();
+    let write = |name: &str, lines: &[String]| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+        path
+    };
+    let key_arg = ["--key-file", key.to_str().unwrap()];
+    let public_arg = ["--public-key", public.to_str().unwrap()];
+    let both = [key_arg, public_arg].concat();
+
+    let untouched = write("untouched.jsonl", &original);
+    for args in [&key_arg[..], &public_arg[..], &both[..]] {
+        let out = verify_with(args, &[&untouched]);
+        assert!(out.status.success(), "{args:?}: {}", stdout(&out));
+        assert!(
+            stdout(&out).contains(&format!(
+                "ok: {n} events, 1 to {n}, chain intact (hmac-sha256)"
+            )),
+            "{}",
+            stdout(&out)
+        );
+    }
+    // The public key alone checks every checkpoint's signature.
+    let out = verify_with(&public_arg, &[&untouched]);
+    let checkpoints = events
+        .iter()
+        .filter(|e| e["event"]["action"] == "audit-checkpoint")
+        .count();
+    assert!(checkpoints >= 2, "{events:#?}");
+    assert!(
+        stdout(&out).contains(&format!("{checkpoints} checkpoints verified")),
+        "{}",
+        stdout(&out)
+    );
+
+    let resealed = write("resealed.jsonl", &reseal_plain(&original, 3));
+    let out = verify_with(&key_arg, &[&resealed]);
+    assert!(!out.status.success());
+    assert!(
+        stdout(&out).contains(":3: event 3: downgrade"),
+        "{}",
+        stdout(&out)
+    );
+    let out = verify_with(&public_arg, &[&resealed]);
+    assert!(!out.status.success());
+    assert!(
+        stdout(&out).contains(":3: event 3: downgrade"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(
+        stdout(&out).contains("checkpoint does not match the chain"),
+        "{}",
+        stdout(&out)
+    );
+
+    let head_cut = write("head-cut.jsonl", &original[2..]);
+    for args in [&key_arg[..], &public_arg[..]] {
+        let out = verify_with(args, &[&head_cut]);
+        assert!(!out.status.success());
+        assert!(
+            stdout(&out).contains(":1: event 3: head missing"),
+            "{args:?}: {}",
+            stdout(&out)
+        );
+    }
+
+    let tail_cut = write("tail-cut.jsonl", &original[..n - 2]);
+    for args in [&key_arg[..], &public_arg[..]] {
+        let out = verify_with(args, &[&tail_cut]);
+        assert!(!out.status.success());
+        assert!(
+            stdout(&out).contains("unanchored: ") || stdout(&out).contains("end missing: "),
+            "{args:?}: {}",
+            stdout(&out)
+        );
+    }
+}
+
+/// `audit.checkpoint` as `zonegate check` (and so `run` and a reload) loads it: a signing key
+/// that is missing or not a private key stops the load and is named; a bad interval is pointed at.
+#[test]
+fn a_signing_key_that_cannot_be_used_is_a_configuration_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let private = dir.path().join("signing.pem");
+    let public = dir.path().join("signing.pub.pem");
+    let keygen = std::process::Command::new(ZONEGATE)
+        .args(["audit", "keygen", "--out-private"])
+        .arg(&private)
+        .arg("--out-public")
+        .arg(&public)
+        .output()
+        .unwrap();
+    assert!(keygen.status.success());
+    let check = |signing: &Path, interval: &str| {
+        let zones = zones_variant(dir.path(), |t| {
+            t.replace(
+                "\naudit:\n",
+                &format!(
+                    "\naudit:\n  checkpoint:\n    signing_key_file: {}\n    interval: {interval}\n",
+                    signing.display()
+                ),
+            )
+        });
+        let out = std::process::Command::new(ZONEGATE)
+            .arg("check")
+            .arg(&zones)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+            zones,
+        )
+    };
+    let (code, stderr, _) = check(&private, "30s");
+    assert_eq!(code, Some(0), "{stderr}");
+
+    let missing = dir.path().join("missing.pem");
+    let (code, stderr, _) = check(&missing, "30s");
+    assert_eq!(code, Some(1));
+    assert!(
+        stderr.contains("audit.checkpoint.signing_key_file")
+            && stderr.contains(&format!("{} does not exist", missing.display())),
+        "{stderr}"
+    );
+    let (code, stderr, _) = check(&public, "30s");
+    assert_eq!(code, Some(1));
+    assert!(
+        stderr.contains("is not an Ed25519 private key in PKCS#8 PEM"),
+        "{stderr}"
+    );
+    let (code, stderr, zones) = check(&private, "0s");
+    assert_eq!(code, Some(1));
+    let line = std::fs::read_to_string(&zones)
+        .unwrap()
+        .lines()
+        .position(|l| l.contains("interval: 0s"))
+        .unwrap()
+        + 1;
+    assert!(
+        stderr.contains(&format!(
+            ":{line}:15: error: audit.checkpoint.interval 0s is out of range"
+        )),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn fail_closed_audit_refuses_requests_while_events_cannot_be_written() {
     let dir = tempfile::tempdir().unwrap();
@@ -492,6 +756,7 @@ fn the_readme_shows_a_valid_example_of_each_kind_of_event() {
         "daemon-stop",
         "daemon-reload",
         "audit-gap",
+        "audit-checkpoint",
         "api-access",
         "connection-limit",
         "modbus-device-timeout",

@@ -195,6 +195,9 @@ pub struct Zonegate {
     /// A source quarantined (or that would be): the settings, the violations, until when.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub quarantine: Option<serde_json::Value>,
+    /// `audit-checkpoint`: the chain's position, signed (see [`super::checkpoint`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<super::checkpoint::Checkpoint>,
 }
 
 /// A zone and, when known, the asset at an address.

@@ -13,6 +13,8 @@ pub struct RotatingFile {
     keep: u32,
     file: File,
     size: u64,
+    /// Rotate before the next write whatever the size (a new chain seal begins).
+    rotate_next: bool,
 }
 
 /// `path.n`: the n-th newest rotated file.
@@ -36,15 +38,33 @@ impl RotatingFile {
             keep,
             file,
             size,
+            rotate_next: false,
         })
+    }
+
+    /// Whether the next [`RotatingFile::write`] begins a new file (or, keeping none, empties
+    /// this one): the writer begins it with a rotation checkpoint.
+    pub fn will_rotate(&self) -> bool {
+        self.size > 0 && (self.rotate_next || (self.max_bytes > 0 && self.size >= self.max_bytes))
+    }
+
+    /// Makes the next write begin a new file, if this one holds anything.
+    pub fn rotate_before_next_write(&mut self) {
+        self.rotate_next = true;
+    }
+
+    /// Nothing written yet.
+    pub fn is_empty(&self) -> bool {
+        self.size == 0
     }
 
     /// Writes whole lines; rotates first when the file has reached its size. A batch is never
     /// split, so a file may exceed `max_bytes` by at most one batch.
     pub fn write(&mut self, lines: &[u8]) -> std::io::Result<()> {
-        if self.max_bytes > 0 && self.size >= self.max_bytes {
+        if self.will_rotate() {
             self.rotate()?;
         }
+        self.rotate_next = false;
         self.file.write_all(lines)?;
         self.file.flush()?;
         self.size = self

@@ -3,11 +3,15 @@
 //! numbered and sealed into a hash chain there ([`chain`]), and written to every configured sink
 //! at once: a rotating JSON lines file ([`file`]), standard output, remote syslog receivers.
 //!
+//! With `audit.checkpoint` the writer also seals signed checkpoints into the stream, every
+//! interval and when it stops ([`checkpoint`]); every new log file begins with one.
+//!
 //! Nothing is lost silently: events the queue cannot take are counted and reported by a gap
 //! event; with `when_full: fail_closed` the inspected conduits refuse new requests while audit
 //! cannot keep up (IEC 62443-3-3 SR 2.10, response to audit processing failures).
 
 pub mod chain;
+pub mod checkpoint;
 pub mod droplog;
 pub mod event;
 pub mod file;
@@ -56,6 +60,8 @@ pub enum AuditError {
     },
     #[error("the audit key file {0} holds fewer than {MIN_KEY_LEN} bytes")]
     ShortKey(PathBuf),
+    #[error("audit.checkpoint.signing_key_file: {0}")]
+    SigningKey(#[source] checkpoint::CheckpointError),
     #[error("cannot start the audit writer: {0}")]
     Thread(#[source] std::io::Error),
     #[error("syslog receiver {address}: {source}")]
@@ -95,12 +101,25 @@ pub struct FileSettings {
     pub keep: u32,
 }
 
+/// Signed checkpoints (zones.yaml `audit.checkpoint`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckpointSettings {
+    /// The Ed25519 private key, PKCS#8 PEM.
+    pub signing_key_file: PathBuf,
+    /// How often a checkpoint is written while there are new events.
+    pub interval: Duration,
+}
+
+/// Default `audit.checkpoint.interval`.
+pub const DEFAULT_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(60);
+
 /// Where events go and how they are sealed (zones.yaml `audit:`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
     /// `None` and no syslog receivers: standard output.
     pub file: Option<FileSettings>,
     pub key_file: Option<PathBuf>,
+    pub checkpoint: Option<CheckpointSettings>,
     pub reads: Reads,
     pub when_full: WhenFull,
     /// Where events for unreachable syslog receivers wait, one subdirectory per receiver.
@@ -123,6 +142,7 @@ impl Default for Settings {
         Settings {
             file: None,
             key_file: None,
+            checkpoint: None,
             reads: Reads::Count,
             when_full: WhenFull::DropOldest,
             spool_dir: PathBuf::from(DEFAULT_SPOOL_DIR),
@@ -228,6 +248,8 @@ struct Shared {
 #[derive(Debug)]
 enum Message {
     Event(Box<Event>),
+    /// The checkpoint interval passed: a checkpoint if there are new events.
+    Checkpoint,
     /// Write what is queued, then stop.
     Close,
 }
@@ -255,16 +277,38 @@ impl Audit {
     /// Opens the sinks and starts the writer thread.
     pub fn start(settings: &Settings) -> Result<(Audit, AuditWriter), AuditError> {
         let key = settings.key_file.as_deref().map(read_key).transpose()?;
+        let signer = settings
+            .checkpoint
+            .as_ref()
+            .map(|c| checkpoint::load_signing_key(&c.signing_key_file))
+            .transpose()
+            .map_err(AuditError::SigningKey)?;
         let mut sinks = Sinks::default();
         let mut tail = None;
+        let mut new_file = false;
         if let Some(f) = &settings.file {
-            tail = chain::tail_of(&f.path);
-            sinks.file = Some(RotatingFile::open(&f.path, f.max_bytes, f.keep).map_err(
-                |source| AuditError::Open {
+            let found = chain::find_tail(&f.path, key.as_deref());
+            let mut file = RotatingFile::open(&f.path, f.max_bytes, f.keep).map_err(|source| {
+                AuditError::Open {
                     path: f.path.clone(),
                     source,
-                },
-            )?);
+                }
+            })?;
+            if let Some(found) = found {
+                tail = Some(found.tail);
+                // A chain is sealed one way throughout: another key (or none) continues the
+                // stream in a new file, so that each file verifies with its own key.
+                if !found.same_seal {
+                    tracing::warn!(
+                        path = %f.path.display(),
+                        "the audit log was sealed with another key (or none): continuing in a new file"
+                    );
+                    file.rotate_before_next_write();
+                }
+                // A file that begins mid-chain says so in its first event.
+                new_file = !found.same_seal || !found.in_active_file || file.is_empty();
+            }
+            sinks.file = Some(file);
         }
         for s in &settings.syslog {
             sinks.remotes.push(start_remote(settings, s)?);
@@ -279,6 +323,9 @@ impl Audit {
         let writer = Writer {
             rx,
             chain: Chain::new(key, tail),
+            signer,
+            new_file,
+            unanchored: false,
             sinks,
             shared: shared.clone(),
             batch: Vec::with_capacity(WRITE_BATCH_BYTES.saturating_mul(2)),
@@ -287,6 +334,22 @@ impl Audit {
             .name("audit-writer".into())
             .spawn(move || writer.run())
             .map_err(AuditError::Thread)?;
+        if let Some(c) = &settings.checkpoint {
+            let ticker = tx.clone();
+            let interval = c.interval;
+            // Wakes the writer, which blocks on its queue, once per interval; ends with it.
+            std::thread::Builder::new()
+                .name("audit-checkpoint".into())
+                .spawn(move || {
+                    loop {
+                        std::thread::sleep(interval);
+                        if ticker.blocking_send(Message::Checkpoint).is_err() {
+                            break;
+                        }
+                    }
+                })
+                .map_err(AuditError::Thread)?;
+        }
         Ok((
             Audit {
                 tx: tx.clone(),
@@ -444,6 +507,12 @@ fn start_remote(settings: &Settings, s: &SyslogSettings) -> Result<Receiver, Aud
 struct Writer {
     rx: mpsc::Receiver<Message>,
     chain: Chain,
+    /// Signs checkpoints (`audit.checkpoint`); without it only rotation starts are written, unsigned.
+    signer: Option<ed25519_dalek::SigningKey>,
+    /// The next event written begins a file mid-chain.
+    new_file: bool,
+    /// Events were sealed since the last checkpoint.
+    unanchored: bool,
     sinks: Sinks,
     shared: Arc<Shared>,
     /// Sealed lines of the write being assembled.
@@ -460,10 +529,27 @@ impl Writer {
             // What is queued goes out in one write, so that a burst costs one system call
             // rather than one per event; nothing waits for more to come.
             self.batch.clear();
+            // A new file's first line says where it continues from.
+            if self.new_file
+                || self
+                    .sinks
+                    .file
+                    .as_ref()
+                    .is_some_and(RotatingFile::will_rotate)
+            {
+                self.checkpoint(checkpoint::Reason::Rotation);
+                self.new_file = false;
+            }
             let mut next = Some(first);
             while let Some(message) = next.take() {
                 match message {
                     Message::Event(mut event) => self.seal(&mut event),
+                    Message::Checkpoint => {
+                        self.report_lost();
+                        if self.signer.is_some() && self.unanchored {
+                            self.checkpoint(checkpoint::Reason::Interval);
+                        }
+                    }
                     Message::Close => closing = true,
                 }
                 if self.batch.len() < WRITE_BATCH_BYTES || closing {
@@ -471,6 +557,10 @@ impl Writer {
                 }
             }
             self.report_lost();
+            // The stop checkpoint is the last event a stopped daemon's log holds.
+            if closing && self.signer.is_some() && self.unanchored {
+                self.checkpoint(checkpoint::Reason::Stop);
+            }
             self.write();
             if self.batch.len() < WRITE_BATCH_BYTES && !closing {
                 std::thread::sleep(WRITE_INTERVAL);
@@ -488,6 +578,21 @@ impl Writer {
         self.seal_now(event);
     }
 
+    /// Seals a checkpoint of the events since the last one.
+    fn checkpoint(&mut self, reason: checkpoint::Reason) {
+        let range = self.chain.close_range();
+        let mut e = checkpoint::event(checkpoint::Checkpoint::new(
+            reason,
+            range.from_sequence,
+            range.sequence,
+            &range.head,
+            &range.digest,
+            self.signer.as_ref(),
+        ));
+        self.seal_now(&mut e);
+        self.unanchored = false;
+    }
+
     /// Seals `event` into the batch and hands it to the receivers.
     fn seal_now(&mut self, event: &mut Event) {
         let start = self.batch.len();
@@ -495,6 +600,7 @@ impl Writer {
             Ok(()) => {
                 self.send(event, start);
                 self.batch.push(b'\n');
+                self.unanchored = true;
             }
             Err(e) => {
                 self.batch.truncate(start);
@@ -640,5 +746,156 @@ impl Writer {
                 .map(|r| (r.name.clone(), r.remote.stats()))
                 .collect();
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::expect_used,
+    clippy::arithmetic_side_effects
+)]
+mod tests {
+    use super::*;
+    use chain::{Start, VerifyOptions};
+    use checkpoint::Reason;
+
+    fn settings(dir: &std::path::Path, key: &str) -> Settings {
+        Settings {
+            file: Some(FileSettings {
+                path: dir.join("audit.jsonl"),
+                max_bytes: 3000,
+                keep: 10,
+            }),
+            key_file: Some(dir.join(key)),
+            checkpoint: Some(CheckpointSettings {
+                signing_key_file: dir.join("signing.pem"),
+                // Longer than the test: the checkpoints here are rotations and the stop.
+                interval: Duration::from_secs(3600),
+            }),
+            spool_dir: dir.join("spool"),
+            ..Settings::default()
+        }
+    }
+
+    /// Starts the writer, emits `n` events in separate writes, stops it.
+    fn run(settings: &Settings, n: u32) {
+        let (audit, writer) = Audit::start(settings).unwrap();
+        for i in 0..n {
+            let mut e = Event::now(
+                "test",
+                "event",
+                &["process"],
+                &["info"],
+                "success",
+                Severity::Info,
+            );
+            e.message = format!("event {i} of a run");
+            audit.emit(e);
+            std::thread::sleep(WRITE_INTERVAL * 2);
+        }
+        writer.finish();
+    }
+
+    fn log_files(dir: &std::path::Path) -> Vec<PathBuf> {
+        let base = dir.join("audit.jsonl");
+        std::iter::once(base.clone())
+            .chain((1..=10).map(|n| file::rotated(&base, n)))
+            .filter(|p| p.exists())
+            .collect()
+    }
+
+    #[test]
+    fn the_writer_begins_each_file_with_a_rotation_start_and_ends_with_its_stop_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("audit.key"),
+            "a key of more than 16 bytes\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("other.key"),
+            "another key, also long enough",
+        )
+        .unwrap();
+        let public = checkpoint::generate(
+            &dir.path().join("signing.pem"),
+            &dir.path().join("signing.pub.pem"),
+        )
+        .unwrap();
+        let key = b"a key of more than 16 bytes".as_slice();
+        let both = VerifyOptions {
+            key: Some(key),
+            public_key: Some(&public),
+            allow_open_end: false,
+        };
+        let s = settings(dir.path(), "audit.key");
+        run(&s, 20);
+        // Stopped and started again: the chain continues in the same file.
+        run(&s, 3);
+        let files = log_files(dir.path());
+        assert!(files.len() >= 3, "rotated into {files:?}");
+        let r = chain::verify(&files, &both).unwrap();
+        assert_eq!(r.problems, [], "{r:#?}");
+        assert_eq!(r.start, Start::Genesis);
+        assert_eq!(r.last_checkpoint.map(|c| c.1), Some(Reason::Stop));
+        // 23 events, a stop checkpoint per run, a rotation start per rotated file.
+        let rotations = u64::try_from(files.len() - 1).unwrap();
+        assert_eq!(r.last_sequence, 23 + 2 + rotations);
+        assert_eq!(r.checkpoints, 2 + rotations);
+
+        // Each file alone: it begins where its predecessor ended, and says so in a signed
+        // event; it ends where its successor begins (an open end, for a file alone).
+        let (oldest, newer) = files.split_last().unwrap();
+        for f in newer {
+            let r = chain::verify(
+                std::slice::from_ref(f),
+                &VerifyOptions {
+                    allow_open_end: true,
+                    ..both
+                },
+            )
+            .unwrap();
+            assert_eq!(r.problems, [], "{}: {r:#?}", f.display());
+            assert!(
+                matches!(r.start, Start::Rotation { .. }),
+                "{}: {r:#?}",
+                f.display()
+            );
+        }
+        let r = chain::verify(
+            std::slice::from_ref(oldest),
+            &VerifyOptions {
+                allow_open_end: true,
+                ..both
+            },
+        )
+        .unwrap();
+        assert_eq!((&r.problems[..], r.start), (&[][..], Start::Genesis));
+        // The active file alone ends at the stop checkpoint: nothing is open.
+        let r = chain::verify(&files[..1], &both).unwrap();
+        assert_eq!(r.problems, [], "{r:#?}");
+
+        // Another HMAC key: the stream continues in a new file, sealed with it throughout.
+        let before = chain::verify(&files, &both).unwrap().last_sequence;
+        let mut other = settings(dir.path(), "other.key");
+        other.file.as_mut().unwrap().max_bytes = 0;
+        run(&other, 2);
+        let newest = dir.path().join("audit.jsonl");
+        let r = chain::verify(
+            std::slice::from_ref(&newest),
+            &VerifyOptions {
+                key: Some(b"another key, also long enough"),
+                ..both
+            },
+        )
+        .unwrap();
+        assert_eq!(r.problems, [], "{r:#?}");
+        assert_eq!(r.start, Start::Rotation { after: before });
+        // The files before it still verify with the key they were sealed with.
+        let older: Vec<PathBuf> = log_files(dir.path()).into_iter().skip(1).collect();
+        let r = chain::verify(&older, &both).unwrap();
+        assert_eq!(r.problems, [], "{r:#?}");
     }
 }

@@ -1,15 +1,20 @@
 //! zones.yaml `audit:` into [`crate::audit::Settings`].
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde_saphyr::Spanned;
 
 use super::model::Problems;
-use super::raw::{RawAudit, RawSyslog};
+use super::raw::{RawAudit, RawCheckpoint, RawSyslog};
 use crate::audit::{
-    DEFAULT_FILE_KEEP, DEFAULT_FILE_MAX_BYTES, FileSettings, Reads, Settings, SyslogFormat,
-    SyslogSettings, SyslogTransport, WhenFull,
+    CheckpointSettings, DEFAULT_CHECKPOINT_INTERVAL, DEFAULT_FILE_KEEP, DEFAULT_FILE_MAX_BYTES,
+    FileSettings, Reads, Settings, SyslogFormat, SyslogSettings, SyslogTransport, WhenFull,
 };
+
+/// Bounds of `audit.checkpoint.interval`.
+const MIN_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
+const MAX_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(24 * 3600);
 
 /// Validated audit settings; defaults when the section is absent.
 pub(super) fn settings(raw: Option<&Spanned<RawAudit>>, p: &mut Problems) -> Settings {
@@ -42,6 +47,10 @@ pub(super) fn settings(raw: Option<&Spanned<RawAudit>>, p: &mut Problems) -> Set
         }
     };
     s.key_file = raw.key_file.as_ref().map(|k| p.file(k, "audit.key_file"));
+    s.checkpoint = raw
+        .checkpoint
+        .as_ref()
+        .and_then(|c| checkpoint(&c.value, p));
     if let Some(f) = &raw.file {
         s.file = path(&f.value.path, "audit.file.path", p).map(|path| FileSettings {
             path,
@@ -68,6 +77,41 @@ pub(super) fn settings(raw: Option<&Spanned<RawAudit>>, p: &mut Problems) -> Set
     }
     s.syslog = raw.syslog.iter().filter_map(|r| syslog(r, p)).collect();
     s
+}
+
+/// `audit.checkpoint`: the signing key's path (read by [`crate::site::Site::load`]) and the
+/// interval.
+fn checkpoint(raw: &RawCheckpoint, p: &mut Problems) -> Option<CheckpointSettings> {
+    let signing_key_file = p.file(&raw.signing_key_file, "audit.checkpoint.signing_key_file");
+    let interval = match &raw.interval {
+        None => DEFAULT_CHECKPOINT_INTERVAL,
+        Some(v) => match humantime::parse_duration(v.value.trim()) {
+            Ok(d) if (MIN_CHECKPOINT_INTERVAL..=MAX_CHECKPOINT_INTERVAL).contains(&d) => d,
+            Ok(_) => {
+                p.at(
+                    v,
+                    format!("audit.checkpoint.interval {} is out of range", v.value),
+                    Some("use 1s to 24h".into()),
+                );
+                return None;
+            }
+            Err(e) => {
+                p.at(
+                    v,
+                    format!(
+                        "audit.checkpoint.interval `{}` is not a duration: {e}",
+                        v.value
+                    ),
+                    Some("write it with a unit, e.g. `60s` or `5m`".into()),
+                );
+                return None;
+            }
+        },
+    };
+    Some(CheckpointSettings {
+        signing_key_file,
+        interval,
+    })
 }
 
 fn path(v: &Spanned<String>, field: &str, p: &mut Problems) -> Option<PathBuf> {

@@ -37,12 +37,25 @@ pub struct RawAudit {
     /// HMAC key for the hash chain.
     #[serde(default)]
     pub key_file: Option<Spanned<String>>,
+    /// Signed checkpoints.
+    #[serde(default)]
+    pub checkpoint: Option<Spanned<RawCheckpoint>>,
     #[serde(default)]
     pub file: Option<Spanned<RawAuditFile>>,
     #[serde(default)]
     pub spool: Option<Spanned<RawSpool>>,
     #[serde(default)]
     pub syslog: Vec<Spanned<RawSyslog>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCheckpoint {
+    /// Ed25519 private key, PKCS#8 PEM.
+    pub signing_key_file: Spanned<String>,
+    /// humantime, default 60s.
+    #[serde(default)]
+    pub interval: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -76,11 +76,12 @@ pub fn wait_for_event(path: &Path, what: &str, pred: impl Fn(&Value) -> bool) ->
 }
 
 /// `zonegate audit verify` on the log's complete lines (and its rotated files): the chain holds.
+/// The log may still be written to: it need not end at a stop checkpoint.
 pub fn assert_chain_intact(path: &Path) {
     let copy = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(copy.path(), complete_lines(path)).unwrap();
     let out = std::process::Command::new(ZONEGATE)
-        .args(["audit", "verify"])
+        .args(["audit", "verify", "--allow-open-end"])
         .arg(copy.path())
         .output()
         .unwrap();
