@@ -227,7 +227,7 @@ fn compliance_does_not_need_the_secrets() {
     );
     assert!(
         text.lines().any(|l| l.starts_with("| SR 3.9 | ")
-            && l.contains("| configured | HMAC-SHA-256 with credential:audit-key |")),
+            && l.contains("| configured | HMAC-SHA-256 with credential:audit-key;")),
         "{text}"
     );
 }
