@@ -375,3 +375,52 @@ fn every_relative_link_in_the_docs_points_to_a_file_and_heading_that_exist() {
     assert!(checked > 50, "only {checked} links checked");
     assert!(broken.is_empty(), "broken links:\n{}", broken.join("\n"));
 }
+
+/// `a` with `b` laid over it: mappings merged key by key, anything else replaced.
+fn overlay(a: &mut serde_json::Value, b: serde_json::Value) {
+    match (a, b) {
+        (serde_json::Value::Object(a), serde_json::Value::Object(b)) => {
+            for (k, v) in b {
+                overlay(a.entry(k).or_insert(serde_json::Value::Null), v);
+            }
+        }
+        (a, b) => *a = b,
+    }
+}
+
+/// Every ```yaml example of zones.yaml in README.md and docs/, laid over the shipped zones.yaml,
+/// validates: no key the reference shows is unknown, misspelt or out of its bounds. (The one
+/// YAML example that is not zones.yaml, Prometheus's scrape job, is told by its `scrape_configs`.)
+#[test]
+fn every_zones_yaml_example_in_the_docs_validates() {
+    let shipped: serde_json::Value =
+        serde_saphyr::from_str(&std::fs::read_to_string(shipped_zones()).unwrap()).unwrap();
+    let mut checked = Vec::new();
+    for file in documentation_files() {
+        let text = std::fs::read_to_string(&file).unwrap();
+        for block in text.split("```yaml\n").skip(1) {
+            let example = block.split("```").next().unwrap();
+            if example.contains("scrape_configs:") {
+                continue;
+            }
+            let fragment: serde_json::Value = serde_saphyr::from_str(example)
+                .unwrap_or_else(|e| panic!("{}: {e}:\n{example}", file.display()));
+            let mut merged = shipped.clone();
+            overlay(&mut merged, fragment);
+            // JSON is YAML: the merged file goes through the same parser zones.yaml does.
+            if let Err(diagnostics) = zonegate::config::parse(&merged.to_string()) {
+                panic!(
+                    "{}: the example does not validate: {diagnostics:?}\n{example}",
+                    file.display()
+                );
+            }
+            checked.push(file.display().to_string());
+        }
+    }
+    for page in ["zones-yaml.md", "audit.md", "api.md", "operations.md"] {
+        assert!(
+            checked.iter().any(|f| f.ends_with(page)),
+            "no zones.yaml example checked in {page}: {checked:?}"
+        );
+    }
+}
