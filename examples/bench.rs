@@ -1735,7 +1735,7 @@ fn policy_costs(site: &zonegate::site::Site, model: &Model) -> String {
         vm.push(format!("{us:.1}"));
     }
     format!(
-        "- one decision of {} in this process (input built, interpreter; a request a connection repeats comes from its decision cache instead): {}; regorus's VM, which the gateway does not use (README), would take {} us",
+        "- one decision of {} in this process (input built, interpreter; a request a connection repeats comes from its decision cache instead): {}; regorus's VM, which the gateway does not use (docs/decisions/0003-regorus-interpreter-not-vm.md), would take {} us",
         policy.name(),
         gateway.join(", "),
         vm.join(" / ")

@@ -1,6 +1,6 @@
 //! Audit as a SOC depends on it, with the daemon running in a test plant: the hash chain of a real
 //! log shows every kind of tampering, fail-closed audit stops requests, and the published schema
-//! is the one events and README examples follow.
+//! is the one events and the examples in docs/audit.md follow.
 #![allow(
     clippy::arithmetic_side_effects,
     clippy::unwrap_used,
@@ -720,16 +720,11 @@ fn a_30_s_receiver_outage_under_modbus_traffic_loses_and_repeats_nothing() {
     assert_none_missing_in_order(&events, &records, "tcp");
 }
 
-/// The ```json blocks of the README's audit section: one example event of each kind.
-fn readme_examples() -> Vec<Value> {
-    let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
-    let section = readme
-        .split("\n## ")
-        .find(|s| s.starts_with("Audit events"))
-        .expect("README has an `Audit events` section");
-    section
-        .split("```json\n")
+/// The ```json blocks of docs/audit.md: one example event of each kind.
+fn documented_examples() -> Vec<Value> {
+    let doc =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/audit.md")).unwrap();
+    doc.split("```json\n")
         .skip(1)
         .map(|block| {
             let json = block.split("```").next().unwrap();
@@ -739,8 +734,8 @@ fn readme_examples() -> Vec<Value> {
 }
 
 #[test]
-fn the_readme_shows_a_valid_example_of_each_kind_of_event() {
-    let examples = readme_examples();
+fn the_docs_show_a_valid_example_of_each_kind_of_event() {
+    let examples = documented_examples();
     let actions: Vec<&str> = examples
         .iter()
         .map(|e| e["event"]["action"].as_str().unwrap())
@@ -762,7 +757,10 @@ fn the_readme_shows_a_valid_example_of_each_kind_of_event() {
         "modbus-device-timeout",
         "opcua-server-timeout",
     ] {
-        assert!(actions.contains(&kind), "no README example of {kind}");
+        assert!(
+            actions.contains(&kind),
+            "no docs/audit.md example of {kind}"
+        );
     }
     for e in &examples {
         support::audit::assert_valid(e);
@@ -771,7 +769,7 @@ fn the_readme_shows_a_valid_example_of_each_kind_of_event() {
 
 #[test]
 fn the_schema_rejects_what_is_not_an_event() {
-    let example = readme_examples().into_iter().next().unwrap();
+    let example = documented_examples().into_iter().next().unwrap();
     support::audit::assert_valid(&example);
     let result = std::panic::catch_unwind(|| {
         let mut e = example.clone();

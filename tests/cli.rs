@@ -144,7 +144,7 @@ fn compliance_maps_the_shipped_plant_to_iec_62443_3_3() {
 
 /// The shipped units as systemd reads them: both valid, and zonegate.service exposed no more
 /// than 2.0 on `systemd-analyze security`'s scale (0 best, 10 worst). Also with the unit's
-/// commented `LoadCredential=` lines in force, as the README's install steps have them.
+/// commented `LoadCredential=` lines in force, as docs/operations.md's install steps have them.
 #[test]
 fn systemd_units_verify_and_zonegate_service_exposes_at_most_2_0() {
     systemd_units_verify(|_, text| text.to_owned());
@@ -230,4 +230,197 @@ fn compliance_does_not_need_the_secrets() {
             && l.contains("| configured | HMAC-SHA-256 with credential:audit-key;")),
         "{text}"
     );
+}
+
+/// The Markdown files a reader follows links through: README.md and everything under docs/.
+fn documentation_files() -> Vec<std::path::PathBuf> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = vec![root.join("README.md")];
+    let mut dirs = vec![root.join("docs")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "md") {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
+/// A Markdown file's lines outside fenced code blocks, with inline code spans blanked, so that
+/// neither an example nor a `[x](y)` inside backticks is taken for a link or a heading.
+fn prose_lines(text: &str) -> Vec<String> {
+    let mut fenced = false;
+    let mut lines = Vec::new();
+    for line in text.lines() {
+        if line.trim_start().starts_with("```") {
+            fenced = !fenced;
+            continue;
+        }
+        if fenced {
+            continue;
+        }
+        let mut prose = String::new();
+        for (i, part) in line.split('`').enumerate() {
+            // Odd parts are inside a code span: keep their text (headings are slugged with it),
+            // but not as link syntax.
+            if i % 2 == 0 {
+                prose.push_str(part);
+            } else {
+                prose.push_str(&part.replace(['[', ']', '(', ')'], " "));
+            }
+        }
+        lines.push(prose);
+    }
+    lines
+}
+
+/// The anchors GitHub makes of a file's headings: lowercase, punctuation dropped, spaces as
+/// hyphens, and `-1`, `-2` ... for repeats.
+fn heading_anchors(text: &str) -> Vec<String> {
+    let mut anchors = Vec::new();
+    let mut seen: std::collections::HashMap<String, u32> = std::collections::HashMap::new();
+    let mut fenced = false;
+    for line in text.lines() {
+        if line.trim_start().starts_with("```") {
+            fenced = !fenced;
+            continue;
+        }
+        let Some(title) = line.strip_prefix('#').filter(|_| !fenced) else {
+            continue;
+        };
+        let title = title.trim_start_matches('#');
+        if !title.starts_with(' ') {
+            continue;
+        }
+        let slug: String = title
+            .trim()
+            .to_lowercase()
+            .chars()
+            .filter(|c| c.is_alphanumeric() || matches!(c, ' ' | '-' | '_'))
+            .map(|c| if c == ' ' { '-' } else { c })
+            .collect();
+        let repeats = seen.entry(slug.clone()).or_insert(0);
+        anchors.push(if *repeats == 0 {
+            slug
+        } else {
+            format!("{slug}-{repeats}")
+        });
+        *repeats = (*repeats).saturating_add(1);
+    }
+    anchors
+}
+
+/// Every `[text](target)` and `[label]: target` in a file's prose.
+fn link_targets(text: &str) -> Vec<String> {
+    let mut targets = Vec::new();
+    for line in prose_lines(text) {
+        let mut rest = line.as_str();
+        while let Some(at) = rest.find("](") {
+            let after = &rest[at..][2..];
+            let Some(end) = after.find(')') else { break };
+            targets.push(after[..end].trim().to_owned());
+            rest = &after[end..];
+        }
+        let trimmed = line.trim_start();
+        if trimmed.starts_with('[')
+            && let Some((_, target)) = trimmed.split_once("]: ")
+        {
+            targets.push(target.trim().to_owned());
+        }
+    }
+    targets
+}
+
+#[test]
+fn every_relative_link_in_the_docs_points_to_a_file_and_heading_that_exist() {
+    let files = documentation_files();
+    assert!(files.len() > 10, "only {files:?}");
+    let mut broken = Vec::new();
+    let mut checked = 0;
+    for file in &files {
+        let text = std::fs::read_to_string(file).unwrap();
+        for target in link_targets(&text) {
+            if target.contains("://") || target.starts_with("mailto:") {
+                continue;
+            }
+            checked += 1;
+            let (path, anchor) = target.split_once('#').unwrap_or((&target, ""));
+            let linked = if path.is_empty() {
+                file.clone()
+            } else {
+                file.parent().unwrap().join(path)
+            };
+            if !linked.exists() {
+                broken.push(format!("{}: {target}: no such file", file.display()));
+                continue;
+            }
+            if anchor.is_empty() || linked.extension().is_none_or(|e| e != "md") {
+                continue;
+            }
+            let anchors = heading_anchors(&std::fs::read_to_string(&linked).unwrap());
+            if !anchors.iter().any(|a| a == anchor) {
+                broken.push(format!(
+                    "{}: {target}: no heading #{anchor} in {}",
+                    file.display(),
+                    linked.display()
+                ));
+            }
+        }
+    }
+    assert!(checked > 50, "only {checked} links checked");
+    assert!(broken.is_empty(), "broken links:\n{}", broken.join("\n"));
+}
+
+/// `a` with `b` laid over it: mappings merged key by key, anything else replaced.
+fn overlay(a: &mut serde_json::Value, b: serde_json::Value) {
+    match (a, b) {
+        (serde_json::Value::Object(a), serde_json::Value::Object(b)) => {
+            for (k, v) in b {
+                overlay(a.entry(k).or_insert(serde_json::Value::Null), v);
+            }
+        }
+        (a, b) => *a = b,
+    }
+}
+
+/// Every ```yaml example of zones.yaml in README.md and docs/, laid over the shipped zones.yaml,
+/// validates: no key the reference shows is unknown, misspelt or out of its bounds. (The one
+/// YAML example that is not zones.yaml, Prometheus's scrape job, is told by its `scrape_configs`.)
+#[test]
+fn every_zones_yaml_example_in_the_docs_validates() {
+    let shipped: serde_json::Value =
+        serde_saphyr::from_str(&std::fs::read_to_string(shipped_zones()).unwrap()).unwrap();
+    let mut checked = Vec::new();
+    for file in documentation_files() {
+        let text = std::fs::read_to_string(&file).unwrap();
+        for block in text.split("```yaml\n").skip(1) {
+            let example = block.split("```").next().unwrap();
+            if example.contains("scrape_configs:") {
+                continue;
+            }
+            let fragment: serde_json::Value = serde_saphyr::from_str(example)
+                .unwrap_or_else(|e| panic!("{}: {e}:\n{example}", file.display()));
+            let mut merged = shipped.clone();
+            overlay(&mut merged, fragment);
+            // JSON is YAML: the merged file goes through the same parser zones.yaml does.
+            if let Err(diagnostics) = zonegate::config::parse(&merged.to_string()) {
+                panic!(
+                    "{}: the example does not validate: {diagnostics:?}\n{example}",
+                    file.display()
+                );
+            }
+            checked.push(file.display().to_string());
+        }
+    }
+    for page in ["zones-yaml.md", "audit.md", "api.md", "operations.md"] {
+        assert!(
+            checked.iter().any(|f| f.ends_with(page)),
+            "no zones.yaml example checked in {page}: {checked:?}"
+        );
+    }
 }
