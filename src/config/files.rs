@@ -129,7 +129,7 @@ fn problem(f: &NamedFile) -> Option<Diagnostic> {
         (std::io::ErrorKind::NotFound, Some(name)) => (
             format!("{what}: {shown} does not exist"),
             Some(format!(
-                "the unit needs `LoadCredential={name}:PATH` (see the README's install steps)"
+                "the unit needs `LoadCredential={name}:PATH` (see docs/operations.md, \"Secrets and file ownership\")"
             )),
         ),
         (std::io::ErrorKind::NotFound, None) => (format!("{what}: {shown} does not exist"), None),
