@@ -97,15 +97,32 @@ fn write_owned(file: &Path, content: &str, owner: u32, mode: u32) {
 
 /// The shipped zones.yaml with a management API and a keyed audit chain: `api_key`,
 /// `tls_key` and `audit_key` as written in the file (credentials or paths); the certificate
-/// and client CA readable files in `dir`.
-fn zones_with_secrets(dir: &Path, api_key: &str, tls_key: &str, audit_key: &str) -> PathBuf {
+/// and client CA readable files in `dir`; policies and register maps the copies in `installed`
+/// ([`installed_copy`]).
+fn zones_with_secrets(
+    dir: &Path,
+    installed: &Path,
+    api_key: &str,
+    tls_key: &str,
+    audit_key: &str,
+) -> PathBuf {
     let d = dir.display();
     let api = format!(
         "    tcp_ports: [22, 9443]\n    api:\n      port: {}\n      api_key_file: {api_key}\n      tls:\n        certificate: {d}/server.pem\n        key: {tls_key}\n        client_ca: {d}/ca.pem\n",
         mgmt::API_PORT
     );
+    let repo = support::bess::REPO;
+    let installed = installed.display();
     zones_variant(dir, |t| {
-        t.replacen(
+        t.replace(
+            &format!("{repo}/policies/"),
+            &format!("{installed}/policies/"),
+        )
+        .replace(
+            &format!("{repo}/profiles/"),
+            &format!("{installed}/profiles/"),
+        )
+        .replacen(
             "    tcp_ports: [22, 9443]     # ssh, zonegate management API\n",
             &api,
             1,
@@ -116,6 +133,34 @@ fn zones_with_secrets(dir: &Path, api_key: &str, tls_key: &str, audit_key: &str)
             1,
         )
     })
+}
+
+/// The files the service user runs and reads that live in the checkout (the binary, policies,
+/// register maps), copied into `dir`: a checkout may sit below a directory other users cannot
+/// enter (CI clones into a 0700 one), where /usr/sbin and /etc/zonegate are open to all.
+/// Returns the copied binary; zones.yaml files made afterwards by [`zones_with_secrets`] name
+/// the copies.
+fn installed_copy(dir: &Path) -> PathBuf {
+    let open = |p: &Path, mode| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap()
+    };
+    for sub in ["policies", "profiles"] {
+        let to = dir.join(sub);
+        std::fs::create_dir_all(&to).unwrap();
+        open(&to, 0o755);
+        for entry in std::fs::read_dir(Path::new(support::bess::REPO).join(sub)).unwrap() {
+            let from = entry.unwrap().path();
+            if from.is_file() {
+                let copy = to.join(from.file_name().unwrap());
+                std::fs::copy(&from, &copy).unwrap();
+                open(&copy, 0o644);
+            }
+        }
+    }
+    let bin = dir.join("zonegate");
+    std::fs::copy(ZONEGATE, &bin).unwrap();
+    open(&bin, 0o755);
+    bin
 }
 
 /// Lets the service user traverse `dir` and read its certificates, as /etc/zonegate is.
@@ -147,6 +192,8 @@ fn uid_of(pid: u32) -> Option<u32> {
 fn service_user_reads_its_secrets_as_credentials_and_not_roots_files() {
     support::plant::require_root();
     let dir = tempfile::tempdir().unwrap();
+    let installed_bin = installed_copy(dir.path());
+    let bin = installed_bin.to_str().unwrap();
     let config = dir.path().join("etc");
     std::fs::create_dir(&config).unwrap();
     mgmt::make_credentials(&config);
@@ -181,6 +228,7 @@ fn service_user_reads_its_secrets_as_credentials_and_not_roots_files() {
     let c = config.display();
     let roots = zones_with_secrets(
         &config,
+        dir.path(),
         &format!("{c}/api.key"),
         &format!("{c}/server.key"),
         &format!("{c}/audit.key"),
@@ -190,6 +238,7 @@ fn service_user_reads_its_secrets_as_credentials_and_not_roots_files() {
     std::fs::write(&roots, &roots_text).unwrap();
     let zones = zones_with_secrets(
         &config,
+        dir.path(),
         "credential:api-key",
         "credential:api-tls-key",
         "credential:audit-key",
@@ -199,7 +248,7 @@ fn service_user_reads_its_secrets_as_credentials_and_not_roots_files() {
     let cred_env = format!("CREDENTIALS_DIRECTORY={}", creds.display());
 
     // Root's 0600 files: `check` names each one where zones.yaml names it.
-    let out = service_command(&[], &[ZONEGATE, "check", roots.to_str().unwrap()])
+    let out = service_command(&[], &[bin, "check", roots.to_str().unwrap()])
         .output()
         .unwrap();
     let said = text(&out);
@@ -229,7 +278,7 @@ fn service_user_reads_its_secrets_as_credentials_and_not_roots_files() {
         as_service_user(
             env,
             &[
-                ZONEGATE,
+                bin,
                 "run",
                 zones.to_str().unwrap(),
                 "--audit-log",
@@ -257,7 +306,7 @@ fn service_user_reads_its_secrets_as_credentials_and_not_roots_files() {
     // Credentials: `check` (the unit's ExecStartPre=) passes for the service user ...
     let out = service_command(
         std::slice::from_ref(&cred_env),
-        &[ZONEGATE, "check", zones.to_str().unwrap()],
+        &[bin, "check", zones.to_str().unwrap()],
     )
     .output()
     .unwrap();
