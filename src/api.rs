@@ -149,6 +149,24 @@ impl State {
     pub fn set_site(&self, site: &Site) {
         let fingerprint = site.fingerprint();
         let model = &site.model;
+        // (conduit, policy file, revision) of every compiled policy, once each, for metrics.
+        let mut policies = Vec::new();
+        for c in &model.conduits {
+            for p in [site.policy(&c.name), site.opcua_policy(&c.name)]
+                .into_iter()
+                .flatten()
+            {
+                let entry = (c.name.clone(), p.name().to_owned(), p.revision().to_owned());
+                if !policies.contains(&entry) {
+                    policies.push(entry);
+                }
+            }
+        }
+        self.metrics.set_config(
+            fingerprint.file.clone(),
+            fingerprint.sha256.clone(),
+            policies,
+        );
         let summary = SiteSummary {
             file: fingerprint.file,
             sha256: fingerprint.sha256,
@@ -176,7 +194,6 @@ impl State {
                 .collect(),
         };
         self.lock().site = Some(summary);
-        self.metrics.set_site(site);
         self.policies_compiled.store(true, Ordering::SeqCst);
         self.update_ready();
     }

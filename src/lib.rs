@@ -4,6 +4,7 @@
 //! refuse -> audit + metrics. This crate so far holds the model ([`config`]), its enforcement in
 //! the kernel ([`nft`]) kept in force by the daemon ([`control`]), and its picture ([`diagram`]).
 
+pub mod admission;
 pub mod api;
 pub mod audit;
 pub mod compliance;
@@ -276,8 +277,8 @@ pub mod fuzz {
     /// A netlink datagram as the kernel's drop log delivers it, and the packet headers inside:
     /// the reader must never panic on what a (buggy or forged) sender puts there.
     pub fn droplog(data: &[u8]) {
-        let _ = crate::audit::droplog::read_datagram(data);
-        if let Some(packet) = crate::audit::droplog::parse_packet(data) {
+        let _ = crate::nft::droplog::read_datagram(data);
+        if let Some(packet) = crate::nft::droplog::parse_packet(data) {
             let _ = packet.transport();
         }
     }

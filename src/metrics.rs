@@ -17,7 +17,6 @@ use prometheus_client::registry::Registry;
 
 use crate::audit;
 use crate::nft::CounterValue;
-use crate::site::Site;
 
 /// The Content-Type of [`Metrics::encode`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -410,29 +409,22 @@ impl Metrics {
         }
     }
 
-    /// Records what `site` enforces, for the `_info` metrics.
-    pub fn set_site(&self, site: &Site) {
-        let fingerprint = site.fingerprint();
-        let mut policies = Vec::new();
-        for c in &site.model.conduits {
-            for p in [site.policy(&c.name), site.opcua_policy(&c.name)]
-                .into_iter()
-                .flatten()
-            {
-                let entry = (c.name.clone(), p.name().to_owned(), p.revision().to_owned());
-                if !policies.contains(&entry) {
-                    policies.push(entry);
-                }
-            }
-        }
+    /// Records the configuration now enforced, for the `_info` metrics: zones.yaml's path and
+    /// hex SHA-256, and (conduit, policy file, revision) for every policy it compiled.
+    pub fn set_config(
+        &self,
+        file: String,
+        sha256: String,
+        policies: Vec<(String, String, String)>,
+    ) {
         let mut state = self
             .info
             .config
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         *state = InfoState {
-            file: fingerprint.file,
-            sha256: fingerprint.sha256,
+            file,
+            sha256,
             policies,
         };
     }

@@ -335,7 +335,7 @@ impl Event {
 
     /// `network-drop`: a packet the kernel's default deny dropped and logged (rate-limited), with
     /// the zones it came from and was headed to, by address or else by interface.
-    pub fn network_drop(model: &Model, drop: &super::droplog::Drop) -> Event {
+    pub fn network_drop(model: &Model, drop: &crate::nft::droplog::Drop) -> Event {
         let place = |ip: IpAddr, interface: Option<&String>| {
             Place::of(model, ip).or_else(|| {
                 let name = interface?;

@@ -8,10 +8,10 @@ use indexmap::IndexMap;
 use ipnet::IpNet;
 use serde_saphyr::Spanned;
 
+use super::audit::SyslogTransport;
 use super::model::{Model, Problems, Warning, check_name, network, service};
 use super::raw::RawEgress;
 use super::{Pos, Service};
-use crate::audit::SyslogTransport;
 
 /// A peer the gateway may connect to, on these services.
 #[derive(Debug, Clone, PartialEq)]

@@ -1,7 +1,7 @@
 //! `zones.yaml`: reading it ([`raw`]), and turning it into a consistent [`Model`] ([`model`]).
 //! Every error names the file, line and column and, where it can, what to change.
 
-mod audit;
+pub mod audit;
 mod egress;
 pub mod files;
 mod limits;

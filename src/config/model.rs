@@ -48,7 +48,7 @@ pub struct Model {
     pub zones: Vec<Zone>,
     pub assets: Vec<Asset>,
     pub conduits: Vec<Conduit>,
-    pub audit: crate::audit::Settings,
+    pub audit: super::audit::Settings,
     /// Bounds of the inspection proxy (`limits:`).
     pub limits: super::Limits,
     /// Every file named above for zonegate to read, with where it is named.

@@ -7,7 +7,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 use super::text::nfproto;
-use crate::audit::SyslogTransport;
+use crate::config::audit::SyslogTransport;
 use crate::config::{
     Conduit, Endpoint, FailureMode, Management, Model, PortRange, Service, Zone, syslog_receivers,
 };
