@@ -437,7 +437,7 @@ impl Writer {
     /// Seals a checkpoint of the events since the last one.
     fn checkpoint(&mut self, reason: checkpoint::Reason) {
         let range = self.chain.close_range();
-        let mut e = checkpoint::event(checkpoint::Checkpoint::new(
+        let mut e = Event::audit_checkpoint(checkpoint::Checkpoint::new(
             reason,
             range.from_sequence,
             range.sequence,

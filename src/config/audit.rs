@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_saphyr::Spanned;
 
-use super::model::Problems;
+use super::problems::Problems;
 use super::raw::{RawAudit, RawCheckpoint, RawSyslog};
 
 /// What audit does when events cannot be written or delivered as fast as they come.

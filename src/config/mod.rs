@@ -6,16 +6,19 @@ mod egress;
 pub mod files;
 mod limits;
 pub mod model;
+mod problems;
 pub mod raw;
+mod review;
+mod validate;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-pub use egress::{EgressPeer, syslog_receivers};
+pub use egress::syslog_receivers;
 pub use limits::{Limits, OpcUaFrames, WriteRate};
 pub use model::{
-    Asset, AssetKind, Conduit, Endpoint, FailureMode, Gateway, Inspection, Management, Mode, Model,
-    OnDeny, PortRange, PurdueLevel, QuarantineSettings, Service, Warning, Zone,
+    Asset, AssetKind, Conduit, EgressPeer, Endpoint, FailureMode, Gateway, Inspection, Management,
+    Mode, Model, OnDeny, PortRange, PurdueLevel, QuarantineSettings, Service, Warning, Zone,
 };
 use serde_saphyr::Spanned;
 
