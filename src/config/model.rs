@@ -1,8 +1,8 @@
 //! The validated model of a plant, as types: zones, assets and conduits that are known to be
 //! consistent, and the queries on them. Everything downstream (nftables rendering, the proxy,
 //! policy input) takes a [`Model`] and can rely on it: every name resolves, every address sits
-//! in its zone, no two zones overlap. The checks that make it so are in [`super::validate`];
-//! the warnings `zonegate check` shows about a valid model, in [`super::review`].
+//! in its zone, no two zones overlap. The checks that make it so are in `config::validate`;
+//! the warnings `zonegate check` shows about a valid model, in `config::review`.
 
 use std::fmt;
 use std::net::IpAddr;
