@@ -10,6 +10,9 @@
 //! and puts the remaining ones into every ruleset it applies (drift, reload), because replacing
 //! the table would otherwise release them.
 //!
+//! A session hands it a [`Violation`]: plain values (conduit, settings, addresses, mode) and a
+//! callback for the connection's event. Quarantine knows no route or session.
+//!
 //! Critical assets and conduits in monitor mode are never quarantined: crossing the line is a
 //! `would_quarantine` event instead.
 //!

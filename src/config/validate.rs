@@ -14,7 +14,13 @@ use serde_saphyr::Spanned;
 use super::Diagnostic;
 use super::Pos;
 use super::files::Base;
-use super::model::*;
+use super::model::{
+    Api, ApiTls, Asset, AssetKind, Conduit, DEFAULT_DROP_LOG_GROUP, DEFAULT_DROP_LOG_PER_SECOND,
+    DEFAULT_MODBUS_PROXY_PORT, DEFAULT_OPCUA_PROXY_PORT, Endpoint, FailureMode, Gateway,
+    Inspection, MAX_IFNAME_LEN, MAX_QUARANTINE_AFTER, MAX_QUARANTINE_FOR, MAX_QUARANTINE_WITHIN,
+    Management, Mode, Model, OnDeny, PurdueLevel, QuarantineSettings, SecurityLevel, Service, Zone,
+    service,
+};
 use super::problems::{Problems, check_name, network};
 use super::raw::{
     RawApi, RawAsset, RawConduit, RawFile, RawGateway, RawInspection, RawQuarantine, RawZone,
@@ -794,7 +800,7 @@ fn names<'a, T: fmt::Display + 'a>(items: impl Iterator<Item = &'a T>) -> String
 #[allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
 mod tests {
     use super::*;
-    use crate::config::parse;
+    use crate::config::{PortRange, parse};
 
     fn one_service(s: &str) -> Result<Service, String> {
         let inspection = if s.starts_with("modbus") || s.starts_with("opcua") {
