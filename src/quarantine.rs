@@ -700,4 +700,62 @@ mod tests {
         assert_eq!(ceil_secs(Duration::from_millis(3001)), 4);
         assert_eq!(ceil_secs(Duration::from_secs(4)), 4);
     }
+
+    /// Quarantine takes plain values: the conduit's settings decide whether anything counts, and
+    /// where crossing the line is not enforced (monitor mode, a critical asset) the session's
+    /// event is asked for a `would_quarantine` and the source is not held.
+    #[test]
+    fn a_violation_of_plain_values_counts_without_a_route() {
+        // The worker runs `nft` for a source that crosses the line; should that ever happen
+        // here, it happens in a network namespace of this thread's own (the worker inherits it).
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        let q = quarantine();
+        let decisions = std::cell::RefCell::new(Vec::new());
+        let event = |outcome: &'static str, decision: &'static str, reason: String| {
+            decisions.borrow_mut().push((outcome, decision, reason));
+            Event::traffic("quarantine", decision)
+        };
+        let client: SocketAddr = "10.30.0.10:50000".parse().unwrap();
+        let report = |settings, mode, critical: Option<&str>| {
+            let critical_asset = || critical;
+            q.violation(&Violation {
+                conduit: "scada-bess",
+                settings,
+                client,
+                device: "10.40.0.5:502".parse().unwrap(),
+                mode,
+                what: "write denied",
+                critical_asset: &critical_asset,
+                event: &event,
+            })
+        };
+
+        for _ in 0..5 {
+            assert!(!report(None, Mode::Enforce, None));
+        }
+        assert!(
+            decisions.borrow().is_empty(),
+            "no settings, nothing counted"
+        );
+        for _ in 0..3 {
+            assert!(!report(Some(settings(2, 60)), Mode::Monitor, None));
+        }
+        for _ in 0..3 {
+            assert!(!report(
+                Some(settings(2, 60)),
+                Mode::Enforce,
+                Some("bess-controller")
+            ));
+        }
+        let seen = decisions.borrow();
+        assert_eq!(seen.len(), 2, "{seen:?}");
+        assert!(
+            seen.iter()
+                .all(|(outcome, decision, reason)| *outcome == "success"
+                    && *decision == "would_quarantine"
+                    && reason.contains("3 violations")
+                    && reason.contains("the last: write denied"))
+        );
+        assert!(!q.is_held(client.ip()));
+    }
 }
