@@ -28,7 +28,7 @@ use tokio::sync::Semaphore;
 
 use crate::audit::{self, Audit, Event, Severity};
 use crate::config::model::Api as ApiSettings;
-use crate::metrics::Metrics;
+use crate::metrics::{AuditNumbers, KernelCounter, Metrics, ReceiverNumbers};
 use crate::site::Site;
 
 /// Management connections at once; more wait in the kernel's accept queue.
@@ -149,6 +149,24 @@ impl State {
     pub fn set_site(&self, site: &Site) {
         let fingerprint = site.fingerprint();
         let model = &site.model;
+        // (conduit, policy file, revision) of every compiled policy, once each, for metrics.
+        let mut policies = Vec::new();
+        for c in &model.conduits {
+            for p in [site.policy(&c.name), site.opcua_policy(&c.name)]
+                .into_iter()
+                .flatten()
+            {
+                let entry = (c.name.clone(), p.name().to_owned(), p.revision().to_owned());
+                if !policies.contains(&entry) {
+                    policies.push(entry);
+                }
+            }
+        }
+        self.metrics.set_config(
+            fingerprint.file.clone(),
+            fingerprint.sha256.clone(),
+            policies,
+        );
         let summary = SiteSummary {
             file: fingerprint.file,
             sha256: fingerprint.sha256,
@@ -176,7 +194,6 @@ impl State {
                 .collect(),
         };
         self.lock().site = Some(summary);
-        self.metrics.set_site(site);
         self.policies_compiled.store(true, Ordering::SeqCst);
         self.update_ready();
     }
@@ -521,9 +538,33 @@ async fn metrics(Shared(ctx): Shared<Arc<Ctx>>) -> Response {
     // Reading the kernel's counters runs `nft`: off the async threads.
     let encoded = tokio::task::spawn_blocking(move || {
         let kernel = crate::nft::counters().ok();
-        ctx.state
-            .metrics
-            .encode(&ctx.audit.stats(), kernel.as_deref())
+        let kernel: Option<Vec<KernelCounter<'_>>> = kernel.as_ref().map(|counters| {
+            counters
+                .iter()
+                .map(|c| KernelCounter {
+                    name: &c.name,
+                    packets: c.packets,
+                    bytes: c.bytes,
+                })
+                .collect()
+        });
+        let stats = ctx.audit.stats();
+        let audit = AuditNumbers {
+            queued: stats.queued,
+            lost: stats.lost,
+            healthy: stats.healthy,
+            receivers: stats
+                .receivers
+                .iter()
+                .map(|(name, r)| ReceiverNumbers {
+                    name,
+                    spooled_bytes: r.spooled_bytes,
+                    dropped: r.dropped,
+                    connected: r.connected,
+                })
+                .collect(),
+        };
+        ctx.state.metrics.encode(&audit, kernel.as_deref())
     })
     .await;
     match encoded {

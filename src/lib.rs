@@ -3,7 +3,26 @@
 //! A request flows: nftables -> listener -> parser -> policy input -> decision -> forward or
 //! refuse -> audit + metrics. This crate so far holds the model ([`config`]), its enforcement in
 //! the kernel ([`nft`]) kept in force by the daemon ([`control`]), and its picture ([`diagram`]).
+//!
+//! # Layers
+//!
+//! Every import points down; `scripts/layers` prints the module graph and fails on a cycle, at
+//! the top level and among the children of every module (it runs in `scripts/test`). Top to
+//! bottom, a module names only modules in the layers below it:
+//!
+//! 1. [`control`] (the daemon: starts, reloads, stops everything), [`compliance`] (the IEC
+//!    62443-3-3 report), `fuzz` (entry points for the fuzz targets)
+//! 2. [`proxy`] (listeners and protocol sessions), [`api`] (management API), [`diagram`]
+//! 3. [`site`] (a configuration with its compiled policies, swapped whole on reload),
+//!    [`quarantine`] (counts violation values, holds sources in the kernel; knows no route)
+//! 4. [`admission`] (connection limits, write-rate buckets, the inspected protocols),
+//!    [`policy`] (Rego decisions and the policy input), [`audit`] (events, hash chain, sinks)
+//! 5. [`nft`] (the ruleset, its renderings, the kernel side, the drop-log reader), [`metrics`]
+//!    (a leaf fed plain values)
+//! 6. [`config`] (zones.yaml and every settings type: model, audit, limits, egress)
+//! 7. [`proto`] (pure Modbus/TCP and OPC UA parsers)
 
+pub mod admission;
 pub mod api;
 pub mod audit;
 pub mod compliance;
@@ -276,8 +295,8 @@ pub mod fuzz {
     /// A netlink datagram as the kernel's drop log delivers it, and the packet headers inside:
     /// the reader must never panic on what a (buggy or forged) sender puts there.
     pub fn droplog(data: &[u8]) {
-        let _ = crate::audit::droplog::read_datagram(data);
-        if let Some(packet) = crate::audit::droplog::parse_packet(data) {
+        let _ = crate::nft::droplog::read_datagram(data);
+        if let Some(packet) = crate::nft::droplog::parse_packet(data) {
             let _ = packet.transport();
         }
     }

@@ -2,6 +2,10 @@
 //! `/metrics`. The proxies update them per request through a [`ConnectionMetrics`] resolved once
 //! per connection: the per-request path touches atomics only, with no allocation and no hashing
 //! of label strings. What the kernel and the audit writer count is read when scraped.
+//!
+//! A leaf: it imports no other module of the crate. Callers hand it plain values (the
+//! configuration's fingerprint, [`AuditNumbers`], [`KernelCounter`]s); it owns the [`Limit`]s
+//! it counts hits of.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -15,9 +19,33 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use crate::audit;
-use crate::nft::CounterValue;
-use crate::site::Site;
+/// What the audit writer reports, as of a scrape.
+#[derive(Debug, Clone, Default)]
+pub struct AuditNumbers<'a> {
+    /// Events waiting for the writer.
+    pub queued: u64,
+    /// Events lost since start (queue full, sinks failing).
+    pub lost: u64,
+    pub healthy: bool,
+    pub receivers: Vec<ReceiverNumbers<'a>>,
+}
+
+/// One syslog receiver's numbers, as of a scrape.
+#[derive(Debug, Clone, Copy)]
+pub struct ReceiverNumbers<'a> {
+    pub name: &'a str,
+    pub spooled_bytes: u64,
+    pub dropped: u64,
+    pub connected: bool,
+}
+
+/// One of the ruleset's kernel counters, as of a scrape.
+#[derive(Debug, Clone, Copy)]
+pub struct KernelCounter<'a> {
+    pub name: &'a str,
+    pub packets: u64,
+    pub bytes: u64,
+}
 
 /// The Content-Type of [`Metrics::encode`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -410,29 +438,22 @@ impl Metrics {
         }
     }
 
-    /// Records what `site` enforces, for the `_info` metrics.
-    pub fn set_site(&self, site: &Site) {
-        let fingerprint = site.fingerprint();
-        let mut policies = Vec::new();
-        for c in &site.model.conduits {
-            for p in [site.policy(&c.name), site.opcua_policy(&c.name)]
-                .into_iter()
-                .flatten()
-            {
-                let entry = (c.name.clone(), p.name().to_owned(), p.revision().to_owned());
-                if !policies.contains(&entry) {
-                    policies.push(entry);
-                }
-            }
-        }
+    /// Records the configuration now enforced, for the `_info` metrics: zones.yaml's path and
+    /// hex SHA-256, and (conduit, policy file, revision) for every policy it compiled.
+    pub fn set_config(
+        &self,
+        file: String,
+        sha256: String,
+        policies: Vec<(String, String, String)>,
+    ) {
         let mut state = self
             .info
             .config
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         *state = InfoState {
-            file: fingerprint.file,
-            sha256: fingerprint.sha256,
+            file,
+            sha256,
             policies,
         };
     }
@@ -508,13 +529,13 @@ impl Metrics {
     /// writer's numbers are taken as given, as of this scrape.
     pub fn encode(
         &self,
-        audit: &audit::Stats,
-        kernel: Option<&[CounterValue]>,
+        audit: &AuditNumbers<'_>,
+        kernel: Option<&[KernelCounter<'_>]>,
     ) -> Result<String, MetricsError> {
         self.kernel_up.set(i64::from(kernel.is_some()));
         for c in kernel.unwrap_or_default() {
             let labels = KernelLabels {
-                counter: c.name.clone(),
+                counter: c.name.to_owned(),
             };
             self.kernel_packets
                 .get_or_create(&labels)
@@ -531,9 +552,9 @@ impl Metrics {
             .inner()
             .store(audit.lost, std::sync::atomic::Ordering::Relaxed);
         self.audit_healthy.set(i64::from(audit.healthy));
-        for (name, r) in &audit.receivers {
+        for r in &audit.receivers {
             let labels = ReceiverLabels {
-                receiver: name.clone(),
+                receiver: r.name.to_owned(),
             };
             self.audit_spooled
                 .get_or_create(&labels)
@@ -657,14 +678,14 @@ mod tests {
     use super::*;
 
     fn scrape(m: &Metrics) -> String {
-        let stats = audit::Stats {
+        let stats = AuditNumbers {
             queued: 3,
             lost: 2,
             healthy: true,
             receivers: vec![],
         };
-        let kernel = [CounterValue {
-            name: "conduit_scada_bess".into(),
+        let kernel = [KernelCounter {
+            name: "conduit_scada_bess",
             packets: 7,
             bytes: 700,
         }];

@@ -10,6 +10,9 @@
 //! and puts the remaining ones into every ruleset it applies (drift, reload), because replacing
 //! the table would otherwise release them.
 //!
+//! A session hands it a [`Violation`]: plain values (conduit, settings, addresses, mode) and a
+//! callback for the connection's event. Quarantine knows no route or session.
+//!
 //! Critical assets and conduits in monitor mode are never quarantined: crossing the line is a
 //! `would_quarantine` event instead.
 //!
@@ -30,7 +33,6 @@ use crate::audit::{Audit, Event};
 use crate::config::{Mode, Model, QuarantineSettings};
 use crate::metrics::Metrics;
 use crate::nft::{self, NftError, Quarantined, Ruleset};
-use crate::proxy::Route;
 
 /// (conduit, source) pairs whose recent violations are remembered. When full, windows that
 /// have run out go first, then the one whose last violation is oldest.
@@ -49,6 +51,40 @@ const MAX_FILE_LEN: u64 = 4 * 1024 * 1024;
 pub enum QuarantineError {
     #[error("cannot start the quarantine worker: {0}")]
     Worker(#[source] std::io::Error),
+}
+
+/// One violation as a session saw it: what quarantine counts, and what its event needs. The
+/// session fills it in from its route; quarantine knows no route.
+pub struct Violation<'a> {
+    /// The conduit the violation counts against.
+    pub conduit: &'a str,
+    /// The conduit's `inspection.quarantine`; `None` counts nothing.
+    pub settings: Option<QuarantineSettings>,
+    pub client: SocketAddr,
+    pub device: SocketAddr,
+    /// The conduit's mode: in monitor mode crossing the line is only audited.
+    pub mode: Mode,
+    /// What the violation was (a denial's reason, a malformed frame).
+    pub what: &'a str,
+    /// The client's asset name when that asset is critical (never quarantined); asked only
+    /// when the source crosses the line.
+    pub critical_asset: &'a dyn Fn() -> Option<&'a str>,
+    /// The connection's audit event for (outcome, decision, reason), which the quarantine
+    /// event extends.
+    pub event: &'a dyn Fn(&'static str, &'static str, String) -> Event,
+}
+
+impl std::fmt::Debug for Violation<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Violation")
+            .field("conduit", &self.conduit)
+            .field("settings", &self.settings)
+            .field("client", &self.client)
+            .field("device", &self.device)
+            .field("mode", &self.mode)
+            .field("what", &self.what)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A source in quarantine, as `/status` lists it.
@@ -177,44 +213,25 @@ impl Quarantine {
         Ok(q)
     }
 
-    /// Counts a violation by `client` on the route's conduit (`what` says which). True when the
-    /// source is now quarantined (or already was): the caller closes the connection.
-    pub fn violation(
-        &self,
-        route: &Route,
-        client: SocketAddr,
-        device: SocketAddr,
-        what: &str,
-    ) -> bool {
-        let Some(settings) = route.conduit.inspection.as_ref().and_then(|i| i.quarantine) else {
+    /// Counts a violation (see [`Violation`]). True when the source is now quarantined (or
+    /// already was): the caller closes the connection.
+    pub fn violation(&self, v: &Violation<'_>) -> bool {
+        let Some(settings) = v.settings else {
             return false;
         };
-        let address = client.ip();
-        let Some(violations) = self.count(&route.conduit.name, address, settings) else {
+        let address = v.client.ip();
+        let Some(violations) = self.count(v.conduit, address, settings) else {
             return false;
         };
-        let critical = route
-            .client_asset
-            .as_deref()
-            .and_then(|a| route.site.model.asset(a))
-            .filter(|a| a.critical);
-        if critical.is_some() || route.mode == Mode::Monitor {
+        let critical = (v.critical_asset)();
+        if critical.is_some() || v.mode == Mode::Monitor {
             let note = match critical {
                 Some(a) => format!(
-                    "asset `{}` is critical: quarantine is off for it, its violations are only audited",
-                    a.name
+                    "asset `{a}` is critical: quarantine is off for it, its violations are only audited"
                 ),
                 None => "monitor mode: quarantine is recorded, not enforced".to_owned(),
             };
-            let mut e = event(
-                route,
-                client,
-                device,
-                "would_quarantine",
-                settings,
-                violations,
-                what,
-            );
+            let mut e = event(v, "would_quarantine", settings, violations);
             e.message = format!("{}; {note}", e.message);
             if let Some(q) = e
                 .zonegate
@@ -232,18 +249,10 @@ impl Quarantine {
         }
         let request = Request {
             address,
-            conduit: route.conduit.name.clone(),
+            conduit: v.conduit.to_owned(),
             duration: settings.duration,
             violations,
-            event: event(
-                route,
-                client,
-                device,
-                "quarantine",
-                settings,
-                violations,
-                what,
-            ),
+            event: event(v, "quarantine", settings, violations),
         };
         match self.requests.try_send(request) {
             Ok(()) => {}
@@ -529,17 +538,15 @@ fn evict(windows: &mut HashMap<(String, IpAddr), Window>, now: Instant) {
     }
 }
 
-/// The `quarantine` (or `would_quarantine`) event: the route's conduit, places and policy,
-/// the settings, and the violation that crossed the line.
+/// The `quarantine` (or `would_quarantine`) event: the connection's event (conduit, places,
+/// policy), the settings, and the violation that crossed the line.
 fn event(
-    route: &Route,
-    client: SocketAddr,
-    device: SocketAddr,
+    v: &Violation<'_>,
     decision: &'static str,
     s: QuarantineSettings,
     violations: u32,
-    what: &str,
 ) -> Event {
+    let (client, what) = (v.client, v.what);
     let until = SystemTime::now()
         .checked_add(s.duration)
         .map(rfc3339)
@@ -559,7 +566,7 @@ fn event(
         )
     };
     let outcome = "success";
-    let mut e = route.event(client, device, "quarantine", outcome, decision, reason);
+    let mut e = (v.event)(outcome, decision, reason);
     let mut detail = serde_json::json!({
         "after": s.after,
         "within_seconds": s.within.as_secs(),
@@ -692,5 +699,63 @@ mod tests {
         assert_eq!(ceil_secs(Duration::ZERO), 1);
         assert_eq!(ceil_secs(Duration::from_millis(3001)), 4);
         assert_eq!(ceil_secs(Duration::from_secs(4)), 4);
+    }
+
+    /// Quarantine takes plain values: the conduit's settings decide whether anything counts, and
+    /// where crossing the line is not enforced (monitor mode, a critical asset) the session's
+    /// event is asked for a `would_quarantine` and the source is not held.
+    #[test]
+    fn a_violation_of_plain_values_counts_without_a_route() {
+        // The worker runs `nft` for a source that crosses the line; should that ever happen
+        // here, it happens in a network namespace of this thread's own (the worker inherits it).
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        let q = quarantine();
+        let decisions = std::cell::RefCell::new(Vec::new());
+        let event = |outcome: &'static str, decision: &'static str, reason: String| {
+            decisions.borrow_mut().push((outcome, decision, reason));
+            Event::traffic("quarantine", decision)
+        };
+        let client: SocketAddr = "10.30.0.10:50000".parse().unwrap();
+        let report = |settings, mode, critical: Option<&str>| {
+            let critical_asset = || critical;
+            q.violation(&Violation {
+                conduit: "scada-bess",
+                settings,
+                client,
+                device: "10.40.0.5:502".parse().unwrap(),
+                mode,
+                what: "write denied",
+                critical_asset: &critical_asset,
+                event: &event,
+            })
+        };
+
+        for _ in 0..5 {
+            assert!(!report(None, Mode::Enforce, None));
+        }
+        assert!(
+            decisions.borrow().is_empty(),
+            "no settings, nothing counted"
+        );
+        for _ in 0..3 {
+            assert!(!report(Some(settings(2, 60)), Mode::Monitor, None));
+        }
+        for _ in 0..3 {
+            assert!(!report(
+                Some(settings(2, 60)),
+                Mode::Enforce,
+                Some("bess-controller")
+            ));
+        }
+        let seen = decisions.borrow();
+        assert_eq!(seen.len(), 2, "{seen:?}");
+        assert!(
+            seen.iter()
+                .all(|(outcome, decision, reason)| *outcome == "success"
+                    && *decision == "would_quarantine"
+                    && reason.contains("3 violations")
+                    && reason.contains("the last: write denied"))
+        );
+        assert!(!q.is_held(client.ip()));
     }
 }

@@ -7,10 +7,10 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::admission::{Protocol, TokenBucket};
 use crate::config::{self, Conduit, ConfigError, Model, Service};
 use crate::policy::registers::RegisterMap;
 use crate::policy::{Policy, PolicyError};
-use crate::proxy::limits::TokenBucket;
 
 #[derive(Debug)]
 pub struct Site {
@@ -247,7 +247,7 @@ impl Site {
     }
 
     /// True when some conduit carries `protocol` to the proxy.
-    pub fn inspects(&self, protocol: crate::proxy::Protocol) -> bool {
+    pub fn inspects(&self, protocol: Protocol) -> bool {
         self.model
             .conduits
             .iter()
@@ -255,8 +255,8 @@ impl Site {
             .any(|s| {
                 matches!(
                     (s, protocol),
-                    (Service::Modbus { .. }, crate::proxy::Protocol::Modbus)
-                        | (Service::OpcUa { .. }, crate::proxy::Protocol::OpcUa)
+                    (Service::Modbus { .. }, Protocol::Modbus)
+                        | (Service::OpcUa { .. }, Protocol::OpcUa)
                 )
             })
     }

@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use support::plant::{Plant, Probe, in_ns, tcp_probe};
 use support::{ZONEGATE, shipped_zones};
-use zonegate::audit::droplog::{Drop, DropLog, DropLogError};
 use zonegate::config;
+use zonegate::nft::droplog::{Drop, DropLog, DropLogError};
 
 /// Long enough for a SYN and its first retransmission inside one machine.
 const DROP_WAIT: Duration = Duration::from_millis(1500);

@@ -1489,7 +1489,7 @@ mod tests {
     /// A checkpoint of the events since the last one, sealed.
     fn sealed_checkpoint(chain: &mut Chain, reason: Reason, key: Option<&SigningKey>) -> Vec<u8> {
         let range = chain.close_range();
-        let mut e = checkpoint::event(Checkpoint::new(
+        let mut e = Event::audit_checkpoint(Checkpoint::new(
             reason,
             range.from_sequence,
             range.sequence,

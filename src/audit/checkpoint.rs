@@ -30,8 +30,6 @@ use ed25519_dalek::{Signature, Signer as _, SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
-use super::{Event, Severity};
-
 /// What a checkpoint signature is over, and the format's version.
 pub const CONTEXT: &[u8] = b"zonegate-audit-checkpoint-v1";
 /// Longest key file read: a PEM key is a few hundred bytes.
@@ -215,38 +213,6 @@ impl Checkpoint {
             },
         }
     }
-}
-
-/// The `audit-checkpoint` event carrying `checkpoint`.
-pub fn event(checkpoint: Checkpoint) -> Event {
-    let mut e = Event::now(
-        "audit-checkpoint",
-        "event",
-        &["process"],
-        &["info"],
-        "success",
-        Severity::Info,
-    );
-    let what = if checkpoint.from_sequence > checkpoint.sequence {
-        "no events".to_owned()
-    } else {
-        format!(
-            "events {} to {}",
-            checkpoint.from_sequence, checkpoint.sequence
-        )
-    };
-    e.message = format!(
-        "audit checkpoint ({}): {what}, chain head {}, {}",
-        checkpoint.reason.as_str(),
-        checkpoint.head,
-        if checkpoint.signature.is_some() {
-            "signed"
-        } else {
-            "not signed"
-        }
-    );
-    e.zonegate.checkpoint = Some(checkpoint);
-    e
 }
 
 /// SHA-256 of one event line (without its newline), as the digest takes it.

@@ -13,6 +13,7 @@ use std::time::SystemTime;
 
 use serde::Serialize;
 
+use super::checkpoint::Checkpoint;
 use crate::config::Model;
 
 /// One audit event. Built only where something happened that a SOC must see.
@@ -197,7 +198,7 @@ pub struct Zonegate {
     pub quarantine: Option<serde_json::Value>,
     /// `audit-checkpoint`: the chain's position, signed (see [`super::checkpoint`]).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub checkpoint: Option<super::checkpoint::Checkpoint>,
+    pub checkpoint: Option<Checkpoint>,
 }
 
 /// A zone and, when known, the asset at an address.
@@ -333,9 +334,41 @@ impl Event {
         self
     }
 
+    /// The `audit-checkpoint` event carrying `checkpoint`.
+    pub fn audit_checkpoint(checkpoint: Checkpoint) -> Event {
+        let mut e = Event::now(
+            "audit-checkpoint",
+            "event",
+            &["process"],
+            &["info"],
+            "success",
+            Severity::Info,
+        );
+        let what = if checkpoint.from_sequence > checkpoint.sequence {
+            "no events".to_owned()
+        } else {
+            format!(
+                "events {} to {}",
+                checkpoint.from_sequence, checkpoint.sequence
+            )
+        };
+        e.message = format!(
+            "audit checkpoint ({}): {what}, chain head {}, {}",
+            checkpoint.reason.as_str(),
+            checkpoint.head,
+            if checkpoint.signature.is_some() {
+                "signed"
+            } else {
+                "not signed"
+            }
+        );
+        e.zonegate.checkpoint = Some(checkpoint);
+        e
+    }
+
     /// `network-drop`: a packet the kernel's default deny dropped and logged (rate-limited), with
     /// the zones it came from and was headed to, by address or else by interface.
-    pub fn network_drop(model: &Model, drop: &super::droplog::Drop) -> Event {
+    pub fn network_drop(model: &Model, drop: &crate::nft::droplog::Drop) -> Event {
         let place = |ip: IpAddr, interface: Option<&String>| {
             Place::of(model, ip).or_else(|| {
                 let name = interface?;

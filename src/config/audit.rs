@@ -1,16 +1,163 @@
-//! zones.yaml `audit:` into [`crate::audit::Settings`].
+//! The audit settings (zones.yaml `audit:`): their types, which the audit writer
+//! ([`crate::audit`]) runs on, and their validation from the raw file.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_saphyr::Spanned;
 
-use super::model::Problems;
+use super::problems::Problems;
 use super::raw::{RawAudit, RawCheckpoint, RawSyslog};
-use crate::audit::{
-    CheckpointSettings, DEFAULT_CHECKPOINT_INTERVAL, DEFAULT_FILE_KEEP, DEFAULT_FILE_MAX_BYTES,
-    FileSettings, Reads, Settings, SyslogFormat, SyslogSettings, SyslogTransport, WhenFull,
-};
+
+/// What audit does when events cannot be written or delivered as fast as they come.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WhenFull {
+    /// Drop (the oldest undelivered events of a remote sink, the newest at the queue) and
+    /// report the gap in the stream.
+    #[default]
+    DropOldest,
+    /// Refuse new requests on inspected conduits until audit works again.
+    FailClosed,
+}
+
+/// Allowed reads: one periodic count per connection, or one event each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Reads {
+    #[default]
+    Count,
+    Each,
+}
+
+/// The JSON lines file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileSettings {
+    pub path: PathBuf,
+    /// Rotate when the file reaches this size; 0 never.
+    pub max_bytes: u64,
+    /// Rotated files kept.
+    pub keep: u32,
+}
+
+/// Signed checkpoints (zones.yaml `audit.checkpoint`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckpointSettings {
+    /// The Ed25519 private key, PKCS#8 PEM.
+    pub signing_key_file: PathBuf,
+    /// How often a checkpoint is written while there are new events.
+    pub interval: Duration,
+}
+
+/// Default `audit.checkpoint.interval`.
+pub const DEFAULT_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Where events go and how they are sealed (zones.yaml `audit:`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// `None` and no syslog receivers: standard output.
+    pub file: Option<FileSettings>,
+    pub key_file: Option<PathBuf>,
+    pub checkpoint: Option<CheckpointSettings>,
+    pub reads: Reads,
+    pub when_full: WhenFull,
+    /// Where events for unreachable syslog receivers wait, one subdirectory per receiver.
+    pub spool_dir: PathBuf,
+    pub spool_max_bytes: u64,
+    pub syslog: Vec<SyslogSettings>,
+}
+
+/// Default spool directory (systemd's `StateDirectory=zonegate`).
+pub const DEFAULT_SPOOL_DIR: &str = "/var/lib/zonegate/spool";
+/// Default bound of each receiver's spool.
+pub const DEFAULT_SPOOL_MAX_BYTES: u64 = 64 * 1024 * 1024;
+/// Default size at which the audit file is rotated.
+pub const DEFAULT_FILE_MAX_BYTES: u64 = 16 * 1024 * 1024;
+/// Default number of rotated audit files kept.
+pub const DEFAULT_FILE_KEEP: u32 = 10;
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            file: None,
+            key_file: None,
+            checkpoint: None,
+            reads: Reads::Count,
+            when_full: WhenFull::DropOldest,
+            spool_dir: PathBuf::from(DEFAULT_SPOOL_DIR),
+            spool_max_bytes: DEFAULT_SPOOL_MAX_BYTES,
+            syslog: Vec::new(),
+        }
+    }
+}
+
+impl Settings {
+    /// Makes the relative paths of what audit writes (file, spool) relative to `dir` (the
+    /// zones.yaml directory); the files it reads (key, certificates) were resolved when the
+    /// configuration was validated (`config::files`).
+    pub fn resolve_paths(&mut self, dir: &std::path::Path) {
+        if let Some(f) = &mut self.file {
+            f.path = dir.join(&f.path);
+        }
+        self.spool_dir = dir.join(&self.spool_dir);
+    }
+}
+
+/// A remote syslog receiver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyslogSettings {
+    /// host:port
+    pub address: String,
+    pub transport: SyslogTransport,
+    pub format: SyslogFormat,
+    pub ca: Option<PathBuf>,
+    pub server_name: Option<String>,
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyslogTransport {
+    /// RFC 5426: one message per datagram, no delivery guarantee.
+    Udp,
+    /// RFC 6587 octet counting.
+    Tcp,
+    /// RFC 5425.
+    Tls,
+    /// RELP (rsyslog's imrelp): every event acknowledged, resent if not.
+    Relp,
+    /// RELP over TLS.
+    RelpTls,
+}
+
+impl SyslogTransport {
+    /// As zones.yaml writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SyslogTransport::Udp => "udp",
+            SyslogTransport::Tcp => "tcp",
+            SyslogTransport::Tls => "tls",
+            SyslogTransport::Relp => "relp",
+            SyslogTransport::RelpTls => "relp-tls",
+        }
+    }
+}
+
+impl SyslogFormat {
+    /// As zones.yaml writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SyslogFormat::Rfc5424 => "rfc5424",
+            SyslogFormat::Cef => "cef",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyslogFormat {
+    /// RFC 5424 with the JSON event as MSG.
+    Rfc5424,
+    /// ArcSight Common Event Format in an RFC 5424 header.
+    Cef,
+}
 
 /// Bounds of `audit.checkpoint.interval`.
 const MIN_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);

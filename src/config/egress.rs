@@ -5,24 +5,13 @@
 use std::net::SocketAddr;
 
 use indexmap::IndexMap;
-use ipnet::IpNet;
 use serde_saphyr::Spanned;
 
-use super::model::{Model, Problems, Warning, check_name, network, service};
+use super::audit::SyslogTransport;
+use super::model::{EgressPeer, Model, Warning, service};
+use super::problems::{Problems, check_name, network};
 use super::raw::RawEgress;
 use super::{Pos, Service};
-use crate::audit::SyslogTransport;
-
-/// A peer the gateway may connect to, on these services.
-#[derive(Debug, Clone, PartialEq)]
-pub struct EgressPeer {
-    pub name: String,
-    /// One address (a /32 or /128) or a network.
-    pub network: IpNet,
-    /// TCP and UDP ports and ICMP echo; never a deep-inspected service.
-    pub services: Vec<Service>,
-    pub defined_at: Pos,
-}
 
 /// Validated egress peers, in the order written.
 pub(super) fn peers(
@@ -153,6 +142,7 @@ pub(super) fn warnings(model: &Model) -> Vec<Warning> {
 mod tests {
     use super::*;
     use crate::config::{Diagnostic, PortRange, parse};
+    use ipnet::IpNet;
 
     const ZONES: &str = "
 zones:

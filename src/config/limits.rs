@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_saphyr::Spanned;
 
-use super::model::Problems;
+use super::problems::Problems;
 use super::raw::{RawLimits, RawOpcUaLimits, RawWriteRate};
 use crate::proto::opcua::{MAX_CHUNK_COUNT, MAX_CHUNK_SIZE, MAX_MESSAGE_SIZE};
 

@@ -1,21 +1,24 @@
 //! `zones.yaml`: reading it ([`raw`]), and turning it into a consistent [`Model`] ([`model`]).
 //! Every error names the file, line and column and, where it can, what to change.
 
-mod audit;
+pub mod audit;
 mod egress;
 pub mod files;
 mod limits;
 pub mod model;
+mod problems;
 pub mod raw;
+mod review;
+mod validate;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-pub use egress::{EgressPeer, syslog_receivers};
+pub use egress::syslog_receivers;
 pub use limits::{Limits, OpcUaFrames, WriteRate};
 pub use model::{
-    Asset, AssetKind, Conduit, Endpoint, FailureMode, Gateway, Inspection, Management, Mode, Model,
-    OnDeny, PortRange, PurdueLevel, QuarantineSettings, Service, Warning, Zone,
+    Asset, AssetKind, Conduit, EgressPeer, Endpoint, FailureMode, Gateway, Inspection, Management,
+    Mode, Model, OnDeny, PortRange, PurdueLevel, QuarantineSettings, Service, Warning, Zone,
 };
 use serde_saphyr::Spanned;
 

@@ -15,9 +15,9 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
 use crate::api::{self, ApiError};
-use crate::audit::droplog::DropLog;
 use crate::audit::{self, Audit, AuditError, Event, Severity};
 use crate::metrics::Metrics;
+use crate::nft::droplog::DropLog;
 use crate::nft::{self, NftError, Ruleset};
 use crate::proxy::{self, Protocol, Proxy, ProxyError};
 use crate::quarantine::{Quarantine, QuarantineError};

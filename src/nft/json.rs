@@ -20,9 +20,9 @@ use serde_json::{Value, json};
 
 use super::ruleset::{
     ALIVE_ELEMENTS, ALIVE_SET, Addrs, Chain, Family, Hook, L4, Liveness, Match, ND_TYPES, Policy,
-    Quarantined, Rule, Ruleset, Stmt, TABLE,
+    Quarantined, Rule, Ruleset, Stmt, TABLE, nfproto,
 };
-use super::text::{ipproto, net, nfproto};
+use super::text::{ipproto, net};
 use crate::config::PortRange;
 
 /// The replace-whole-table transaction, as the JSON document `nft -j -f -` reads.

@@ -15,8 +15,9 @@ use serde_json::{Value, json};
 use super::ruleset::{ALIVE_SET, Liveness, TABLE};
 use super::{NftError, json::alive_elements, run_nft};
 
-/// How long liveness lasts without renewal: how long a dead daemon goes unnoticed at most.
-pub const TIMEOUT: Duration = Duration::from_secs(5);
+/// How long liveness lasts without renewal: how long a dead daemon goes unnoticed at most (the
+/// ruleset installs its elements with this timeout, so it is the ruleset's).
+pub use super::ruleset::LIVENESS_TIMEOUT as TIMEOUT;
 /// How often the daemon renews liveness; several renewals fit in one [`TIMEOUT`], so that one
 /// slow `nft` run does not trip the failure mode.
 pub const RENEW_INTERVAL: Duration = Duration::from_secs(1);

@@ -2,8 +2,10 @@
 //! ([`text`], [`json`]), and the kernel side: one atomic `nft -j -f -` transaction, read back to
 //! verify, and the per-conduit counters. [`liveness`] keeps the kernel's "zonegate is up" signal
 //! fresh, on which the ruleset's failure mode turns; [`quarantine`] adds a source to the
-//! quarantine sets at runtime.
+//! quarantine sets at runtime. [`droplog`] reads back what the ruleset's drop-log rules send
+//! (the packets it drops), as typed records the daemon turns into audit events.
 
+pub mod droplog;
 pub mod json;
 pub mod liveness;
 pub mod quarantine;

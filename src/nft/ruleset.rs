@@ -6,8 +6,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
-use super::text::nfproto;
-use crate::audit::SyslogTransport;
+use crate::config::audit::SyslogTransport;
 use crate::config::{
     Conduit, Endpoint, FailureMode, Management, Model, PortRange, Service, Zone, syslog_receivers,
 };
@@ -79,6 +78,10 @@ pub struct Quarantined {
     pub timeout: Duration,
 }
 
+/// How long liveness lasts without renewal: how long a dead daemon goes unnoticed at most
+/// ([`super::liveness`] renews it).
+pub const LIVENESS_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// How the elements of the liveness set are installed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Liveness {
@@ -130,6 +133,14 @@ pub struct AddrSet {
 pub enum Family {
     V4,
     V6,
+}
+
+/// The family as `meta nfproto` names it.
+pub(crate) fn nfproto(f: Family) -> &'static str {
+    match f {
+        Family::V4 => "ipv4",
+        Family::V6 => "ipv6",
+    }
 }
 
 impl Family {
@@ -275,7 +286,7 @@ fn zone_set(zone: &str, family: Family) -> String {
 }
 
 /// Derives the whole ruleset from the model, as `zonegate run` installs it: liveness elements
-/// expire after [`super::liveness::TIMEOUT`] unless renewed (see [`Ruleset::with_permanent_liveness`]).
+/// expire after [`LIVENESS_TIMEOUT`] unless renewed (see [`Ruleset::with_permanent_liveness`]).
 /// Pure: no I/O, same model in, same ruleset out.
 pub fn render(model: &Model) -> Ruleset {
     let failure_mode = model.gateway.failure_mode;
@@ -743,7 +754,7 @@ pub fn render(model: &Model) -> Ruleset {
     Ruleset {
         counters,
         sets,
-        liveness: Some(Liveness::Expiring(super::liveness::TIMEOUT)),
+        liveness: Some(Liveness::Expiring(LIVENESS_TIMEOUT)),
         quarantine: quarantines.then(Vec::new),
         chains,
     }

@@ -7,7 +7,7 @@ use ipnet::IpNet;
 
 use super::ruleset::{
     ALIVE_ELEMENTS, ALIVE_SET, Addrs, Chain, Family, Hook, L4, Liveness, Match, ND_TYPES, Policy,
-    Rule, Ruleset, Stmt, TABLE,
+    Rule, Ruleset, Stmt, TABLE, nfproto,
 };
 use crate::config::PortRange;
 
@@ -181,13 +181,6 @@ pub(super) fn ipproto(f: Family) -> &'static str {
     match f {
         Family::V4 => "ip",
         Family::V6 => "ip6",
-    }
-}
-
-pub(crate) fn nfproto(f: Family) -> &'static str {
-    match f {
-        Family::V4 => "ipv4",
-        Family::V6 => "ipv6",
     }
 }
 

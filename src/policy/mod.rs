@@ -76,6 +76,7 @@
 //! - Extra fields: `sub_function` (0x08), `mei_type` (0x2B), `and_mask`/`or_mask` (0x16).
 
 mod input;
+mod keys;
 pub mod opcua;
 pub mod registers;
 mod testing;
@@ -290,7 +291,7 @@ impl Decision {
     /// Reads a decision document; anything but an object with a boolean `allow` and, where
     /// present, string `reason` and `rule` is a deny.
     fn from_value(v: &Value) -> Decision {
-        let k = input::keys();
+        let k = keys::keys();
         let o = match v {
             Value::Object(o) => o,
             Value::Undefined => {

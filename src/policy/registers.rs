@@ -35,7 +35,7 @@ use serde::Deserialize;
 use serde_saphyr::Spanned;
 
 use super::PolicyError;
-use super::input::keys;
+use super::keys::keys;
 use crate::proto::modbus::Table;
 
 /// Largest profile we read; a register map is kilobytes.

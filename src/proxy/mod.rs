@@ -3,7 +3,6 @@
 //! client addressed. The proxy connects to that device from the client's own address (so PLC
 //! access lists keep working), marked so that the kernel lets it out and brings replies back.
 
-pub mod limits;
 pub mod modbus;
 pub mod opcua;
 pub mod routing;
@@ -18,12 +17,14 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::watch;
 
+use crate::admission;
+pub use crate::admission::Protocol;
 use crate::audit::{self, Audit, Event};
 use crate::config::{Conduit, Limits, Mode, OnDeny};
 use crate::metrics::{ConnectionMetrics, Limit, Metrics};
 use crate::nft::ruleset::UPSTREAM_MARK;
 use crate::policy::{ConnectionInput, Decision, Peer, Policy, RegisterMap};
-use crate::quarantine::Quarantine;
+use crate::quarantine::{Quarantine, Violation};
 use crate::site::Site;
 
 /// Accept queue length of each listener (the kernel caps it at net.core.somaxconn, 4096 by
@@ -45,23 +46,6 @@ pub enum ProxyError {
     },
     #[error(transparent)]
     Routing(#[from] routing::RoutingError),
-}
-
-/// The protocols the proxy inspects, one divert port each.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Protocol {
-    Modbus,
-    OpcUa,
-}
-
-impl Protocol {
-    /// ECS `network.protocol`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Protocol::Modbus => "modbus",
-            Protocol::OpcUa => "opcua",
-        }
-    }
 }
 
 /// The site in force, replaced whole by each successful reload. Sessions read it when they
@@ -120,16 +104,16 @@ pub struct Shared {
     pub sites: Sites,
     pub audit: Audit,
     /// Counts connections against `limits.connections` and `connections_per_source`.
-    pub connections: Arc<limits::Connections>,
+    pub connections: Arc<admission::Connections>,
     pub metrics: Arc<Metrics>,
     pub quarantine: Arc<Quarantine>,
 }
 
 /// The connection limits of `limits` (bound at start-up), for [`Shared`]; the process's open
-/// file limit is raised to carry them (see [`limits::fit_file_descriptors`]).
-pub fn connection_limit(limits: &Limits) -> Arc<limits::Connections> {
-    let total = limits::fit_file_descriptors(limits.connections);
-    limits::Connections::new(total, limits.connections_per_source)
+/// file limit is raised to carry them (see [`admission::fit_file_descriptors`]).
+pub fn connection_limit(limits: &Limits) -> Arc<admission::Connections> {
+    let total = admission::fit_file_descriptors(limits.connections);
+    admission::Connections::new(total, limits.connections_per_source)
 }
 
 async fn accept_loop(protocol: Protocol, listener: TcpListener, shared: Shared, wakers: Wakers) {
@@ -263,7 +247,7 @@ pub struct Route {
     /// The site's `limits:` (timeouts and in-flight bound follow reloads with the route).
     pub limits: Limits,
     /// The conduit's write rate bucket, if it has one.
-    pub write_rate: Option<Arc<limits::TokenBucket>>,
+    pub write_rate: Option<Arc<admission::TokenBucket>>,
     pub client_asset: Option<String>,
     pub device_asset: Option<String>,
     /// The connection's metric handles; it counts as active while the route lives.
@@ -358,7 +342,26 @@ impl Route {
     /// Reports a violation by `client` (a denied or malformed request, `what`) to the
     /// quarantine. True when the source is now quarantined: the caller closes the connection.
     pub fn violation(&self, client: SocketAddr, device: SocketAddr, what: &str) -> bool {
-        self.quarantine.violation(self, client, device, what)
+        let critical_asset = || {
+            self.client_asset
+                .as_deref()
+                .and_then(|a| self.site.model.asset(a))
+                .filter(|a| a.critical)
+                .map(|a| a.name.as_str())
+        };
+        let event = |outcome, decision, reason| {
+            self.event(client, device, "quarantine", outcome, decision, reason)
+        };
+        self.quarantine.violation(&Violation {
+            conduit: &self.conduit.name,
+            settings: self.conduit.inspection.as_ref().and_then(|i| i.quarantine),
+            client,
+            device,
+            mode: self.mode,
+            what,
+            critical_asset: &critical_asset,
+            event: &event,
+        })
     }
 
     /// A write refused by the conduit's `write_rate`: back-pressure, not an attack, so a
@@ -612,7 +615,7 @@ fn refuse_connection(
     stream: &TcpStream,
     client: SocketAddr,
     limit: Limit,
-    connections: &limits::Connections,
+    connections: &admission::Connections,
     audit: &Audit,
 ) {
     let client = normalize(client);

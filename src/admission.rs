@@ -1,5 +1,7 @@
-//! Bounds the proxy enforces across connections: how many connections in total and per client
-//! address (within the file descriptors the process may open), and each conduit's write rate.
+//! Admission: the bounds the proxy enforces across connections, below both the site (which
+//! holds each conduit's write-rate bucket) and the proxy (which admits connections): how many
+//! connections in total and per client address (within the file descriptors the process may
+//! open), each conduit's write rate ([`TokenBucket`]), and the inspected [`Protocol`]s.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -10,6 +12,23 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::WriteRate;
 use crate::metrics::Limit;
+
+/// The protocols the proxy inspects, one divert port each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Modbus,
+    OpcUa,
+}
+
+impl Protocol {
+    /// ECS `network.protocol`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Modbus => "modbus",
+            Protocol::OpcUa => "opcua",
+        }
+    }
+}
 
 /// Connections carried now, in total and by client address; touched only at accept and close.
 #[derive(Debug)]

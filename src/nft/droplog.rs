@@ -30,7 +30,7 @@ use nix::libc;
 use nix::sys::socket::NetlinkAddr;
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::nft::ruleset::DROP_LOG_PREFIX;
+use super::ruleset::DROP_LOG_PREFIX;
 
 /// Bytes of each dropped packet the kernel copies to us: an IPv4 header with the largest
 /// options (60) or an IPv6 header (40) with a few extension headers, plus the transport ports.
