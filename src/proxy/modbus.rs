@@ -16,10 +16,7 @@ use crate::audit::{self, Audit, Event};
 use crate::config::{Mode, OnDeny};
 use crate::metrics::{Limit, Metrics};
 use crate::policy::{ConnectionInput, Decision, Policy, RULE_BUDGET, RegisterMap};
-use crate::proto::modbus::{
-    self, EXCEPTION_GATEWAY_PATH_UNAVAILABLE, EXCEPTION_GATEWAY_TARGET_FAILED,
-    EXCEPTION_ILLEGAL_DATA_ADDRESS, EXCEPTION_ILLEGAL_FUNCTION, MAX_ADU_LEN, ModbusError, Response,
-};
+use crate::proto::modbus::{self, ExceptionCode, MAX_ADU_LEN, ModbusError, Response};
 
 // The bounds of a session (requests in flight, connect, response, request and idle timeouts)
 // are the site's `limits:` (`crate::config::Limits`), read from the route so that they follow
@@ -92,7 +89,7 @@ pub async fn session(
                 &format!("device unreachable: {e}"),
             );
             return s
-                .answer_all(&mut client, EXCEPTION_GATEWAY_PATH_UNAVAILABLE)
+                .answer_all(&mut client, ExceptionCode::GatewayPathUnavailable)
                 .await;
         }
         Err(_) => {
@@ -106,7 +103,7 @@ pub async fn session(
                 ),
             );
             return s
-                .answer_all(&mut client, EXCEPTION_GATEWAY_PATH_UNAVAILABLE)
+                .answer_all(&mut client, ExceptionCode::GatewayPathUnavailable)
                 .await;
         }
     };
@@ -494,7 +491,7 @@ impl Session {
                             .extend_from_slice(&modbus::exception_response(
                                 &header,
                                 function,
-                                EXCEPTION_GATEWAY_PATH_UNAVAILABLE,
+                                ExceptionCode::GatewayPathUnavailable,
                             ));
                         used_total = used_total.saturating_add(used);
                         continue;
@@ -520,9 +517,11 @@ impl Session {
                             (true, None)
                         }
                         (Decision::Deny { .. }, Mode::Enforce) => match self.route.on_deny {
-                            OnDeny::IllegalFunction => (false, Some(EXCEPTION_ILLEGAL_FUNCTION)),
+                            OnDeny::IllegalFunction => {
+                                (false, Some(ExceptionCode::IllegalFunction))
+                            }
                             OnDeny::IllegalDataAddress => {
-                                (false, Some(EXCEPTION_ILLEGAL_DATA_ADDRESS))
+                                (false, Some(ExceptionCode::IllegalDataAddress))
                             }
                             OnDeny::Close => (false, None),
                         },
@@ -703,7 +702,7 @@ impl Session {
                     .extend_from_slice(&modbus::exception_response(
                         &header,
                         f.function,
-                        EXCEPTION_GATEWAY_TARGET_FAILED,
+                        ExceptionCode::GatewayTargetDevice,
                     ));
                 self.route.metrics.limit_hit(Limit::ResponseTimeout);
                 self.event_plain(
@@ -738,7 +737,11 @@ impl Session {
 
     /// With no device to talk to, answer each well-formed request with `code` until the client
     /// leaves (or idles out), so that it learns the path is down instead of hanging.
-    async fn answer_all(&mut self, client: &mut TcpStream, code: u8) -> Result<(), SessionError> {
+    async fn answer_all(
+        &mut self,
+        client: &mut TcpStream,
+        code: ExceptionCode,
+    ) -> Result<(), SessionError> {
         loop {
             let buf = self
                 .from_client
@@ -869,7 +872,7 @@ impl Session {
     /// connection must close).
     fn event_refusal(&self, error: &ModbusError, refusal: &modbus::Refusal, raw: &[u8]) -> bool {
         self.route.metrics.malformed();
-        let reason = format!("{error}; answered exception {:#04x}", refusal.code);
+        let reason = format!("{error}; answered exception {:#04x}", refusal.code.code());
         let mut e = self.base_event("modbus-malformed", "failure", "refuse", reason.clone());
         e.modbus = Some(serde_json::json!({
             "transaction_id": refusal.header.transaction_id,
@@ -879,7 +882,7 @@ impl Session {
                 "name": modbus::function_name(refusal.function & !modbus::EXCEPTION_BIT),
             },
             "error": error.kind(),
-            "exception": refusal.code,
+            "exception": refusal.code.code(),
             "raw_hex": hex(raw),
         }));
         self.audit.emit(e);
