@@ -11,6 +11,7 @@ use std::sync::{Arc, LazyLock};
 use regorus::Value;
 
 use super::registers::{DecodedWrite, RegisterMap};
+use crate::proto::Access;
 use crate::proto::modbus::{Request, Table};
 
 /// The object keys of the input and of decisions, made once.
@@ -52,7 +53,8 @@ pub(crate) struct Keys {
     pub allow: Value,
     pub reason: Value,
     pub rule: Value,
-    access_values: [Value; 4],
+    /// Indexed by `Access as usize`.
+    access_values: [Value; Access::ALL.len()],
     table_values: [Value; 4],
 }
 
@@ -96,7 +98,7 @@ pub(crate) fn keys() -> &'static Keys {
             allow: s("allow"),
             reason: s("reason"),
             rule: s("rule"),
-            access_values: [s("read"), s("write"), s("diagnostic"), s("other")],
+            access_values: Access::ALL.map(|a| s(a.as_str())),
             table_values: [
                 s("coils"),
                 s("discrete_inputs"),
@@ -272,14 +274,7 @@ fn modbus_value(unit_id: u8, request: &Request<'_>, decoded: Option<&DecodedWrit
     function.insert(k.code.clone(), num(request.function_code()));
     function.insert(k.name.clone(), Value::from(request.name()));
     m.insert(k.function.clone(), Value::from(function));
-    let access = request.access();
-    let access_index = match access {
-        crate::proto::modbus::Access::Read => 0,
-        crate::proto::modbus::Access::Write => 1,
-        crate::proto::modbus::Access::Diagnostic => 2,
-        crate::proto::modbus::Access::Other => 3,
-    };
-    if let Some(a) = k.access_values.get(access_index) {
+    if let Some(a) = k.access_values.get(request.access() as usize) {
         m.insert(k.access.clone(), a.clone());
     }
     if let Some(table) = request.table() {

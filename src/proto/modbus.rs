@@ -432,25 +432,8 @@ impl<'a> Request<'a> {
     }
 }
 
-/// What a request does to the device, for policy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Access {
-    Read,
-    Write,
-    Diagnostic,
-    Other,
-}
-
-impl Access {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Access::Read => "read",
-            Access::Write => "write",
-            Access::Diagnostic => "diagnostic",
-            Access::Other => "other",
-        }
-    }
-}
+/// What a request does to the device, for policy (read, write, diagnostic or other).
+pub use super::Access;
 
 /// The four tables of the Modbus data model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
