@@ -229,3 +229,143 @@ pub fn deny_reason(decision: &Decision) -> Cow<'_, str> {
         Decision::Allow { .. } => Cow::Borrowed(""),
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+    use crate::proxy::Protocol;
+    use crate::proxy::testkit::{Kit, actions, client, device, zones};
+
+    /// Never consulted: the tests hand the tail their decisions.
+    const POLICY: &str = "package zonegate.test\n\nimport rego.v1\n\ndecision := {\"allow\": true, \"reason\": \"\", \"rule\": \"test.all\"}\n";
+
+    fn allow() -> Judged {
+        Judged::Policy(Arc::new(Decision::Allow {
+            rule: "test.allow".into(),
+        }))
+    }
+
+    fn deny() -> Judged {
+        Judged::Policy(Arc::new(Decision::Deny {
+            reason: "not this".into(),
+            rule: "test.deny".into(),
+        }))
+    }
+
+    /// Quarantine in monitor mode is recorded (`would_quarantine`), never put in the kernel: a
+    /// violation shows as that event.
+    fn monitored(count_rate_limits: bool) -> Kit {
+        Kit::new(
+            &zones(
+                &format!(
+                    "policy: p.rego, mode: monitor, write_rate: {{per_second: 1, burst: 1}}, quarantine: {{after: 1, within: 60s, for: 60s, count_rate_limits: {count_rate_limits}}}"
+                ),
+                "idle_timeout: 60s",
+            ),
+            POLICY,
+        )
+    }
+
+    fn run(kit: &Kit, access: Access, judged: Judged) -> (Verdict, Action) {
+        let mut route = kit.route(Protocol::Modbus);
+        let v = judge(&mut route, &kit.audit(), access, "test", |_| judged);
+        let action = v.enforce(&route, client(), device(), deny_reason);
+        (v, action)
+    }
+
+    #[test]
+    fn monitor_mode_forwards_denials_and_counts_them_as_violations() {
+        let mut kit = monitored(false);
+        let (v, action) = run(&kit, Access::Write, deny());
+        assert_eq!(
+            (v.log, action),
+            (Log::Event(Mode::Monitor), Action::Forward)
+        );
+        let (_, action) = run(&kit, Access::Write, deny());
+        assert_eq!(action, Action::Forward);
+        let events = kit.events();
+        assert!(would_quarantine(&events) >= 1);
+    }
+
+    #[test]
+    fn write_rate_refusals_are_violations_only_with_count_rate_limits() {
+        for counted in [false, true] {
+            let mut kit = monitored(counted);
+            // A read takes nothing from the bucket; the first write takes its one token.
+            for _ in 0..3 {
+                let (v, _) = run(&kit, Access::Read, allow());
+                assert_eq!(v.log, Log::Count, "allowed reads are counted");
+            }
+            let (v, action) = run(&kit, Access::Write, allow());
+            assert_eq!((v.decision.is_allow(), action), (true, Action::Forward));
+            // Over the rate: refused as a denial would be (forwarded in monitor mode).
+            for _ in 0..2 {
+                let (v, action) = run(&kit, Access::Call, allow());
+                assert_eq!(v.decision.rule(), RULE_WRITE_RATE);
+                assert_eq!(
+                    (v.log, action),
+                    (Log::Event(Mode::Monitor), Action::Forward)
+                );
+            }
+            let events = kit.events();
+            assert_eq!(
+                would_quarantine(&events) > 0,
+                counted,
+                "count_rate_limits: {counted}"
+            );
+        }
+    }
+
+    #[test]
+    fn gateway_refusals_hold_in_either_mode_and_are_no_violations() {
+        let mut kit = monitored(true);
+        for _ in 0..3 {
+            let (v, action) = run(&kit, Access::Read, Judged::Unjudgeable(deny_decision()));
+            assert_eq!(
+                (v.log, action, v.by_gateway()),
+                (Log::Event(Mode::Enforce), Action::Unavailable, true)
+            );
+        }
+        let events = kit.events();
+        assert_eq!(would_quarantine(&events), 0);
+    }
+
+    #[test]
+    fn enforce_mode_refuses_per_on_deny() {
+        for (on_deny, expected) in [
+            ("illegal-function", Action::Refuse),
+            ("illegal-data-address", Action::Refuse),
+            ("close", Action::Close),
+        ] {
+            let kit = Kit::new(
+                &zones(
+                    &format!("policy: p.rego, mode: enforce, on_deny: {on_deny}"),
+                    "idle_timeout: 60s",
+                ),
+                POLICY,
+            );
+            let (v, action) = run(&kit, Access::Write, deny());
+            assert_eq!((v.log, action), (Log::Event(Mode::Enforce), expected));
+            let (v, action) = run(&kit, Access::Write, allow());
+            assert_eq!(
+                (v.log, action),
+                (Log::Event(Mode::Enforce), Action::Forward)
+            );
+        }
+    }
+
+    /// `quarantine` events of monitor mode: a violation that would have quarantined.
+    fn would_quarantine(events: &[serde_json::Value]) -> usize {
+        actions(events, "quarantine")
+            .filter(|e| e["zonegate"]["decision"] == "would_quarantine")
+            .count()
+    }
+
+    fn deny_decision() -> Arc<Decision> {
+        Arc::new(Decision::Deny {
+            reason: "cannot be judged".into(),
+            rule: "test.unjudgeable".into(),
+        })
+    }
+}
