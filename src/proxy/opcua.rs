@@ -20,6 +20,8 @@
 //! their messages can be read, so they rely on the idle timeout.
 
 mod outstanding;
+#[cfg(test)]
+mod tests;
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};

@@ -19,6 +19,8 @@ use crate::site::Site;
 /// A SCADA client in zone `ops` and a PLC in zone `field`, joined by conduit `scada-plc`.
 pub const SCADA: &str = "10.3.0.10:40000";
 pub const PLC: &str = "10.2.0.20:502";
+/// The PLC's OPC UA server.
+pub const PLC_OPCUA: &str = "10.2.0.20:4840";
 
 /// zones.yaml with the conduit's `inspection:` settings and the site's `limits:` as given.
 pub fn zones(inspection: &str, limits: &str) -> String {
@@ -91,14 +93,14 @@ impl Kit {
         &self.metrics
     }
 
-    /// The route of a `protocol` connection from [`SCADA`] to [`PLC`] in the site in force.
+    /// The route of a `protocol` connection from [`SCADA`] to the PLC in the site in force.
     pub fn route(&self, protocol: Protocol) -> Route {
         let site = self.sites_rx.borrow().clone();
         Route::resolve(
             &site,
             protocol,
             client(),
-            device(),
+            device_of(protocol),
             &self.metrics,
             &self.quarantine,
         )
@@ -143,8 +145,16 @@ pub fn client() -> SocketAddr {
     SCADA.parse().unwrap()
 }
 
+/// The PLC's Modbus address.
 pub fn device() -> SocketAddr {
-    PLC.parse().unwrap()
+    device_of(Protocol::Modbus)
+}
+
+pub fn device_of(protocol: Protocol) -> SocketAddr {
+    match protocol {
+        Protocol::Modbus => PLC.parse().unwrap(),
+        Protocol::OpcUa => PLC_OPCUA.parse().unwrap(),
+    }
 }
 
 /// The events whose `event.action` is `action`.
