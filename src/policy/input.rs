@@ -178,14 +178,7 @@ fn modbus_value(unit_id: u8, request: &Request<'_>, decoded: Option<&DecodedWrit
     function.insert(k.code.clone(), num(request.function_code()));
     function.insert(k.name.clone(), Value::from(request.name()));
     m.insert(k.function.clone(), Value::from(function));
-    let access = request.access();
-    let access_index = match access {
-        crate::proto::modbus::Access::Read => 0,
-        crate::proto::modbus::Access::Write => 1,
-        crate::proto::modbus::Access::Diagnostic => 2,
-        crate::proto::modbus::Access::Other => 3,
-    };
-    if let Some(a) = k.access_values.get(access_index) {
+    if let Some(a) = k.access_values.get(request.access() as usize) {
         m.insert(k.access.clone(), a.clone());
     }
     if let Some(table) = request.table() {

@@ -6,6 +6,8 @@ use std::sync::LazyLock;
 
 use regorus::Value;
 
+use crate::proto::Access;
+
 /// The object keys of the input and of decisions, made once.
 #[derive(Debug)]
 pub(crate) struct Keys {
@@ -45,7 +47,8 @@ pub(crate) struct Keys {
     pub allow: Value,
     pub reason: Value,
     pub rule: Value,
-    pub(super) access_values: [Value; 4],
+    /// Indexed by `Access as usize`.
+    pub(super) access_values: [Value; Access::ALL.len()],
     pub(super) table_values: [Value; 4],
 }
 
@@ -89,7 +92,7 @@ pub(crate) fn keys() -> &'static Keys {
             allow: s("allow"),
             reason: s("reason"),
             rule: s("rule"),
-            access_values: [s("read"), s("write"), s("diagnostic"), s("other")],
+            access_values: Access::ALL.map(|a| s(a.as_str())),
             table_values: [
                 s("coils"),
                 s("discrete_inputs"),

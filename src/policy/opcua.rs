@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use opcua_types::{DataValue, ExpandedNodeId, NodeId, ReadValueId, Variant, VariantScalarTypeId};
 use regorus::Value;
 
+use crate::proto::Access;
 use crate::proto::opcua::{
     DecodedRequest, IdentityToken, SECURITY_POLICY_NONE, Service, ServiceRequest,
     security_policy_name,
@@ -187,7 +188,7 @@ pub fn service_items(request: &ServiceRequest) -> Vec<Item> {
         let mut o = BTreeMap::new();
         put(&mut o, "service", service.name());
         o.insert(key("type_id"), Value::from(request.type_id));
-        put(&mut o, "access", access(service));
+        put(&mut o, "access", access(service).as_str());
         o
     };
     let per_item = |field: &str, items: Vec<Value>| -> Vec<Item> {
@@ -395,19 +396,19 @@ pub fn session_identity(request: &ServiceRequest) -> Option<(&'static str, Optio
 }
 
 /// Which kind of access a service is (`input.opcua.access`).
-pub fn access(service: Service) -> &'static str {
+pub fn access(service: Service) -> Access {
     use Service as S;
     match service {
-        S::Read | S::HistoryRead => "read",
-        S::Write | S::HistoryUpdate => "write",
-        S::Call => "call",
+        S::Read | S::HistoryRead => Access::Read,
+        S::Write | S::HistoryUpdate => Access::Write,
+        S::Call => Access::Call,
         S::Browse
         | S::BrowseNext
         | S::TranslateBrowsePathsToNodeIds
         | S::RegisterNodes
         | S::UnregisterNodes
         | S::QueryFirst
-        | S::QueryNext => "browse",
+        | S::QueryNext => Access::Browse,
         S::CreateSubscription
         | S::ModifySubscription
         | S::SetPublishingMode
@@ -419,15 +420,17 @@ pub fn access(service: Service) -> &'static str {
         | S::ModifyMonitoredItems
         | S::SetMonitoringMode
         | S::SetTriggering
-        | S::DeleteMonitoredItems => "subscribe",
-        S::CreateSession | S::ActivateSession | S::CloseSession | S::Cancel => "session",
+        | S::DeleteMonitoredItems => Access::Subscribe,
+        S::CreateSession | S::ActivateSession | S::CloseSession | S::Cancel => Access::Session,
         S::GetEndpoints
         | S::FindServers
         | S::FindServersOnNetwork
         | S::RegisterServer
-        | S::RegisterServer2 => "discovery",
-        S::AddNodes | S::AddReferences | S::DeleteNodes | S::DeleteReferences => "node_management",
-        S::OpenSecureChannel | S::CloseSecureChannel | S::Unknown => "other",
+        | S::RegisterServer2 => Access::Discovery,
+        S::AddNodes | S::AddReferences | S::DeleteNodes | S::DeleteReferences => {
+            Access::NodeManagement
+        }
+        S::OpenSecureChannel | S::CloseSecureChannel | S::Unknown => Access::Other,
     }
 }
 

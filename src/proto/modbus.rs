@@ -69,18 +69,44 @@ pub const READ_DEVICE_ID_CODES: std::ops::RangeInclusive<u8> = 1..=4;
 /// Set in a response's function code to mark an exception response.
 pub const EXCEPTION_BIT: u8 = 0x80;
 
-/// Exception code 0x01 Illegal Function.
-pub const EXCEPTION_ILLEGAL_FUNCTION: u8 = 0x01;
-/// Exception code 0x02 Illegal Data Address.
-pub const EXCEPTION_ILLEGAL_DATA_ADDRESS: u8 = 0x02;
-/// Exception code 0x03 Illegal Data Value.
-pub const EXCEPTION_ILLEGAL_DATA_VALUE: u8 = 0x03;
-/// Exception code 0x04 Server Device Failure.
-pub const EXCEPTION_SERVER_DEVICE_FAILURE: u8 = 0x04;
-/// Exception code 0x0A Gateway Path Unavailable.
-pub const EXCEPTION_GATEWAY_PATH_UNAVAILABLE: u8 = 0x0A;
-/// Exception code 0x0B Gateway Target Device Failed to Respond.
-pub const EXCEPTION_GATEWAY_TARGET_FAILED: u8 = 0x0B;
+/// An exception code (Application Protocol V1.1b3 section 7), the byte after the function code
+/// in an exception response. The ones a conforming device or gateway answers; a device's own
+/// exception responses pass through with whatever byte it sent ([`Response::Exception`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum ExceptionCode {
+    /// 0x01 Illegal Function: the function is not supported.
+    IllegalFunction = 0x01,
+    /// 0x02 Illegal Data Address: the address (range) is not held by the device.
+    IllegalDataAddress = 0x02,
+    /// 0x03 Illegal Data Value: a quantity, byte count or value is out of range.
+    IllegalDataValue = 0x03,
+    /// 0x04 Server Device Failure: an unrecoverable error while performing the action.
+    ServerDeviceFailure = 0x04,
+    /// 0x05 Acknowledge: accepted, a long action is under way.
+    Acknowledge = 0x05,
+    /// 0x06 Server Device Busy: processing a long command, retry later.
+    ServerDeviceBusy = 0x06,
+    /// 0x08 Memory Parity Error: a file record failed its consistency check.
+    MemoryParityError = 0x08,
+    /// 0x0A Gateway Path Unavailable: the gateway has no path to the target.
+    GatewayPathUnavailable = 0x0A,
+    /// 0x0B Gateway Target Device Failed to Respond.
+    GatewayTargetDevice = 0x0B,
+}
+
+impl ExceptionCode {
+    /// The byte on the wire.
+    pub const fn code(self) -> u8 {
+        self as u8
+    }
+}
+
+impl From<ExceptionCode> for u8 {
+    fn from(code: ExceptionCode) -> u8 {
+        code.code()
+    }
+}
 
 /// Public function codes (Application Protocol 5.1).
 pub mod function {
@@ -145,7 +171,7 @@ pub fn parse_response(buf: &[u8]) -> Result<Option<(ResponseFrame<'_>, usize)>, 
 
 /// The 9-byte exception response for `header`'s transaction: MBAP(length 3) + (function|0x80) +
 /// code.
-pub fn exception_response(header: &Mbap, function: u8, code: u8) -> [u8; 9] {
+pub fn exception_response(header: &Mbap, function: u8, code: ExceptionCode) -> [u8; 9] {
     let [t0, t1] = header.transaction_id.to_be_bytes();
     // Protocol id 0 whatever the request said (it was checked to be 0); length 3 counts the unit
     // id, the function and the code.
@@ -158,7 +184,7 @@ pub fn exception_response(header: &Mbap, function: u8, code: u8) -> [u8; 9] {
         3,
         header.unit_id,
         function | EXCEPTION_BIT,
-        code,
+        code.code(),
     ]
 }
 
@@ -171,7 +197,7 @@ pub struct Refusal {
     /// The function code as received (for 0x00 or 0x80..=0xFF, that byte).
     pub function: u8,
     /// The exception code a conforming device answers ([`ModbusError::exception`]).
-    pub code: u8,
+    pub code: ExceptionCode,
     /// The whole ADU's length (MBAP header + PDU), to be consumed.
     pub len: usize,
 }
@@ -406,25 +432,8 @@ impl<'a> Request<'a> {
     }
 }
 
-/// What a request does to the device, for policy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Access {
-    Read,
-    Write,
-    Diagnostic,
-    Other,
-}
-
-impl Access {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Access::Read => "read",
-            Access::Write => "write",
-            Access::Diagnostic => "diagnostic",
-            Access::Other => "other",
-        }
-    }
-}
+/// What a request does to the device, for policy (read, write, diagnostic or other).
+pub use super::Access;
 
 /// The four tables of the Modbus data model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -722,14 +731,14 @@ impl ModbusError {
     /// an address range or file reference it does not hold). `None` for a framing error (protocol
     /// id, MBAP length, a PDU whose length disagrees with its function's layout): those close the
     /// connection. docs/modbus.md tabulates the answers per function code.
-    pub fn exception(&self) -> Option<u8> {
+    pub fn exception(&self) -> Option<ExceptionCode> {
         match self {
             ModbusError::ProtocolId { .. }
             | ModbusError::Length { .. }
             | ModbusError::Truncated { .. }
             | ModbusError::TrailingBytes { .. } => None,
             ModbusError::FunctionCode { .. } | ModbusError::MeiType { .. } => {
-                Some(EXCEPTION_ILLEGAL_FUNCTION)
+                Some(ExceptionCode::IllegalFunction)
             }
             ModbusError::ByteCount { .. }
             | ModbusError::ByteCountRange { .. }
@@ -738,10 +747,10 @@ impl ModbusError {
             | ModbusError::DiagnosticsData { .. }
             | ModbusError::DeviceIdCode { .. }
             | ModbusError::SubRequest { .. }
-            | ModbusError::FileResponseLength { .. } => Some(EXCEPTION_ILLEGAL_DATA_VALUE),
+            | ModbusError::FileResponseLength { .. } => Some(ExceptionCode::IllegalDataValue),
             ModbusError::AddressRange { .. }
             | ModbusError::ReferenceType { .. }
-            | ModbusError::FileRecord { .. } => Some(EXCEPTION_ILLEGAL_DATA_ADDRESS),
+            | ModbusError::FileRecord { .. } => Some(ExceptionCode::IllegalDataAddress),
         }
     }
 
@@ -2452,7 +2461,7 @@ mod tests {
             frame.body,
             Response::Exception {
                 function: 0x03,
-                code: EXCEPTION_ILLEGAL_DATA_ADDRESS
+                code: ExceptionCode::IllegalDataAddress.code()
             }
         );
         // Exactly 2 PDU bytes, known from the header and the function code.
@@ -2556,11 +2565,18 @@ mod tests {
         for (pdu, code) in cases {
             let frame = adu(pdu);
             let e = request_error(&frame);
-            assert_eq!(e.exception(), code, "{pdu:02X?}: {e}");
+            assert_eq!(
+                e.exception().map(ExceptionCode::code),
+                code,
+                "{pdu:02X?}: {e}"
+            );
             match code {
                 Some(code) => {
                     let r = refusal(&frame, e).unwrap().unwrap();
-                    assert_eq!((r.code, r.len, r.function), (code, frame.len(), pdu[0]));
+                    assert_eq!(
+                        (r.code.code(), r.len, r.function),
+                        (code, frame.len(), pdu[0])
+                    );
                 }
                 None => assert_eq!(refusal(&frame, e), Err(e)),
             }
@@ -2637,7 +2653,7 @@ mod tests {
             matches!(e, ModbusError::ByteCount { function: 0x10, .. }),
             "{e}"
         );
-        assert_eq!(e.exception(), Some(0x03));
+        assert_eq!(e.exception(), Some(ExceptionCode::IllegalDataValue));
         // 0x17: read 2 from 65535 (address range) and write quantity 0: 03.
         let e = request_error(&adu(&[
             0x17, 0xFF, 0xFF, 0x00, 0x02, 0x00, 0x00, 0x00, 0x00, 0x00,
@@ -2648,7 +2664,7 @@ mod tests {
         );
         // 0x0F: 9 coils from 65528 (address range) and byte count 1 (needs 2): 03.
         let e = request_error(&adu(&[0x0F, 0xFF, 0xF8, 0x00, 0x09, 0x01, 0xFF]));
-        assert_eq!(e.exception(), Some(0x03), "{e}");
+        assert_eq!(e.exception(), Some(ExceptionCode::IllegalDataValue), "{e}");
     }
 
     /// The fuzz target's invariants (a frame judged the same however much of it has arrived;
@@ -2671,6 +2687,32 @@ mod tests {
     }
 
     #[test]
+    fn exception_codes_are_the_specs() {
+        // Application Protocol V1.1b3 section 7, as tokio-modbus numbers them.
+        let codes = [
+            (ExceptionCode::IllegalFunction, 0x01),
+            (ExceptionCode::IllegalDataAddress, 0x02),
+            (ExceptionCode::IllegalDataValue, 0x03),
+            (ExceptionCode::ServerDeviceFailure, 0x04),
+            (ExceptionCode::Acknowledge, 0x05),
+            (ExceptionCode::ServerDeviceBusy, 0x06),
+            (ExceptionCode::MemoryParityError, 0x08),
+            (ExceptionCode::GatewayPathUnavailable, 0x0A),
+            (ExceptionCode::GatewayTargetDevice, 0x0B),
+        ];
+        for (code, byte) in codes {
+            assert_eq!(u8::from(code), byte, "{code:?}");
+            let header = Mbap {
+                transaction_id: 7,
+                protocol_id: 0,
+                length: 6,
+                unit_id: 1,
+            };
+            assert_eq!(exception_response(&header, 0x03, code)[8], byte);
+        }
+    }
+
+    #[test]
     fn builds_exception_responses() {
         let header = Mbap {
             transaction_id: 0xBEEF,
@@ -2678,7 +2720,7 @@ mod tests {
             length: 6,
             unit_id: 17,
         };
-        let bytes = exception_response(&header, 0x10, EXCEPTION_ILLEGAL_DATA_VALUE);
+        let bytes = exception_response(&header, 0x10, ExceptionCode::IllegalDataValue);
         assert_eq!(
             bytes,
             [

@@ -3,9 +3,13 @@
 //! client addressed. The proxy connects to that device from the client's own address (so PLC
 //! access lists keep working), marked so that the kernel lets it out and brings replies back.
 
+pub mod driver;
 pub mod modbus;
 pub mod opcua;
 pub mod routing;
+#[cfg(test)]
+pub mod testkit;
+pub mod verdict;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
@@ -23,7 +27,7 @@ use crate::audit::{self, Audit, Event};
 use crate::config::{Conduit, Limits, Mode, OnDeny};
 use crate::metrics::{ConnectionMetrics, Limit, Metrics};
 use crate::nft::ruleset::UPSTREAM_MARK;
-use crate::policy::{ConnectionInput, Decision, Peer, Policy, RegisterMap};
+use crate::policy::{ConnectionInput, Peer, Policy, RegisterMap};
 use crate::quarantine::{Quarantine, Violation};
 use crate::site::Site;
 
@@ -531,36 +535,6 @@ fn message(
     m
 }
 
-/// The decision while audit cannot record (`audit.when_full: fail_closed`).
-pub fn audit_unavailable() -> Decision {
-    Decision::Deny {
-        reason: "audit is not recording events (audit.when_full: fail_closed)".into(),
-        rule: "zonegate.audit.unavailable".into(),
-    }
-}
-
-/// The decision's name in `mode`, as [`verdict`] gives it, without building the rest (metrics).
-pub fn decision_name(decision: &Decision, mode: Mode) -> &'static str {
-    match (decision, mode) {
-        (Decision::Allow { .. }, _) => "allow",
-        (Decision::Deny { .. }, Mode::Monitor) => "would_deny",
-        (Decision::Deny { .. }, Mode::Enforce) => "deny",
-    }
-}
-
-/// A decision as audit events name it in `mode`: (decision, outcome, reason, rule).
-pub fn verdict(decision: &Decision, mode: Mode) -> (&'static str, &'static str, String, String) {
-    match (decision, mode) {
-        (Decision::Allow { rule }, _) => ("allow", "success", String::new(), rule.clone()),
-        (Decision::Deny { reason, rule }, Mode::Monitor) => {
-            ("would_deny", "success", reason.clone(), rule.clone())
-        }
-        (Decision::Deny { reason, rule }, Mode::Enforce) => {
-            ("deny", "failure", reason.clone(), rule.clone())
-        }
-    }
-}
-
 /// Why a session ended in error.
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
@@ -596,6 +570,25 @@ pub async fn flush(
             .map_err(SessionError::Device)?;
         to_device.clear();
     }
+    if !to_client.is_empty() {
+        tokio::time::timeout(limit, client.write_all(to_client))
+            .await
+            .map_err(|_| SessionError::Stalled {
+                side: "client",
+                limit,
+            })?
+            .map_err(SessionError::Client)?;
+        to_client.clear();
+    }
+    Ok(())
+}
+
+/// Writes what is queued for the client and empties the queue, for a session without a device.
+pub async fn flush_client(
+    client: &mut TcpStream,
+    to_client: &mut Vec<u8>,
+    limit: Duration,
+) -> Result<(), SessionError> {
     if !to_client.is_empty() {
         tokio::time::timeout(limit, client.write_all(to_client))
             .await

@@ -7,19 +7,17 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use super::{Protocol, Route, SessionError, SiteWatch, audit_unavailable, decision_name};
+use super::driver::{self, Core, Flow, Io, Outgoing};
+use super::verdict::{self, Action, Judged, Log};
+use super::{Protocol, Route, SessionError, SiteWatch};
 use crate::audit::{self, Audit, Event};
 use crate::config::{Mode, OnDeny};
 use crate::metrics::{Limit, Metrics};
 use crate::policy::{ConnectionInput, Decision, Policy, RULE_BUDGET, RegisterMap};
-use crate::proto::modbus::{
-    self, EXCEPTION_GATEWAY_PATH_UNAVAILABLE, EXCEPTION_GATEWAY_TARGET_FAILED,
-    EXCEPTION_ILLEGAL_DATA_ADDRESS, EXCEPTION_ILLEGAL_FUNCTION, MAX_ADU_LEN, ModbusError, Response,
-};
+use crate::proto::modbus::{self, ExceptionCode, MAX_ADU_LEN, ModbusError, Response};
 
 // The bounds of a session (requests in flight, connect, response, request and idle timeouts)
 // are the site's `limits:` (`crate::config::Limits`), read from the route so that they follow
@@ -34,9 +32,6 @@ pub const MAX_CACHED_DECISIONS: usize = 512;
 /// Allowed reads are audited as one count per conduit and connection at most this often (and
 /// when the connection ends), not one event each: polling would drown the SOC.
 pub const READ_SUMMARY_INTERVAL: Duration = Duration::from_secs(60);
-/// Reason and rule of a write refused by the conduit's `inspection.write_rate`.
-pub const REASON_WRITE_RATE: &str = "write rate limit (inspection.write_rate) exceeded";
-pub const RULE_WRITE_RATE: &str = "zonegate.limits.write_rate";
 /// Read buffer per direction: room for a few whole frames, so one read can carry a batch.
 const BUF_LEN: usize = 8 * MAX_ADU_LEN;
 
@@ -55,8 +50,8 @@ struct InFlight {
 }
 
 /// Why a session ended, for the log.
-#[derive(Debug, PartialEq, Eq)]
-enum End {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
     ClientClosed,
     DeviceClosed,
     Refused,
@@ -76,7 +71,15 @@ pub async fn session(
     watch: SiteWatch,
     audit: Audit,
 ) -> Result<(), SessionError> {
-    let mut s = Session::new(client_addr, device_addr, route, register_map, watch, audit);
+    let mut s = ModbusSession::new(
+        client_addr,
+        device_addr,
+        route,
+        register_map,
+        watch,
+        audit,
+        Instant::now(),
+    );
     let connect_timeout = s.route.limits.connect_timeout;
     let mut device = match tokio::time::timeout(
         connect_timeout,
@@ -86,34 +89,26 @@ pub async fn session(
     {
         Ok(Ok(d)) => d,
         Ok(Err(e)) => {
-            s.event_plain(
-                "modbus-device-unreachable",
-                "failure",
-                &format!("device unreachable: {e}"),
-            );
-            return s
-                .answer_all(&mut client, EXCEPTION_GATEWAY_PATH_UNAVAILABLE)
-                .await;
+            s.device_unreachable(&format!("device unreachable: {e}"), Instant::now());
+            return driver::drive(&mut s, &mut client, None).await.map(|_| ());
         }
         Err(_) => {
             s.route.metrics.limit_hit(Limit::ConnectTimeout);
-            s.event_plain(
-                "modbus-device-unreachable",
-                "failure",
+            s.device_unreachable(
                 &format!(
                     "device did not accept the connection within {} (limits.connect_timeout)",
                     humantime::format_duration(connect_timeout)
                 ),
+                Instant::now(),
             );
-            return s
-                .answer_all(&mut client, EXCEPTION_GATEWAY_PATH_UNAVAILABLE)
-                .await;
+            return driver::drive(&mut s, &mut client, None).await.map(|_| ());
         }
     };
     let _ = client.set_nodelay(true);
     let _ = device.set_nodelay(true);
-    let end = s.run(&mut client, &mut device).await;
-    s.report_reads();
+    s.connected(Instant::now());
+    let end = driver::drive(&mut s, &mut client, Some(&mut device)).await;
+    s.report_reads(Instant::now());
     if let Err(e @ SessionError::Stalled { .. }) = &end {
         s.event_plain(
             "modbus-write-timeout",
@@ -184,7 +179,9 @@ impl Judge {
     }
 }
 
-struct Session {
+/// One Modbus/TCP connection through the gateway, without I/O: [`driver::drive`] feeds it what
+/// each side sends and its timer, and writes what it queues (see [`Core`]).
+pub struct ModbusSession {
     client_addr: SocketAddr,
     device_addr: SocketAddr,
     route: Route,
@@ -202,21 +199,47 @@ struct Session {
     from_device_len: usize,
     to_device: Vec<u8>,
     to_client: Vec<u8>,
-    /// The decision for a write over the conduit's write rate, made once.
-    write_rate_deny: Arc<Decision>,
+    /// When the last bytes came from the client.
+    last_activity: Instant,
+    /// When the client's unfinished request began (see [`ModbusSession::partial_since`]).
+    partial_since: Option<Instant>,
+    /// When the session's one timer fires: never earlier than needed by much and rarely
+    /// moved. It is brought forward only when a request's deadline falls before it (the first
+    /// request after a quiet spell), and each time it fires the session works out what is
+    /// really due and pushes it back, which tokio does without taking the timer driver's lock.
+    /// The same timer cuts off a client that began a request and did not finish it: one that
+    /// sends half a header and waits holds a connection, not the gateway.
+    timer: Instant,
+    /// With no device to talk to, each well-formed request is answered with this exception
+    /// until the client leaves (or idles out), so that it learns the path is down instead of
+    /// hanging.
+    device_down: Option<ExceptionCode>,
 }
 
-impl Session {
-    fn new(
+impl std::fmt::Debug for ModbusSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ModbusSession")
+            .field("client", &self.client_addr)
+            .field("device", &self.device_addr)
+            .field("in_flight", &self.in_flight.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ModbusSession {
+    /// The session of a connection from `client_addr` to `device_addr` along `route`, begun
+    /// at `now`; the device's `register_map` goes into the policy input.
+    pub fn new(
         client_addr: SocketAddr,
         device_addr: SocketAddr,
         route: Route,
         register_map: Option<Arc<RegisterMap>>,
         watch: SiteWatch,
         audit: Audit,
-    ) -> Session {
+        now: Instant,
+    ) -> ModbusSession {
         let input = route.input(client_addr, device_addr, register_map);
-        Session {
+        ModbusSession {
             client_addr,
             device_addr,
             judge: Judge::new(
@@ -226,11 +249,12 @@ impl Session {
                 route.metrics.registry().clone(),
             ),
             in_flight: Vec::with_capacity(route.limits.in_flight_per_connection),
+            timer: after(now, route.limits.idle_timeout),
             route,
             watch,
             audit,
             reads_allowed: 0,
-            reads_reported: Instant::now(),
+            reads_reported: now,
             from_client: Box::new([0; BUF_LEN]),
             from_client_len: 0,
             from_device: Box::new([0; BUF_LEN]),
@@ -238,152 +262,92 @@ impl Session {
             // Grown on first use and kept (cleared, not freed, after each flush).
             to_device: Vec::new(),
             to_client: Vec::new(),
-            write_rate_deny: Arc::new(Decision::Deny {
-                reason: REASON_WRITE_RATE.into(),
-                rule: RULE_WRITE_RATE.into(),
-            }),
+            last_activity: now,
+            partial_since: None,
+            device_down: None,
         }
     }
 
-    async fn run(
-        &mut self,
-        client: &mut TcpStream,
-        device: &mut TcpStream,
-    ) -> Result<End, SessionError> {
-        // One timer per session, never earlier than needed by much and rarely moved: it is
-        // brought forward only when a request's deadline falls before it (the first request after
-        // a quiet spell), and each time it fires it works out what is really due and is pushed
-        // back, which tokio does without taking the timer driver's lock. Setting a timer per
-        // request costs more than the request's own parsing.
-        // The same timer cuts off a client that began a request and did not finish it
-        // (`partial_since`): one that sends half a header and waits holds a connection, not
-        // the gateway.
-        let mut last_activity = Instant::now();
-        let mut partial_since: Option<Instant> = None;
-        let timer = tokio::time::sleep_until(after(last_activity, self.route.limits.idle_timeout));
-        tokio::pin!(timer);
+    /// The connection to the device is up at `now`: the idle timeout counts from here.
+    pub fn connected(&mut self, now: Instant) {
+        self.last_activity = now;
+        self.timer = after(now, self.route.limits.idle_timeout);
+    }
+
+    /// The device could not be reached (`reason`): audited, and from now on every request is
+    /// answered 0x0A Gateway Path Unavailable.
+    pub fn device_unreachable(&mut self, reason: &str, now: Instant) {
+        self.event_plain("modbus-device-unreachable", "failure", reason);
+        self.device_down = Some(ExceptionCode::GatewayPathUnavailable);
+        self.timer = after(now, self.route.limits.idle_timeout);
+    }
+
+    /// After the requests in the client buffer were judged at `now` (`buffered` bytes were
+    /// there before): the unfinished request's start, and the timer brought forward to the
+    /// earliest deadline if that falls before it.
+    fn judged(&mut self, buffered: usize, now: Instant) {
+        self.partial_since = self.partial_since(self.partial_since, buffered, now);
+        if let Some(due) = self.next_due(self.partial_since)
+            && due < self.timer
+        {
+            self.timer = due;
+        }
+    }
+
+    /// Bytes from the client with no device: each well-formed request is answered with
+    /// the exception of [`ModbusSession::device_down`], a malformed one as a device would.
+    fn answer_alone(&mut self, code: ExceptionCode, now: Instant) -> Flow<End> {
+        let mut used_total = 0usize;
+        let mut flow = Flow::Continue;
         loop {
-            let read_client = self.in_flight.len() < self.route.limits.in_flight_per_connection
-                && self.from_client_len < BUF_LEN;
-            let read_device = self.from_device_len < BUF_LEN;
-            tokio::select! {
-                r = client.read(self.from_client.get_mut(self.from_client_len..).unwrap_or_default()), if read_client => {
-                    let n = r.map_err(SessionError::Client)?;
-                    if n == 0 {
-                        return Ok(End::ClientClosed);
-                    }
-                    self.from_client_len = self.from_client_len.saturating_add(n);
-                    self.route.metrics.to_device(n);
-                    last_activity = Instant::now();
-                    let buffered = self.from_client_len;
-                    let refused = self.requests(last_activity);
-                    partial_since = self.partial_since(partial_since, buffered, last_activity);
-                    if let Some(due) = self.next_due(partial_since)
-                        && due < timer.deadline()
-                    {
-                        timer.as_mut().reset(due);
-                    }
-                    if last_activity.saturating_duration_since(self.reads_reported) >= READ_SUMMARY_INTERVAL {
-                        self.report_reads();
-                    }
-                    self.flush(client, device).await?;
-                    if refused {
-                        return Ok(End::Refused);
-                    }
+            let rest = self
+                .from_client
+                .get(used_total..self.from_client_len)
+                .unwrap_or_default();
+            match modbus::parse_request(rest) {
+                Ok(Some((frame, used))) => {
+                    self.to_client
+                        .extend_from_slice(&modbus::exception_response(
+                            &frame.header,
+                            frame.body.function_code(),
+                            code,
+                        ));
+                    used_total = used_total.saturating_add(used);
                 }
-                r = device.read(self.from_device.get_mut(self.from_device_len..).unwrap_or_default()), if read_device => {
-                    let n = match r {
-                        Ok(n) => n,
-                        Err(e) => {
-                            // A reset or a dead path: the requests in flight will not be
-                            // answered, and the SOC should know the device side broke.
-                            self.event_plain(
-                                "modbus-device-closed",
-                                "failure",
-                                &format!("reading from the device failed: {e}; connection closed"),
-                            );
-                            return Err(SessionError::Device(e));
-                        }
-                    };
-                    if n == 0 {
-                        self.event_plain("modbus-device-closed", "failure", "the device closed the connection");
-                        return Ok(End::DeviceClosed);
-                    }
-                    self.from_device_len = self.from_device_len.saturating_add(n);
-                    self.route.metrics.to_client(n);
-                    let mut refused = self.responses();
-                    // Requests held back while the in-flight bound was reached are complete in
-                    // the buffer: judge them now, the client is waiting for their answers.
-                    if !refused
-                        && self.from_client_len > 0
-                        && self.in_flight.len() < self.route.limits.in_flight_per_connection
-                    {
-                        let now = Instant::now();
-                        let buffered = self.from_client_len;
-                        refused = self.requests(now);
-                        partial_since = self.partial_since(partial_since, buffered, now);
-                        if let Some(due) = self.next_due(partial_since)
-                            && due < timer.deadline()
-                        {
-                            timer.as_mut().reset(due);
+                Ok(None) => break,
+                // What the device would answer, whether it is there or not.
+                Err(e) => match self.invalid_request(rest, e) {
+                    Invalid::Answered {
+                        response,
+                        used,
+                        quarantined,
+                    } => {
+                        self.to_client.extend_from_slice(&response);
+                        used_total = used_total.saturating_add(used);
+                        if quarantined {
+                            flow = Flow::Drop(End::Refused);
+                            break;
                         }
                     }
-                    self.flush(client, device).await?;
-                    if refused {
-                        return Ok(End::Refused);
+                    Invalid::Incomplete => break,
+                    Invalid::Framing => {
+                        flow = Flow::Drop(End::Refused);
+                        break;
                     }
-                }
-                () = self.watch.reloaded() => {
-                    if !self.follow_reload() {
-                        self.flush(client, device).await?;
-                        return Ok(End::ConduitRemoved);
-                    }
-                }
-                () = &mut timer => {
-                    let now = Instant::now();
-                    self.expire(now);
-                    if let Some(since) = partial_since
-                        && after(since, self.route.limits.request_timeout) <= now
-                    {
-                        self.flush(client, device).await?;
-                        self.route.metrics.limit_hit(Limit::RequestTimeout);
-                        self.event_plain(
-                            "modbus-request-timeout",
-                            "failure",
-                            &format!(
-                                "a request begun was not completed within {} (limits.request_timeout; {} bytes of it received); connection closed",
-                                humantime::format_duration(self.route.limits.request_timeout),
-                                self.from_client_len
-                            ),
-                        );
-                        return Ok(End::RequestTimeout);
-                    }
-                    let idle = after(last_activity, self.route.limits.idle_timeout);
-                    let next = match self.next_due(partial_since) {
-                        Some(due) => due,
-                        None if now >= idle => {
-                            self.route.metrics.limit_hit(Limit::IdleTimeout);
-                            let mut e = self.base_event(
-                                "modbus-idle-timeout",
-                                "success",
-                                "refuse",
-                                format!(
-                                    "nothing received for {} (limits.idle_timeout); connection closed",
-                                    humantime::format_duration(self.route.limits.idle_timeout)
-                                ),
-                            );
-                            // Closing an idle connection is housekeeping, not an attack.
-                            e.event.kind = "event";
-                            self.audit.emit(e);
-                            return Ok(End::Idle);
-                        }
-                        None => idle,
-                    };
-                    timer.as_mut().reset(next);
-                    self.flush(client, device).await?;
-                }
+                },
             }
         }
+        self.from_client
+            .copy_within(used_total..self.from_client_len, 0);
+        self.from_client_len = self.from_client_len.saturating_sub(used_total);
+        // A request begun must still be finished in time; else the idle bound applies.
+        let wait = if self.from_client_len > 0 {
+            self.route.limits.request_timeout
+        } else {
+            self.route.limits.idle_timeout
+        };
+        self.timer = after(now, wait);
+        flow
     }
 
     /// When the client's unfinished request began: `None` when the buffer holds none (or only
@@ -418,7 +382,7 @@ impl Session {
 
     /// After a reload: the connection's route and policy in the new site. False when the
     /// conduit is gone (the connection must close).
-    fn follow_reload(&mut self) -> bool {
+    fn follow_reload(&mut self, now: Instant) -> bool {
         let site = self.watch.current();
         let registry = self.route.metrics.registry().clone();
         let quarantine = self.route.quarantine.clone();
@@ -438,7 +402,7 @@ impl Session {
             return false;
         };
         // Reads allowed so far were allowed on the old route.
-        self.report_reads();
+        self.report_reads(now);
         let map = route
             .device_asset
             .as_deref()
@@ -458,7 +422,7 @@ impl Session {
     /// Judges every complete request in the client buffer. True when the connection must close.
     fn requests(&mut self, now: Instant) -> bool {
         // The next request after a reload is judged by the new site (an atomic load to know).
-        if self.watch.changed() && !self.follow_reload() {
+        if self.watch.changed() && !self.follow_reload(now) {
             return true;
         }
         let mut used_total = 0usize;
@@ -485,73 +449,44 @@ impl Session {
                         close = true;
                         break;
                     }
-                    if !self.audit.healthy() {
+                    let access = frame.body.access();
+                    let judge = &mut self.judge;
+                    let verdict = verdict::judge(
+                        &mut self.route,
+                        &self.audit,
+                        access,
+                        frame.body.name(),
+                        |_| Judged::Policy(judge.decide(&frame)),
+                    );
+                    match verdict.log {
+                        Log::Count => self.reads_allowed = self.reads_allowed.saturating_add(1),
+                        Log::Event(mode) => self.event_decision_in(&frame, &verdict.decision, mode),
+                    }
+                    let action = verdict.enforce(
+                        &self.route,
+                        self.client_addr,
+                        self.device_addr,
+                        verdict::deny_reason,
+                    );
+                    let answer = match action {
+                        Action::Forward => None,
+                        Action::Refuse => Some(match self.route.on_deny {
+                            OnDeny::IllegalDataAddress => ExceptionCode::IllegalDataAddress,
+                            OnDeny::IllegalFunction | OnDeny::Close => {
+                                ExceptionCode::IllegalFunction
+                            }
+                        }),
                         // Nothing is allowed that cannot be audited (audit.when_full:
                         // fail_closed); the gateway's path is what is unavailable.
-                        self.route.metrics.request(frame.body.name(), "deny");
-                        self.event_decision_in(&frame, &audit_unavailable(), Mode::Enforce);
-                        self.to_client
-                            .extend_from_slice(&modbus::exception_response(
-                                &header,
-                                function,
-                                EXCEPTION_GATEWAY_PATH_UNAVAILABLE,
-                            ));
-                        used_total = used_total.saturating_add(used);
-                        continue;
-                    }
-                    let mut decision = self.judge.decide(&frame);
-                    // Allowed writes take from the conduit's bucket; over the rate, the write
-                    // is refused as a policy deny would be (mode, on_deny, audit).
-                    let mut rate_limited = false;
-                    if decision.is_allow()
-                        && frame.body.access() == modbus::Access::Write
-                        && let Some(bucket) = &self.route.write_rate
-                        && !bucket.take()
-                    {
-                        self.route.metrics.limit_hit(Limit::WriteRate);
-                        decision = self.write_rate_deny.clone();
-                        rate_limited = true;
-                    }
-                    self.route
-                        .metrics
-                        .request(frame.body.name(), decision_name(&decision, self.route.mode));
-                    let (forward, answer) = match (&*decision, self.route.mode) {
-                        (Decision::Allow { .. }, _) | (Decision::Deny { .. }, Mode::Monitor) => {
-                            (true, None)
-                        }
-                        (Decision::Deny { .. }, Mode::Enforce) => match self.route.on_deny {
-                            OnDeny::IllegalFunction => (false, Some(EXCEPTION_ILLEGAL_FUNCTION)),
-                            OnDeny::IllegalDataAddress => {
-                                (false, Some(EXCEPTION_ILLEGAL_DATA_ADDRESS))
-                            }
-                            OnDeny::Close => (false, None),
-                        },
-                    };
-                    if decision.is_allow()
-                        && frame.body.access() == modbus::Access::Read
-                        && self.audit.reads() == audit::Reads::Count
-                    {
-                        self.reads_allowed = self.reads_allowed.saturating_add(1);
-                    } else {
-                        self.event_decision(&frame, &decision);
-                    }
-                    if let Decision::Deny { reason, .. } = &*decision
-                        && if rate_limited {
-                            self.route.rate_limit_violation(
-                                self.client_addr,
-                                self.device_addr,
-                                reason,
-                            )
-                        } else {
-                            self.route
-                                .violation(self.client_addr, self.device_addr, reason)
-                        }
-                    {
+                        Action::Unavailable => Some(ExceptionCode::GatewayPathUnavailable),
                         // Quarantined: this connection ends now, the kernel drops the rest.
-                        close = true;
-                        used_total = used_total.saturating_add(used);
-                        break;
-                    }
+                        Action::Close | Action::Quarantine => {
+                            close = true;
+                            used_total = used_total.saturating_add(used);
+                            break;
+                        }
+                    };
+                    let forward = answer.is_none();
                     if forward {
                         self.to_device.extend_from_slice(raw);
                         self.in_flight.push(InFlight {
@@ -565,10 +500,6 @@ impl Session {
                             .extend_from_slice(&modbus::exception_response(
                                 &header, function, code,
                             ));
-                    } else {
-                        close = true;
-                        used_total = used_total.saturating_add(used);
-                        break;
                     }
                     used_total = used_total.saturating_add(used);
                     if self.in_flight.len() >= self.route.limits.in_flight_per_connection {
@@ -605,13 +536,13 @@ impl Session {
     }
 
     /// Reports allowed reads counted since the last report, if any.
-    fn report_reads(&mut self) {
+    fn report_reads(&mut self, now: Instant) {
         if self.reads_allowed == 0 {
             return;
         }
         let count = self.reads_allowed;
         self.reads_allowed = 0;
-        self.reads_reported = Instant::now();
+        self.reads_reported = now;
         let mut e = self.base_event("modbus-reads", "success", "allow", String::new());
         e.modbus = Some(serde_json::json!({ "allowed_reads": count }));
         self.audit.emit(e);
@@ -703,7 +634,7 @@ impl Session {
                     .extend_from_slice(&modbus::exception_response(
                         &header,
                         f.function,
-                        EXCEPTION_GATEWAY_TARGET_FAILED,
+                        ExceptionCode::GatewayTargetDevice,
                     ));
                 self.route.metrics.limit_hit(Limit::ResponseTimeout);
                 self.event_plain(
@@ -718,96 +649,6 @@ impl Session {
             } else {
                 i = i.saturating_add(1);
             }
-        }
-    }
-
-    async fn flush(
-        &mut self,
-        client: &mut TcpStream,
-        device: &mut TcpStream,
-    ) -> Result<(), SessionError> {
-        super::flush(
-            client,
-            &mut self.to_client,
-            device,
-            &mut self.to_device,
-            self.route.limits.request_timeout,
-        )
-        .await
-    }
-
-    /// With no device to talk to, answer each well-formed request with `code` until the client
-    /// leaves (or idles out), so that it learns the path is down instead of hanging.
-    async fn answer_all(&mut self, client: &mut TcpStream, code: u8) -> Result<(), SessionError> {
-        loop {
-            let buf = self
-                .from_client
-                .get_mut(self.from_client_len..)
-                .unwrap_or_default();
-            // A request begun must still be finished in time; else the idle bound applies.
-            let (wait, limit) = if self.from_client_len > 0 {
-                (self.route.limits.request_timeout, Limit::RequestTimeout)
-            } else {
-                (self.route.limits.idle_timeout, Limit::IdleTimeout)
-            };
-            let n = match tokio::time::timeout(wait, client.read(buf)).await {
-                Ok(r) => r.map_err(SessionError::Client)?,
-                Err(_) => {
-                    self.route.metrics.limit_hit(limit);
-                    return Ok(());
-                }
-            };
-            if n == 0 {
-                return Ok(());
-            }
-            self.from_client_len = self.from_client_len.saturating_add(n);
-            let mut used_total = 0usize;
-            loop {
-                let rest = self
-                    .from_client
-                    .get(used_total..self.from_client_len)
-                    .unwrap_or_default();
-                match modbus::parse_request(rest) {
-                    Ok(Some((frame, used))) => {
-                        self.to_client
-                            .extend_from_slice(&modbus::exception_response(
-                                &frame.header,
-                                frame.body.function_code(),
-                                code,
-                            ));
-                        used_total = used_total.saturating_add(used);
-                    }
-                    Ok(None) => break,
-                    // What the device would answer, whether it is there or not.
-                    Err(e) => match self.invalid_request(rest, e) {
-                        Invalid::Answered {
-                            response,
-                            used,
-                            quarantined,
-                        } => {
-                            self.to_client.extend_from_slice(&response);
-                            used_total = used_total.saturating_add(used);
-                            if quarantined {
-                                return Ok(());
-                            }
-                        }
-                        Invalid::Incomplete => break,
-                        Invalid::Framing => return Ok(()),
-                    },
-                }
-            }
-            self.from_client
-                .copy_within(used_total..self.from_client_len, 0);
-            self.from_client_len = self.from_client_len.saturating_sub(used_total);
-            let limit = self.route.limits.request_timeout;
-            tokio::time::timeout(limit, client.write_all(&self.to_client))
-                .await
-                .map_err(|_| SessionError::Stalled {
-                    side: "client",
-                    limit,
-                })?
-                .map_err(SessionError::Client)?;
-            self.to_client.clear();
         }
     }
 
@@ -869,7 +710,7 @@ impl Session {
     /// connection must close).
     fn event_refusal(&self, error: &ModbusError, refusal: &modbus::Refusal, raw: &[u8]) -> bool {
         self.route.metrics.malformed();
-        let reason = format!("{error}; answered exception {:#04x}", refusal.code);
+        let reason = format!("{error}; answered exception {:#04x}", refusal.code.code());
         let mut e = self.base_event("modbus-malformed", "failure", "refuse", reason.clone());
         e.modbus = Some(serde_json::json!({
             "transaction_id": refusal.header.transaction_id,
@@ -879,7 +720,7 @@ impl Session {
                 "name": modbus::function_name(refusal.function & !modbus::EXCEPTION_BIT),
             },
             "error": error.kind(),
-            "exception": refusal.code,
+            "exception": refusal.code.code(),
             "raw_hex": hex(raw),
         }));
         self.audit.emit(e);
@@ -896,12 +737,8 @@ impl Session {
             .violation(self.client_addr, self.device_addr, &error.to_string());
     }
 
-    fn event_decision(&self, frame: &modbus::RequestFrame<'_>, decision: &Decision) {
-        self.event_decision_in(frame, decision, self.route.mode);
-    }
-
     fn event_decision_in(&self, frame: &modbus::RequestFrame<'_>, decision: &Decision, mode: Mode) {
-        let (decision_name, outcome, reason, rule) = super::verdict(decision, mode);
+        let (decision_name, outcome, reason, rule) = verdict::names(decision, mode);
         let mut e = self.base_event("modbus-request", outcome, decision_name, reason);
         e.rule = Some(audit::Rule { name: rule });
         let req = &frame.body;
@@ -919,6 +756,180 @@ impl Session {
     }
 }
 
+impl Core for ModbusSession {
+    type End = End;
+
+    fn wants_client(&self) -> bool {
+        // In flight beyond the bound, the client is not read until the device answers.
+        (self.device_down.is_some()
+            || self.in_flight.len() < self.route.limits.in_flight_per_connection)
+            && self.from_client_len < BUF_LEN
+    }
+
+    fn wants_device(&self) -> bool {
+        self.device_down.is_none() && self.from_device_len < BUF_LEN
+    }
+
+    fn follows_reloads(&self) -> bool {
+        self.device_down.is_none()
+    }
+
+    fn io(&mut self) -> Io<'_> {
+        Io {
+            client: self
+                .from_client
+                .get_mut(self.from_client_len..)
+                .unwrap_or_default(),
+            device: self
+                .from_device
+                .get_mut(self.from_device_len..)
+                .unwrap_or_default(),
+            watch: &mut self.watch,
+        }
+    }
+
+    fn client_read(&mut self, n: usize, now: Instant) -> Flow<End> {
+        if n == 0 {
+            return Flow::Drop(End::ClientClosed);
+        }
+        self.from_client_len = self.from_client_len.saturating_add(n);
+        if let Some(code) = self.device_down {
+            return self.answer_alone(code, now);
+        }
+        self.route.metrics.to_device(n);
+        self.last_activity = now;
+        let buffered = self.from_client_len;
+        let refused = self.requests(now);
+        self.judged(buffered, now);
+        if now.saturating_duration_since(self.reads_reported) >= READ_SUMMARY_INTERVAL {
+            self.report_reads(now);
+        }
+        if refused {
+            Flow::Close(End::Refused)
+        } else {
+            Flow::Continue
+        }
+    }
+
+    fn device_read(&mut self, n: usize, now: Instant) -> Flow<End> {
+        if n == 0 {
+            self.event_plain(
+                "modbus-device-closed",
+                "failure",
+                "the device closed the connection",
+            );
+            return Flow::Drop(End::DeviceClosed);
+        }
+        self.from_device_len = self.from_device_len.saturating_add(n);
+        self.route.metrics.to_client(n);
+        let mut refused = self.responses();
+        // Requests held back while the in-flight bound was reached are complete in the
+        // buffer: judge them now, the client is waiting for their answers.
+        if !refused
+            && self.from_client_len > 0
+            && self.in_flight.len() < self.route.limits.in_flight_per_connection
+        {
+            let buffered = self.from_client_len;
+            refused = self.requests(now);
+            self.judged(buffered, now);
+        }
+        if refused {
+            Flow::Close(End::Refused)
+        } else {
+            Flow::Continue
+        }
+    }
+
+    fn device_failed(&mut self, error: &std::io::Error) {
+        // A reset or a dead path: the requests in flight will not be answered, and the SOC
+        // should know the device side broke.
+        self.event_plain(
+            "modbus-device-closed",
+            "failure",
+            &format!("reading from the device failed: {error}; connection closed"),
+        );
+    }
+
+    fn reloaded(&mut self, now: Instant) -> Flow<End> {
+        if self.follow_reload(now) {
+            Flow::Continue
+        } else {
+            Flow::Close(End::ConduitRemoved)
+        }
+    }
+
+    fn timer_fired(&mut self, now: Instant) -> Flow<End> {
+        let limits = self.route.limits;
+        if self.device_down.is_some() {
+            return if now < self.timer {
+                Flow::Continue
+            } else if self.from_client_len > 0 {
+                self.route.metrics.limit_hit(Limit::RequestTimeout);
+                Flow::Drop(End::RequestTimeout)
+            } else {
+                self.route.metrics.limit_hit(Limit::IdleTimeout);
+                Flow::Drop(End::Idle)
+            };
+        }
+        self.expire(now);
+        if let Some(since) = self.partial_since
+            && after(since, limits.request_timeout) <= now
+        {
+            // Audited once the 0x0B answers are written (`closing`).
+            return Flow::Close(End::RequestTimeout);
+        }
+        let idle = after(self.last_activity, limits.idle_timeout);
+        self.timer = match self.next_due(self.partial_since) {
+            Some(due) => due,
+            None if now >= idle => {
+                self.route.metrics.limit_hit(Limit::IdleTimeout);
+                let mut e = self.base_event(
+                    "modbus-idle-timeout",
+                    "success",
+                    "refuse",
+                    format!(
+                        "nothing received for {} (limits.idle_timeout); connection closed",
+                        humantime::format_duration(limits.idle_timeout)
+                    ),
+                );
+                // Closing an idle connection is housekeeping, not an attack.
+                e.event.kind = "event";
+                self.audit.emit(e);
+                return Flow::Drop(End::Idle);
+            }
+            None => idle,
+        };
+        Flow::Continue
+    }
+
+    fn deadline(&self) -> Instant {
+        self.timer
+    }
+
+    fn closing(&mut self, end: End) {
+        if end == End::RequestTimeout && self.device_down.is_none() {
+            self.route.metrics.limit_hit(Limit::RequestTimeout);
+            self.event_plain(
+                "modbus-request-timeout",
+                "failure",
+                &format!(
+                    "a request begun was not completed within {} (limits.request_timeout; {} bytes of it received); connection closed",
+                    humantime::format_duration(self.route.limits.request_timeout),
+                    self.from_client_len
+                ),
+            );
+        }
+    }
+
+    fn outgoing(&mut self) -> Outgoing<'_> {
+        Outgoing {
+            to_client: &mut self.to_client,
+            to_device: &mut self.to_device,
+            limit: self.route.limits.request_timeout,
+        }
+    }
+}
+
 /// What became of a request that did not parse (see `Session::invalid_request`).
 enum Invalid {
     /// Answered with an exception; `used` bytes consumed; the violation quarantined the client
@@ -933,6 +944,9 @@ enum Invalid {
     /// A framing error: the connection closes.
     Framing,
 }
+
+#[cfg(test)]
+mod tests;
 
 /// The first bytes of a frame (at most an ADU's worth), in hex, for an audit event.
 fn hex(bytes: &[u8]) -> String {

@@ -20,9 +20,13 @@
 //! their messages can be read, so they rely on the idle timeout.
 
 mod outstanding;
+#[cfg(test)]
+mod tests;
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use opcua_types::NodeId;
@@ -32,6 +36,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use self::outstanding::{Handshake, MAX_ABANDONED, Outstanding, Pending, Response, has_deadline};
+use super::verdict::{self, Action, Judged, Log};
 use super::{Protocol, Route, SessionError, SiteWatch};
 use crate::audit::{self, Audit};
 use crate::config::{Mode, OnDeny, OpcUaFrames};
@@ -197,15 +202,9 @@ struct Session {
     /// Reloads replace `route` and `input` from the next message on.
     watch: SiteWatch,
     audit: Audit,
-    input: ConnectionInput,
     channel: ChannelFacts,
-    /// `channel` as policy input, made anew after it changes (`None` then).
-    channel_values: Option<ChannelValues>,
-    /// Decisions by item, for the channel as it is now: a request the connection sent before
-    /// (a cyclic Read, Publish) needs no second evaluation; policies are pure functions of their
-    /// input, which holds no request handle or timestamp. Cleared when the channel's facts
-    /// change, and whole when full.
-    decisions: BTreeMap<Item, Decision>,
+    /// The policy's decisions for this connection and channel.
+    judge: Judge,
     phase: Phase,
     readability: Readability,
     reassembler: Reassembler,
@@ -264,10 +263,12 @@ impl Session {
             route,
             watch,
             audit,
-            input,
             channel: ChannelFacts::default(),
-            channel_values: None,
-            decisions: BTreeMap::new(),
+            judge: Judge {
+                input,
+                channel_values: None,
+                decisions: BTreeMap::new(),
+            },
             phase: Phase::Hello,
             readability: Readability::Unknown,
             reassembler: Reassembler::with_limits(frames.max_chunks, frames.max_message_size),
@@ -535,7 +536,7 @@ impl Session {
         let decision = self.decide_channel(Stage::Open);
         self.route.metrics.request(
             "channel-open",
-            super::decision_name(&decision, self.route.mode),
+            verdict::decision_name(&decision, self.route.mode),
         );
         self.event_channel("opcua-channel", Stage::Open, &decision);
         if !decision.is_allow() && self.route.mode == Mode::Enforce {
@@ -713,7 +714,7 @@ impl Session {
         let decision = self.decide_channel(Stage::Uninspected);
         self.route.metrics.request(
             "channel-uninspected",
-            super::decision_name(&decision, self.route.mode),
+            verdict::decision_name(&decision, self.route.mode),
         );
         self.event_channel("opcua-uninspected", Stage::Uninspected, &decision);
         if !decision.is_allow() && self.route.mode == Mode::Enforce {
@@ -748,89 +749,40 @@ impl Session {
             self.channel.security_mode = Some(SecurityMode::Sign);
             self.channel_changed();
         }
-        // Nothing is allowed that cannot be audited (audit.when_full: fail_closed).
-        let audit_down = !self.audit.healthy();
         // A service the gateway does not know was not decoded past its header: nothing vouches
         // for what the server would read in it, so it never passes, in either mode.
         let unknown = request.service == Service::Unknown;
-        // One decision per item; the first denial refuses the request whole.
-        let mut decision = if audit_down {
-            Some(super::audit_unavailable())
-        } else if unknown {
-            Some(Decision::Deny {
-                reason: format!(
-                    "type id {} is no service the gateway knows: its body cannot be judged",
-                    request.type_id
-                ),
-                rule: RULE_UNKNOWN_SERVICE.into(),
-            })
-        } else {
-            None
-        };
-        let items = if decision.is_some() {
-            Vec::new()
-        } else {
-            service_items(request)
-        };
-        for item in items {
-            let d = self.decide_item(item);
-            let deny = !d.is_allow();
-            decision = Some(d);
-            if deny {
-                break;
-            }
-        }
-        let mut decision = decision.unwrap_or_else(|| Decision::Deny {
-            reason: "the request has nothing to judge".into(),
-            rule: crate::policy::RULE_UNDEFINED.into(),
-        });
-        // Allowed writes, calls and node changes take from the conduit's bucket; over the
-        // rate, the request is refused as a policy deny would be.
-        let mut rate_limited = false;
-        if decision.is_allow()
-            && matches!(
-                access(request.service),
-                "write" | "call" | "node_management"
-            )
-            && let Some(bucket) = &self.route.write_rate
-            && !bucket.take()
-        {
-            self.route.metrics.limit_hit(Limit::WriteRate);
-            decision = Decision::Deny {
-                reason: super::modbus::REASON_WRITE_RATE.into(),
-                rule: super::modbus::RULE_WRITE_RATE.into(),
-            };
-            rate_limited = true;
-        }
-        let counted = if audit_down || unknown {
-            "deny"
-        } else {
-            super::decision_name(&decision, self.route.mode)
-        };
-        self.route.metrics.request(request.service.name(), counted);
-        let summarized = matches!(
+        let (judge, channel) = (&mut self.judge, &self.channel);
+        let verdict = verdict::judge(
+            &mut self.route,
+            &self.audit,
             access(request.service),
-            "read" | "browse" | "subscribe" | "session" | "discovery"
+            request.service.name(),
+            |route| {
+                if unknown {
+                    Judged::Unjudgeable(Arc::new(Decision::Deny {
+                        reason: format!(
+                            "type id {} is no service the gateway knows: its body cannot be judged",
+                            request.type_id
+                        ),
+                        rule: RULE_UNKNOWN_SERVICE.into(),
+                    }))
+                } else {
+                    Judged::Policy(judge.decide_request(route, channel, request))
+                }
+            },
         );
-        if decision.is_allow() && summarized && self.audit.reads() == audit::Reads::Count {
-            self.reads_allowed = self.reads_allowed.saturating_add(1);
-        } else {
-            self.event_request(sequence, request, &decision);
+        let decision = verdict.decision.clone();
+        match verdict.log {
+            Log::Count => self.reads_allowed = self.reads_allowed.saturating_add(1),
+            // Named in the conduit's mode also when the gateway refused it (as before the
+            // shared tail; Modbus names those in enforce mode).
+            Log::Event(_) => self.event_request(sequence, request, &decision),
         }
-        if !decision.is_allow()
-            && !audit_down
-            && !unknown
-            && if rate_limited {
-                self.route.rate_limit_violation(
-                    self.client_addr,
-                    self.device_addr,
-                    &reason(&decision),
-                )
-            } else {
-                self.route
-                    .violation(self.client_addr, self.device_addr, &reason(&decision))
-            }
-        {
+        let action = verdict.enforce(&self.route, self.client_addr, self.device_addr, |d| {
+            Cow::Owned(reason(d))
+        });
+        if action == Action::Quarantine {
             self.refuse_connection(STATUS_BAD_USER_ACCESS_DENIED, "source quarantined");
             return Flow::Close;
         }
@@ -841,7 +793,7 @@ impl Session {
             self.channel_changed();
         }
         let held = self.unjudged(sequence.request_id);
-        if decision.is_allow() || (self.route.mode == Mode::Monitor && !audit_down && !unknown) {
+        if action == Action::Forward {
             match held.and_then(|i| self.held.get_mut(i)) {
                 Some(h) => h.allowed = true,
                 None => {
@@ -1346,58 +1298,25 @@ impl Session {
             return Flow::Close;
         };
         self.report_reads();
-        self.input = route.input(self.client_addr, self.device_addr, None);
+        self.judge.input = route.input(self.client_addr, self.device_addr, None);
         self.route = route;
         self.channel_changed();
         Flow::Continue
     }
 
-    fn decide(&self, opcua: Value) -> Decision {
-        let started = std::time::Instant::now();
-        let decision = self.route.policy.decide(self.input.opcua_input(opcua));
-        self.route.metrics.decision_time(started.elapsed());
-        decision
-    }
-
-    /// The decision on one item of a request, from the cache when the connection asked it
-    /// before on this channel.
-    fn decide_item(&mut self, item: Item) -> Decision {
-        if let Some(d) = self.decisions.get(&item) {
-            return d.clone();
-        }
-        let values = self.channel_values();
-        let decision = self.decide(service_input(&values, &item));
-        if self.decisions.len() >= MAX_CACHED_DECISIONS {
-            self.decisions.clear();
-        }
-        self.decisions.insert(item, decision.clone());
-        decision
-    }
-
     /// A decision at a channel stage; the channel's facts have just changed.
     fn decide_channel(&mut self, stage: Stage) -> Decision {
         self.channel_changed();
-        let values = self.channel_values();
-        self.decide(channel_input(stage, &values))
-    }
-
-    /// The channel facts as policy input, made once after each change.
-    fn channel_values(&mut self) -> ChannelValues {
-        match &self.channel_values {
-            Some(v) => v.clone(),
-            None => {
-                let v = self.channel.values();
-                self.channel_values = Some(v.clone());
-                v
-            }
-        }
+        let values = self.judge.channel_values(&self.channel);
+        self.judge
+            .decide(&self.route, channel_input(stage, &values))
     }
 
     /// After the channel's facts change: its input is made anew, and decisions taken on the old
     /// facts are forgotten.
     fn channel_changed(&mut self) {
-        self.channel_values = None;
-        self.decisions.clear();
+        self.judge.channel_values = None;
+        self.judge.decisions.clear();
     }
 
     /// The client's unfinished chunk took too long: it is told with an ERR `BadTimeout`.
@@ -1486,7 +1405,7 @@ impl Session {
     }
 
     fn event_channel(&self, action: &'static str, stage: Stage, decision: &Decision) {
-        let (name, outcome, reason, rule) = super::verdict(decision, self.route.mode);
+        let (name, outcome, reason, rule) = verdict::names(decision, self.route.mode);
         let mut e = self.event(action, outcome, name, reason);
         e.rule = Some(audit::Rule { name: rule });
         let mut detail = self.channel_json();
@@ -1506,7 +1425,7 @@ impl Session {
         request: &ServiceRequest,
         decision: &Decision,
     ) {
-        let (name, outcome, reason, rule) = super::verdict(decision, self.route.mode);
+        let (name, outcome, reason, rule) = verdict::names(decision, self.route.mode);
         let mut e = self.event("opcua-request", outcome, name, reason);
         e.rule = Some(audit::Rule { name: rule });
         e.opcua = Some(serde_json::json!({
@@ -1514,7 +1433,7 @@ impl Session {
             "type_id": request.type_id,
             "request_id": sequence.request_id,
             "request_handle": request.request_handle,
-            "access": access(request.service),
+            "access": access(request.service).as_str(),
             "security_mode": self.channel.security_mode.map(SecurityMode::as_str),
             "nodes": audit_nodes(request),
         }));
@@ -1558,6 +1477,78 @@ impl Session {
         let mut e = self.event("opcua-reads", "success", "allow", String::new());
         e.opcua = Some(serde_json::json!({ "allowed_requests": count }));
         self.audit.emit(e);
+    }
+}
+
+/// The conduit's policy for one connection, with its decision cache.
+struct Judge {
+    input: ConnectionInput,
+    /// The channel's facts as policy input, made anew after they change (`None` then).
+    channel_values: Option<ChannelValues>,
+    /// Decisions by item, for the channel as it is now: a request the connection sent before
+    /// (a cyclic Read, Publish) needs no second evaluation; policies are pure functions of their
+    /// input, which holds no request handle or timestamp. Cleared when the channel's facts
+    /// change, and whole when full.
+    decisions: BTreeMap<Item, Arc<Decision>>,
+}
+
+impl Judge {
+    fn decide(&self, route: &Route, opcua: Value) -> Decision {
+        let started = std::time::Instant::now();
+        let decision = route.policy.decide(self.input.opcua_input(opcua));
+        route.metrics.decision_time(started.elapsed());
+        decision
+    }
+
+    /// One decision per item; the first denial refuses the request whole.
+    fn decide_request(
+        &mut self,
+        route: &Route,
+        channel: &ChannelFacts,
+        request: &ServiceRequest,
+    ) -> Arc<Decision> {
+        let mut decision = None;
+        for item in service_items(request) {
+            let d = self.decide_item(route, channel, item);
+            let deny = !d.is_allow();
+            decision = Some(d);
+            if deny {
+                break;
+            }
+        }
+        decision.unwrap_or_else(|| {
+            Arc::new(Decision::Deny {
+                reason: "the request has nothing to judge".into(),
+                rule: crate::policy::RULE_UNDEFINED.into(),
+            })
+        })
+    }
+
+    /// The decision on one item of a request, from the cache when the connection asked it
+    /// before on this channel.
+    fn decide_item(&mut self, route: &Route, channel: &ChannelFacts, item: Item) -> Arc<Decision> {
+        if let Some(d) = self.decisions.get(&item) {
+            return d.clone();
+        }
+        let values = self.channel_values(channel);
+        let decision = Arc::new(self.decide(route, service_input(&values, &item)));
+        if self.decisions.len() >= MAX_CACHED_DECISIONS {
+            self.decisions.clear();
+        }
+        self.decisions.insert(item, decision.clone());
+        decision
+    }
+
+    /// The channel facts as policy input, made once after each change.
+    fn channel_values(&mut self, channel: &ChannelFacts) -> ChannelValues {
+        match &self.channel_values {
+            Some(v) => v.clone(),
+            None => {
+                let v = channel.values();
+                self.channel_values = Some(v.clone());
+                v
+            }
+        }
     }
 }
 
