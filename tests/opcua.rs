@@ -9,7 +9,7 @@
     clippy::panic
 )]
 
-mod support;
+use zonegate_testkit as support;
 
 use std::io::{BufRead, BufReader, Lines, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -26,7 +26,7 @@ use opcua_types::{
 };
 use serde_json::Value;
 use support::plant::{Plant, in_ns};
-use support::{ZONEGATE, shipped_zones};
+use support::{shipped_zones, zonegate_bin};
 
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
 const CNC: &str = "10.22.0.11";
@@ -70,7 +70,7 @@ impl Cell {
         let plant = Plant::build(&model);
         let audit = dir.path().join("audit.jsonl");
         let zonegate = plant.spawn_in_gateway(&[
-            ZONEGATE,
+            zonegate_bin(),
             "run",
             zones.to_str().unwrap(),
             "--audit-log",
