@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{SigSet, Signal, kill};
 use nix::unistd::Pid;
 
+use zonegate_testkit::daemon::{run_args, spawn_run};
 use zonegate_testkit::plant::{Plant, Probe, tcp_echo, tcp_probe, udp_echo, udp_probe};
 
 const WAIT: Duration = Duration::from_millis(1500);
@@ -262,17 +263,11 @@ fn main() {
         "   audit log, state and control socket in {}",
         dir.0.display()
     );
-    let daemon = plant.spawn_in_gateway(&[
-        zonegate,
-        "run",
-        zones.to_str().unwrap(),
-        "--audit-log",
-        audit_log.to_str().unwrap(),
-        "--state-dir",
-        dir.0.join("state").to_str().unwrap(),
-        "--control-socket",
-        socket.to_str().unwrap(),
-    ]);
+    let daemon = spawn_run(
+        &plant,
+        &run_args(&zones, &audit_log, &dir.0.join("state"), Some(&socket)),
+        None,
+    );
     let started = Instant::now();
     while !stopping()
         && !plant

@@ -17,6 +17,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use support::daemon::{run_args, spawn_run};
 use support::nft::counter;
 use support::plant::{Plant, Probe, in_ns, ping, tcp_echo, tcp_probe, udp_echo, udp_probe};
 use support::{shipped_zones, zonegate_bin};
@@ -491,17 +492,13 @@ fn run_restores_a_flushed_ruleset() {
     // Its audit log, state and control socket in a directory of the test's, not the host's.
     let dir = tempfile::tempdir().unwrap();
     let audit_log = dir.path().join("audit.jsonl");
-    plant.spawn_in_gateway(&[
-        zonegate_bin(),
-        "run",
-        shipped_zones().to_str().unwrap(),
-        "--audit-log",
-        audit_log.to_str().unwrap(),
-        "--state-dir",
-        dir.path().to_str().unwrap(),
-        "--control-socket",
-        dir.path().join("control.sock").to_str().unwrap(),
-    ]);
+    let run = run_args(
+        &shipped_zones(),
+        &audit_log,
+        dir.path(),
+        Some(&dir.path().join("control.sock")),
+    );
+    spawn_run(&plant, &run, None);
     let wait_for = |present: bool| {
         let deadline = std::time::Instant::now() + zonegate::control::VERIFY_INTERVAL * 3;
         while plant
@@ -534,21 +531,13 @@ fn run_restores_a_flushed_ruleset() {
 /// `dir`, its own log in `dir/zonegate.log`, which it returns) and waits for its ruleset.
 fn start_daemon(plant: &Plant, zones: &Path, dir: &Path) -> PathBuf {
     let log = dir.join("zonegate.log");
-    let path = |p: PathBuf| p.to_str().unwrap().to_owned();
-    plant.spawn_in_gateway_logged(
-        &[
-            zonegate_bin(),
-            "run",
-            zones.to_str().unwrap(),
-            "--audit-log",
-            &path(dir.join("audit.jsonl")),
-            "--state-dir",
-            dir.to_str().unwrap(),
-            "--control-socket",
-            &path(dir.join("control.sock")),
-        ],
-        &log,
+    let run = run_args(
+        zones,
+        &dir.join("audit.jsonl"),
+        dir,
+        Some(&dir.join("control.sock")),
     );
+    spawn_run(plant, &run, Some(&log));
     let deadline = Instant::now() + Duration::from_secs(20);
     while !plant
         .gateway_cmd(&["nft", "list", "table", "inet", "zonegate"])

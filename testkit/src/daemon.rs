@@ -45,6 +45,16 @@ fn path(p: &Path) -> String {
         .to_owned()
 }
 
+/// Starts `run` ([`run_args`], maybe with more arguments) in the gateway namespace, owned by the
+/// plant (stopped when it goes), its stderr to `log` if given; returns its pid.
+pub fn spawn_run(plant: &Plant, run: &[String], log: Option<&Path>) -> u32 {
+    let args: Vec<&str> = run.iter().map(String::as_str).collect();
+    match log {
+        Some(log) => plant.spawn_in_gateway_logged(&args, log),
+        None => plant.spawn_in_gateway(&args),
+    }
+}
+
 /// A process in the gateway namespace, owned here rather than by the plant, so that it can be
 /// watched (alive, pid, log) and stopped before the plant goes.
 pub struct Daemon {
