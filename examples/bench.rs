@@ -21,9 +21,6 @@
     clippy::panic
 )]
 
-#[path = "../tests/support/plant.rs"]
-mod plant;
-
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -34,11 +31,11 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use plant::Plant;
 use tokio_modbus::prelude::*;
 use zonegate::config::{Mode, Model, Service};
-
-const REPO: &str = env!("CARGO_MANIFEST_DIR");
+use zonegate_testkit::REPO;
+use zonegate_testkit::daemon::Daemon;
+use zonegate_testkit::plant::{self, Plant};
 /// The conduit under test and its two ends in the shipped zones.yaml.
 const CONDUIT: &str = "scada-bess";
 const CLIENT_ASSET: &str = "scada";
@@ -617,9 +614,8 @@ fn zone_of(model: &Model, asset: &str) -> String {
 /// monitor; the direct path keeps it running for the ruleset), or this benchmark's plain relay
 /// after `zonegate apply`. Stopped (SIGTERM, then SIGKILL) when dropped.
 struct Zonegate {
-    child: Child,
+    daemon: Daemon,
     pid: u32,
-    log: PathBuf,
     audit: PathBuf,
 }
 
@@ -635,11 +631,8 @@ impl Zonegate {
         // The previous ruleset stays in the kernel when zonegate stops: remove it, so that its
         // reappearance shows that this zonegate has applied its own.
         let _ = plant.gateway_cmd(&["nft", "delete", "table", "inet", "zonegate"]);
-        let log = dir.join(format!("zonegate-{tag}.log"));
-        let audit = dir.join(format!("audit-{tag}.jsonl"));
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &plant.gateway]);
-        let comm = if path == PathKind::Relay {
+        let suffix = format!("-{tag}");
+        let daemon = if path == PathKind::Relay {
             // zonegate's ruleset diverts the conduit to the proxy port; the relay listens there.
             let zones = zones.to_str().unwrap();
             let applied = plant.gateway_cmd(&[bin, "apply", zones]);
@@ -650,63 +643,36 @@ impl Zonegate {
             );
             let model = zonegate::config::load(Path::new(zones)).unwrap();
             let me = std::env::current_exe().unwrap();
-            cmd.arg(&me).arg(RELAY_ARG).arg(format!(
-                "{},{}",
-                model.gateway.modbus_proxy_port, model.gateway.opcua_proxy_port
-            ));
-            me.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .chars()
-                .take(15)
-                .collect::<String>()
-        } else {
-            cmd.args([bin, "run"])
-                .arg(zones)
-                .arg("--audit-log")
-                .arg(&audit)
-                .arg("--state-dir")
-                .arg(dir.join(format!("state-{tag}")))
-                .arg("--control-socket")
-                .arg(dir.join(format!("control-{tag}.sock")));
-            "zonegate".to_owned()
-        };
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {comm}: {e}"));
-        let pid = child.id();
-        let zg = Zonegate {
-            child,
-            pid,
-            log,
-            audit,
-        };
-        // `ip netns exec` execs the program: same pid, once the exec has happened.
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            let now = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-            if now.trim() == comm {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "pid {pid} is {now:?}, not {comm}; its log:\n{}",
-                zg.log_text()
+            let relay = Daemon::spawn(
+                plant,
+                &[
+                    me.to_str().unwrap().to_owned(),
+                    RELAY_ARG.to_owned(),
+                    format!(
+                        "{},{}",
+                        model.gateway.modbus_proxy_port, model.gateway.opcua_proxy_port
+                    ),
+                ],
+                &dir.join(format!("zonegate{suffix}.log")),
             );
-            std::thread::sleep(Duration::from_millis(5));
+            relay.wait_exec(&me.file_name().unwrap().to_string_lossy());
+            relay
+        } else {
+            Daemon::run(plant, zones, dir, &suffix)
+        };
+        Zonegate {
+            pid: daemon.pid,
+            daemon,
+            audit: Daemon::audit_log(dir, &suffix),
         }
-        zg
     }
 
     fn alive(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
+        self.daemon.alive()
     }
 
     fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.daemon.log_text()
     }
 
     fn cpu_split(&self) -> Option<(u64, u64)> {
@@ -755,29 +721,8 @@ impl Zonegate {
         );
     }
 
-    fn stop(mut self) -> String {
-        self.terminate();
-        self.log_text()
-    }
-
-    fn terminate(&mut self) {
-        if self.alive() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &self.pid.to_string()])
-                .status();
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while self.alive() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Zonegate {
-    fn drop(&mut self) {
-        self.terminate();
+    fn stop(self) -> String {
+        self.daemon.stop()
     }
 }
 
@@ -2059,12 +2004,7 @@ fn main() {
         relay_main(&ports.unwrap_or_else(|| panic!("usage: bench {RELAY_ARG} PORT,...")));
     }
     let args = parse_args();
-    let zonegate =
-        std::env::var("ZONEGATE_BIN").unwrap_or_else(|_| format!("{REPO}/target/release/zonegate"));
-    assert!(
-        Path::new(&zonegate).exists(),
-        "{zonegate} is missing: run scripts/bench (it builds it)"
-    );
+    let zonegate = zonegate_testkit::zonegate_bin();
     // Ctrl-C ends the current cell early and skips the rest; the plant is removed on the way out.
     {
         let (tx, rx) = mpsc::channel();
@@ -2188,7 +2128,7 @@ fn main() {
                 };
                 let cell = run_cell(
                     &plant,
-                    &zonegate,
+                    zonegate,
                     &zones,
                     dir.path(),
                     path,

@@ -19,9 +19,6 @@
     clippy::panic
 )]
 
-#[path = "../tests/support/plant.rs"]
-mod plant;
-
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -32,7 +29,8 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{SigSet, Signal, kill};
 use nix::unistd::Pid;
 
-use plant::{Plant, Probe, tcp_echo, tcp_probe, udp_echo, udp_probe};
+use zonegate_testkit::daemon::{run_args, spawn_run};
+use zonegate_testkit::plant::{Plant, Probe, tcp_echo, tcp_probe, udp_echo, udp_probe};
 
 const WAIT: Duration = Duration::from_millis(1500);
 
@@ -231,8 +229,7 @@ fn main() {
         .find(|a| !a.starts_with("--"))
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/zones.yaml")));
-    let zonegate = std::env::var("ZONEGATE_BIN")
-        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/target/debug/zonegate").into());
+    let zonegate = zonegate_testkit::zonegate_bin();
     let model = zonegate::config::load(&zones).unwrap_or_else(|e| panic!("{e}"));
     let dir = DemoDir(std::env::temp_dir().join(format!("zonegate-demo-{}", std::process::id())));
     std::fs::create_dir_all(&dir.0).unwrap_or_else(|e| panic!("{}: {e}", dir.0.display()));
@@ -266,17 +263,11 @@ fn main() {
         "   audit log, state and control socket in {}",
         dir.0.display()
     );
-    let daemon = plant.spawn_in_gateway(&[
-        &zonegate,
-        "run",
-        zones.to_str().unwrap(),
-        "--audit-log",
-        audit_log.to_str().unwrap(),
-        "--state-dir",
-        dir.0.join("state").to_str().unwrap(),
-        "--control-socket",
-        socket.to_str().unwrap(),
-    ]);
+    let daemon = spawn_run(
+        &plant,
+        &run_args(&zones, &audit_log, &dir.0.join("state"), Some(&socket)),
+        None,
+    );
     let started = Instant::now();
     while !stopping()
         && !plant
@@ -293,7 +284,7 @@ fn main() {
     let wrong = if stopping() {
         0
     } else {
-        show(&plant, &model, &zonegate, &dir.0, &audit_log)
+        show(&plant, &model, zonegate, &dir.0, &audit_log)
     };
 
     if hold && !stopping() {

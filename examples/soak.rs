@@ -25,22 +25,20 @@
     clippy::cast_possible_truncation
 )]
 
-#[path = "../tests/support/plant.rs"]
-mod plant;
-
 use std::io::{Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
-use plant::Plant;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use zonegate_testkit::REPO;
+use zonegate_testkit::daemon::Daemon;
+use zonegate_testkit::modbus::mbap;
+use zonegate_testkit::plant::{self, Plant};
 
-const REPO: &str = env!("CARGO_MANIFEST_DIR");
 const INVERTER: &str = "10.21.0.11";
 const SCADA: &str = "10.30.0.10";
 const PORT: u16 = 502;
@@ -114,56 +112,6 @@ fn mib(kib: u64) -> String {
 
 // ---------------------------------------------------------------------------------------------
 // the plant and zonegate
-
-/// `zonegate run` in the gateway namespace; stopped when dropped.
-struct Daemon {
-    child: Child,
-    pid: u32,
-    log: PathBuf,
-}
-
-impl Daemon {
-    fn start(plant: &Plant, zones: &Path, dir: &Path) -> Daemon {
-        let bin = std::env::var("ZONEGATE_BIN")
-            .unwrap_or_else(|_| format!("{REPO}/target/release/zonegate"));
-        let log = dir.join("zonegate.log");
-        let child = Command::new("ip")
-            .args(["netns", "exec", &plant.gateway, &bin, "run"])
-            .arg(zones)
-            .arg("--audit-log")
-            .arg(dir.join("audit.jsonl"))
-            .arg("--state-dir")
-            .arg(dir.join("state"))
-            .arg("--control-socket")
-            .arg(dir.join("control.sock"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let pid = child.id();
-        Daemon { child, pid, log }
-    }
-
-    fn alive(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.pid as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        );
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while self.alive() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// The shipped zones.yaml with absolute policy and register map paths, and connection limits
 /// that let `connections` in from one source (the other limits keep their defaults).
@@ -489,24 +437,15 @@ impl Rng {
     }
 }
 
-fn mbap(tid: u16, protocol: u16, length: u16, pdu: &[u8]) -> Vec<u8> {
-    let mut f = tid.to_be_bytes().to_vec();
-    f.extend_from_slice(&protocol.to_be_bytes());
-    f.extend_from_slice(&length.to_be_bytes());
-    f.push(1);
-    f.extend_from_slice(pdu);
-    f
-}
-
 /// Malformed frames of the kinds the parser refuses (as in tests/hostile.rs, without the reads).
 fn malformed(rng: &mut Rng) -> Vec<u8> {
     let tid = rng.next() as u16;
     match rng.below(5) {
         0 => (0..1 + rng.below(200)).map(|_| rng.next() as u8).collect(),
-        1 => mbap(tid, 1 + rng.below(0xFFFE) as u16, 6, &[3, 1, 44, 0, 10]),
-        2 => mbap(tid, 0, [0, 1, 255, 300][rng.below(4) as usize], &[3, 0]),
-        3 => mbap(tid, 0, 11, &[0x10, 0, 40, 0, 1, 4, 0, 7, 0, 0]),
-        _ => mbap(tid, 0, 8, &[0x0F, 0, 0, 0, 9, 1, 0xFF]),
+        1 => mbap(tid, 1 + rng.below(0xFFFE) as u16, 6, 1, &[3, 1, 44, 0, 10]),
+        2 => mbap(tid, 0, [0, 1, 255, 300][rng.below(4) as usize], 1, &[3, 0]),
+        3 => mbap(tid, 0, 11, 1, &[0x10, 0, 40, 0, 1, 4, 0, 7, 0, 0]),
+        _ => mbap(tid, 0, 8, 1, &[0x0F, 0, 0, 0, 9, 1, 0xFF]),
     }
 }
 
@@ -769,7 +708,7 @@ fn main() {
     let plant = Plant::build(&model);
     let ops = plant.zone_ns("operations");
     let dev = start_device(&plant.zone_ns("bess"));
-    let mut zg = Daemon::start(&plant, &zones, dir.path());
+    let mut zg = Daemon::run(&plant, &zones, dir.path(), "");
     plant.wait_for_ruleset();
     let deadline = Instant::now() + Duration::from_secs(20);
     while normal_read(&ops, Duration::from_secs(1)).0 != Answer::Ok {

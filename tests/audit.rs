@@ -9,19 +9,19 @@
     clippy::panic
 )]
 
-mod support;
+use zonegate_testkit as support;
 
 use std::path::Path;
 use std::process::Output;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::ZONEGATE;
 use support::bess::{Bench, zones_variant};
 use support::rsyslog::Rsyslog;
+use support::zonegate_bin;
 
 fn verify(files: &[&Path]) -> Output {
-    std::process::Command::new(ZONEGATE)
+    std::process::Command::new(zonegate_bin())
         .args(["audit", "verify"])
         .args(files)
         .output()
@@ -152,7 +152,7 @@ fn a_log_sealed_with_a_key_verifies_only_with_that_key() {
     let text = std::fs::read_to_string(&bench.audit_log).unwrap();
     std::fs::write(&copy, &text[..=text.rfind('\n').unwrap()]).unwrap();
 
-    let with_key = std::process::Command::new(ZONEGATE)
+    let with_key = std::process::Command::new(zonegate_bin())
         .args(["audit", "verify", "--key-file"])
         .arg(&key)
         .arg(&copy)
@@ -171,7 +171,7 @@ fn a_log_sealed_with_a_key_verifies_only_with_that_key() {
 
     let other_key = dir.path().join("other.key");
     std::fs::write(&other_key, "another secret, also long enough").unwrap();
-    let wrong = std::process::Command::new(ZONEGATE)
+    let wrong = std::process::Command::new(zonegate_bin())
         .args(["audit", "verify", "--key-file"])
         .arg(&other_key)
         .arg(&copy)
@@ -186,7 +186,7 @@ fn a_log_sealed_with_a_key_verifies_only_with_that_key() {
 }
 
 fn verify_with(args: &[&str], files: &[&Path]) -> Output {
-    std::process::Command::new(ZONEGATE)
+    std::process::Command::new(zonegate_bin())
         .args(["audit", "verify"])
         .args(args)
         .args(files)
@@ -243,7 +243,7 @@ fn a_keyed_log_with_signed_checkpoints_shows_resealing_and_cut_ends() {
     std::fs::write(&key, "a secret of more than sixteen bytes\n").unwrap();
     let signing = dir.path().join("signing.pem");
     let public = dir.path().join("signing.pub.pem");
-    let keygen = std::process::Command::new(ZONEGATE)
+    let keygen = std::process::Command::new(zonegate_bin())
         .args(["audit", "keygen", "--out-private"])
         .arg(&signing)
         .arg("--out-public")
@@ -387,7 +387,7 @@ fn a_signing_key_that_cannot_be_used_is_a_configuration_error() {
     let dir = tempfile::tempdir().unwrap();
     let private = dir.path().join("signing.pem");
     let public = dir.path().join("signing.pub.pem");
-    let keygen = std::process::Command::new(ZONEGATE)
+    let keygen = std::process::Command::new(zonegate_bin())
         .args(["audit", "keygen", "--out-private"])
         .arg(&private)
         .arg("--out-public")
@@ -405,7 +405,7 @@ fn a_signing_key_that_cannot_be_used_is_a_configuration_error() {
                 ),
             )
         });
-        let out = std::process::Command::new(ZONEGATE)
+        let out = std::process::Command::new(zonegate_bin())
             .arg("check")
             .arg(&zones)
             .output()

@@ -6,14 +6,14 @@
     clippy::panic
 )]
 
-mod support;
+use zonegate_testkit as support;
 
 use std::process::Command;
 
-use support::{ZONEGATE, shipped_zones};
+use support::{shipped_zones, zonegate_bin};
 
 fn run(args: &[&str]) -> String {
-    let out = Command::new(ZONEGATE).args(args).output().unwrap();
+    let out = Command::new(zonegate_bin()).args(args).output().unwrap();
     assert!(
         out.status.success(),
         "{args:?}: {}",
@@ -172,7 +172,7 @@ fn systemd_units_verify(edit: impl Fn(&str, &str) -> String) {
             let path = dir.path().join(name);
             std::fs::write(
                 &path,
-                edit(name, &text).replace("/usr/local/bin/zonegate", ZONEGATE),
+                edit(name, &text).replace("/usr/local/bin/zonegate", zonegate_bin()),
             )
             .unwrap();
             path
@@ -213,7 +213,7 @@ fn compliance_does_not_need_the_secrets() {
             "  key_file: credential:audit-key",
         )
     });
-    let out = Command::new(ZONEGATE)
+    let out = Command::new(zonegate_bin())
         .arg("compliance")
         .arg(&zones)
         .env_remove("CREDENTIALS_DIRECTORY")

@@ -8,7 +8,7 @@
     clippy::panic
 )]
 
-mod support;
+use zonegate_testkit as support;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::mpsc;
@@ -16,7 +16,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use support::plant::{Plant, Probe, in_ns, tcp_probe};
-use support::{ZONEGATE, shipped_zones};
+use support::{shipped_zones, zonegate_bin};
 use zonegate::config;
 use zonegate::nft::droplog::{Drop, DropLog, DropLogError};
 
@@ -33,7 +33,7 @@ fn ip(s: &str) -> IpAddr {
 fn applied_plant() -> (u16, Plant) {
     let model = config::load(&shipped_zones()).unwrap();
     let plant = Plant::build(&model);
-    let out = plant.gateway_cmd(&[ZONEGATE, "apply", shipped_zones().to_str().unwrap()]);
+    let out = plant.gateway_cmd(&[zonegate_bin(), "apply", shipped_zones().to_str().unwrap()]);
     assert!(
         out.status.success(),
         "apply failed: {}",

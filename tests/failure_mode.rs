@@ -10,7 +10,7 @@
     clippy::panic
 )]
 
-mod support;
+use zonegate_testkit as support;
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
@@ -23,8 +23,9 @@ use nix::unistd::Pid;
 use serde_json::Value;
 use socket2::{Domain, SockAddr, Socket, Type};
 use support::bess::{Bench, SCADA, zones_variant};
+use support::nft::counter;
 use support::plant::{Plant, Probe, in_ns, tcp_echo, tcp_probe};
-use support::{ZONEGATE, shipped_zones};
+use support::{shipped_zones, zonegate_bin};
 use zonegate::nft::liveness::{RENEW_INTERVAL, TIMEOUT};
 
 /// Long enough for a SYN and its answer inside one machine.
@@ -69,17 +70,6 @@ fn connects(ns: &str, src: IpAddr, dst: SocketAddr) -> bool {
         sock.connect_timeout(&SockAddr::from(dst), PROBE_WAIT)
             .is_ok()
     })
-}
-
-fn counter(plant: &Plant, name: &str) -> u64 {
-    let out = plant.gateway_cmd(&[ZONEGATE, "counters", "--json"]);
-    assert!(out.status.success());
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
-        .find(|v| v["name"] == name)
-        .and_then(|v| v["packets"].as_u64())
-        .unwrap_or_else(|| panic!("no counter {name}"))
 }
 
 /// The liveness set's elements as the kernel lists them.
@@ -338,7 +328,7 @@ fn closed_a_clean_stop_withdraws_liveness_at_once() {
 fn a_one_shot_apply_keeps_conduits_open_past_the_liveness_timeout() {
     let model = zonegate::config::load(&shipped_zones()).unwrap();
     let plant = Plant::build(&model);
-    let out = plant.gateway_cmd(&[ZONEGATE, "apply", shipped_zones().to_str().unwrap()]);
+    let out = plant.gateway_cmd(&[zonegate_bin(), "apply", shipped_zones().to_str().unwrap()]);
     assert!(
         out.status.success(),
         "{}",

@@ -11,7 +11,7 @@
     clippy::panic
 )]
 
-mod support;
+use zonegate_testkit as support;
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream};
@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use support::bess::{Bench, INVERTER, REPO, SCADA, python};
+use support::modbus::mbap;
 use support::plant::in_ns;
 use support::shipped_zones;
 use zonegate::policy::{ConnectionInput, Peer, Policy, RegisterMap};
@@ -76,16 +77,6 @@ impl Rng {
     fn bytes(&mut self, n: usize) -> Vec<u8> {
         (0..n).map(|_| self.next() as u8).collect()
     }
-}
-
-fn mbap(tid: u16, protocol: u16, length: u16, unit: u8, pdu: &[u8]) -> Vec<u8> {
-    let mut f = Vec::with_capacity(7 + pdu.len());
-    f.extend_from_slice(&tid.to_be_bytes());
-    f.extend_from_slice(&protocol.to_be_bytes());
-    f.extend_from_slice(&length.to_be_bytes());
-    f.push(unit);
-    f.extend_from_slice(pdu);
-    f
 }
 
 /// One frame of the flood: mostly broken in one of the ways a parser must catch, some random

@@ -9,7 +9,7 @@
     clippy::panic
 )]
 
-mod support;
+use zonegate_testkit as support;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -17,8 +17,10 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use support::daemon::{run_args, spawn_run};
+use support::nft::counter;
 use support::plant::{Plant, Probe, in_ns, ping, tcp_echo, tcp_probe, udp_echo, udp_probe};
-use support::{ZONEGATE, shipped_zones};
+use support::{shipped_zones, zonegate_bin};
 use zonegate::config;
 use zonegate::nft::{
     self,
@@ -37,28 +39,12 @@ fn ip(s: &str) -> IpAddr {
 }
 
 fn apply(plant: &Plant, file: &std::path::Path) {
-    let out = plant.gateway_cmd(&[ZONEGATE, "apply", file.to_str().unwrap()]);
+    let out = plant.gateway_cmd(&[zonegate_bin(), "apply", file.to_str().unwrap()]);
     assert!(
         out.status.success(),
         "apply failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-/// Packets of one named counter, read back from the kernel through `zonegate counters`.
-fn counter(plant: &Plant, name: &str) -> u64 {
-    let out = plant.gateway_cmd(&[ZONEGATE, "counters", "--json"]);
-    assert!(
-        out.status.success(),
-        "counters failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
-        .find(|v| v["name"] == name)
-        .and_then(|v| v["packets"].as_u64())
-        .unwrap_or_else(|| panic!("no counter {name}"))
 }
 
 /// The table as the kernel holds it, in JSON, without handles and counter values: what two
@@ -333,7 +319,7 @@ fn refused_apply_leaves_previous_ruleset_in_force() {
 fn plan_text_checks_and_matches_what_apply_installs() {
     let dir = tempfile::tempdir().unwrap();
     let plan_file = dir.path().join("plan.nft");
-    let out = std::process::Command::new(ZONEGATE)
+    let out = std::process::Command::new(zonegate_bin())
         .args(["plan", shipped_zones().to_str().unwrap()])
         .output()
         .unwrap();
@@ -364,7 +350,7 @@ fn plan_text_checks_and_matches_what_apply_installs() {
 #[test]
 fn early_block_forwards_nothing_and_apply_replaces_it() {
     let plant = Plant::build(&model());
-    let out = plant.gateway_cmd(&[ZONEGATE, "early-block"]);
+    let out = plant.gateway_cmd(&[zonegate_bin(), "early-block"]);
     assert!(
         out.status.success(),
         "{}",
@@ -506,17 +492,13 @@ fn run_restores_a_flushed_ruleset() {
     // Its audit log, state and control socket in a directory of the test's, not the host's.
     let dir = tempfile::tempdir().unwrap();
     let audit_log = dir.path().join("audit.jsonl");
-    plant.spawn_in_gateway(&[
-        ZONEGATE,
-        "run",
-        shipped_zones().to_str().unwrap(),
-        "--audit-log",
-        audit_log.to_str().unwrap(),
-        "--state-dir",
-        dir.path().to_str().unwrap(),
-        "--control-socket",
-        dir.path().join("control.sock").to_str().unwrap(),
-    ]);
+    let run = run_args(
+        &shipped_zones(),
+        &audit_log,
+        dir.path(),
+        Some(&dir.path().join("control.sock")),
+    );
+    spawn_run(&plant, &run, None);
     let wait_for = |present: bool| {
         let deadline = std::time::Instant::now() + zonegate::control::VERIFY_INTERVAL * 3;
         while plant
@@ -549,21 +531,13 @@ fn run_restores_a_flushed_ruleset() {
 /// `dir`, its own log in `dir/zonegate.log`, which it returns) and waits for its ruleset.
 fn start_daemon(plant: &Plant, zones: &Path, dir: &Path) -> PathBuf {
     let log = dir.join("zonegate.log");
-    let path = |p: PathBuf| p.to_str().unwrap().to_owned();
-    plant.spawn_in_gateway_logged(
-        &[
-            ZONEGATE,
-            "run",
-            zones.to_str().unwrap(),
-            "--audit-log",
-            &path(dir.join("audit.jsonl")),
-            "--state-dir",
-            dir.to_str().unwrap(),
-            "--control-socket",
-            &path(dir.join("control.sock")),
-        ],
-        &log,
+    let run = run_args(
+        zones,
+        &dir.join("audit.jsonl"),
+        dir,
+        Some(&dir.join("control.sock")),
     );
+    spawn_run(plant, &run, Some(&log));
     let deadline = Instant::now() + Duration::from_secs(20);
     while !plant
         .gateway_cmd(&["nft", "list", "table", "inet", "zonegate"])
@@ -791,7 +765,7 @@ fn run_enforces_an_ipv4_plant_where_ipv6_is_disabled() {
         "{log}"
     );
     // `zonegate check` on this host says so too.
-    let check = plant.gateway_cmd(&[ZONEGATE, "check", zones.to_str().unwrap()]);
+    let check = plant.gateway_cmd(&[zonegate_bin(), "check", zones.to_str().unwrap()]);
     assert!(check.status.success());
     assert!(
         String::from_utf8_lossy(&check.stderr).contains("conduit(s) mirror-v6 name IPv6 networks"),

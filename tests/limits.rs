@@ -11,7 +11,7 @@
     clippy::panic
 )]
 
-mod support;
+use zonegate_testkit as support;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
@@ -23,6 +23,7 @@ use nix::unistd::Pid;
 use socket2::{Domain, SockAddr, Socket, Type};
 use support::bess::{Bench, INVERTER, SCADA};
 use support::mgmt;
+use support::modbus::exception;
 use support::plant::{in_ns, sh};
 
 /// The HMI, which the test's zones.yaml adds to the sources of conduit scada-bess.
@@ -89,8 +90,7 @@ fn connect(ns: &str, source: &str) -> TcpStream {
 
 /// FC03, one holding register at 300, with transaction id `tid`.
 fn read_request(tid: u16) -> Vec<u8> {
-    let t = tid.to_be_bytes();
-    vec![t[0], t[1], 0, 0, 0, 6, 1, 3, 0x01, 0x2c, 0, 1]
+    support::modbus::read_holding_registers(tid, 300, 1)
 }
 
 /// Reads one Modbus response (or what ends the connection) within `wait`: the bytes, or why
@@ -115,11 +115,6 @@ fn response(s: &mut TcpStream, wait: Duration) -> Result<Vec<u8>, String> {
             Err(e) => return Err(e.to_string()),
         }
     }
-}
-
-/// The exception code of a Modbus exception response, if it is one.
-fn exception(frame: &[u8]) -> Option<u8> {
-    (frame.len() >= 9 && frame[7] & 0x80 != 0).then(|| frame[8])
 }
 
 /// `zonegate_limit_hits_total{limit="<limit>"}` from the management API.

@@ -8,13 +8,14 @@
     clippy::panic
 )]
 
-mod support;
+use zonegate_testkit as support;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 use support::bess::{Bench, INVERTER, REPO, SCADA, zones_variant};
+use support::modbus::adu_hex;
 use support::shipped_zones;
 
 fn exception(v: &Value) -> Option<u64> {
@@ -37,16 +38,6 @@ fn allow_all(dir: &Path) -> PathBuf {
             &format!("policy: {}", policy.display()),
         )
     })
-}
-
-/// An ADU around `pdu` for unit 1, as hex.
-fn adu_hex(transaction_id: u16, pdu: &[u8]) -> String {
-    let mut frame = transaction_id.to_be_bytes().to_vec();
-    frame.extend_from_slice(&[0, 0]); // protocol id 0
-    frame.extend_from_slice(&(pdu.len() as u16 + 1).to_be_bytes()); // length: unit id + PDU
-    frame.push(1); // unit id 1
-    frame.extend_from_slice(pdu);
-    frame.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// What came back for one request.

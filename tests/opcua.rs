@@ -9,7 +9,7 @@
     clippy::panic
 )]
 
-mod support;
+use zonegate_testkit as support;
 
 use std::io::{BufRead, BufReader, Lines, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -25,8 +25,9 @@ use opcua_types::{
     OpenSecureChannelRequest, RequestHeader, SecurityTokenRequestType,
 };
 use serde_json::Value;
+use support::daemon::{run_args, spawn_run};
 use support::plant::{Plant, in_ns};
-use support::{ZONEGATE, shipped_zones};
+use support::shipped_zones;
 
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
 const CNC: &str = "10.22.0.11";
@@ -69,17 +70,13 @@ impl Cell {
         let model = zonegate::config::load(zones).unwrap();
         let plant = Plant::build(&model);
         let audit = dir.path().join("audit.jsonl");
-        let zonegate = plant.spawn_in_gateway(&[
-            ZONEGATE,
-            "run",
-            zones.to_str().unwrap(),
-            "--audit-log",
-            audit.to_str().unwrap(),
-            "--state-dir",
-            dir.path().join("state").to_str().unwrap(),
-            "--control-socket",
-            dir.path().join("control.sock").to_str().unwrap(),
-        ]);
+        let run = run_args(
+            zones,
+            &audit,
+            &dir.path().join("state"),
+            Some(&dir.path().join("control.sock")),
+        );
+        let zonegate = spawn_run(&plant, &run, None);
         let mut server = Command::new("ip")
             .args(["netns", "exec", &plant.zone_ns("cnc-cell"), &python()])
             .arg(format!("{REPO}/tests/peers/opcua_server.py"))

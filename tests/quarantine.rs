@@ -11,7 +11,7 @@
     clippy::panic
 )]
 
-mod support;
+use zonegate_testkit as support;
 
 use std::io::Read;
 use std::net::{IpAddr, SocketAddr};
@@ -56,27 +56,7 @@ fn with_quarantine(text: String, for_: &str) -> String {
 }
 
 fn drop_counter(bench: &Bench) -> u64 {
-    let out = bench.plant.gateway_cmd(&[
-        "nft",
-        "-j",
-        "list",
-        "counter",
-        "inet",
-        "zonegate",
-        "drop_quarantine",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
-    doc["nftables"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find_map(|o| o["counter"]["packets"].as_u64())
-        .unwrap()
+    support::nft::counter(&bench.plant, "drop_quarantine")
 }
 
 /// The quarantine set as `nft` lists it.

@@ -10,7 +10,7 @@
     clippy::panic
 )]
 
-mod support;
+use zonegate_testkit as support;
 
 use std::path::PathBuf;
 use std::process::Output;
@@ -18,8 +18,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use serde_json::Value;
-use support::ZONEGATE;
 use support::bess::{Bench, SCADA, zones_variant};
+use support::zonegate_bin;
 
 /// A policy for the scada-bess conduit that allows reads, and writes to `register` only.
 fn policy_text(register: u16) -> String {
@@ -92,7 +92,7 @@ impl Site {
     }
 
     fn reload(&self) -> Output {
-        std::process::Command::new(ZONEGATE)
+        std::process::Command::new(zonegate_bin())
             .args(["reload", "--control-socket", self.socket.to_str().unwrap()])
             .output()
             .unwrap()

@@ -10,7 +10,7 @@
     clippy::panic
 )]
 
-mod support;
+use zonegate_testkit as support;
 
 use std::os::unix::fs::{PermissionsExt as _, chown};
 use std::path::{Path, PathBuf};
@@ -22,7 +22,7 @@ use nix::unistd::Pid;
 use support::bess::zones_variant;
 use support::mgmt::{self, API_KEY, bearer};
 use support::plant::Plant;
-use support::{ZONEGATE, shipped_zones};
+use support::{shipped_zones, zonegate_bin};
 
 /// The service user of these tests, as systemd's DynamicUser would allocate one (61184-65519).
 const SERVICE_UID: u32 = 61234;
@@ -158,7 +158,7 @@ fn installed_copy(dir: &Path) -> PathBuf {
         }
     }
     let bin = dir.join("zonegate");
-    std::fs::copy(ZONEGATE, &bin).unwrap();
+    std::fs::copy(zonegate_bin(), &bin).unwrap();
     open(&bin, 0o755);
     bin
 }
@@ -356,7 +356,7 @@ fn service_user_reads_its_secrets_as_credentials_and_not_roots_files() {
     let complete = dir.path().join("audit-complete.jsonl");
     let logged = std::fs::read_to_string(&audit).unwrap();
     std::fs::write(&complete, &logged[..=logged.rfind('\n').unwrap()]).unwrap();
-    let verify = Command::new(ZONEGATE)
+    let verify = Command::new(zonegate_bin())
         .args(["audit", "verify", "--key-file"])
         .arg(&key)
         .arg(&complete)
@@ -374,7 +374,7 @@ fn daemon_args(runtime: &Path, dir: &Path, name: &str) -> Vec<String> {
         "-u".into(),
         "ZONEGATE_CONTROL_SOCKET".into(),
         format!("RUNTIME_DIRECTORY={}", runtime.display()),
-        ZONEGATE.into(),
+        zonegate_bin().into(),
         "run".into(),
         shipped_zones().display().to_string(),
         "--audit-log".into(),
@@ -390,7 +390,7 @@ fn strs(v: &[String]) -> Vec<&str> {
 
 /// `zonegate reload` on the default socket in `runtime`.
 fn reload(runtime: &Path) -> Output {
-    Command::new(ZONEGATE)
+    Command::new(zonegate_bin())
         .arg("reload")
         .env_remove("ZONEGATE_CONTROL_SOCKET")
         .env("RUNTIME_DIRECTORY", runtime)

@@ -10,7 +10,7 @@
     clippy::panic
 )]
 
-mod support;
+use zonegate_testkit as support;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};

@@ -287,9 +287,119 @@ fn zone_set(zone: &str, family: Family) -> String {
 
 /// Derives the whole ruleset from the model, as `zonegate run` installs it: liveness elements
 /// expire after [`LIVENESS_TIMEOUT`] unless renewed (see [`Ruleset::with_permanent_liveness`]).
-/// Pure: no I/O, same model in, same ruleset out.
+/// Pure: no I/O, same model in, same ruleset out. Built chain by chain: the divert and upstream
+/// chains exist only where a conduit is inspected.
 pub fn render(model: &Model) -> Ruleset {
-    let failure_mode = model.gateway.failure_mode;
+    let quarantines = model.conduits.iter().any(|c| {
+        c.inspection
+            .as_ref()
+            .is_some_and(|i| i.quarantine.is_some())
+    });
+    let flows = conduit_flows(model);
+    let proxy_ports: Vec<PortRange> = proxy_ports(model)
+        .into_iter()
+        .map(|p| PortRange { first: p, last: p })
+        .collect();
+    let mut chains = Vec::new();
+    let divert = divert_chain(model, &flows, proxy_ports.clone(), quarantines);
+    let diverting = divert.is_some();
+    if let Some(divert) = divert {
+        chains.extend([
+            divert,
+            upstream_zone_in_chain(&flows),
+            upstream_zone_out_chain(),
+        ]);
+    }
+    chains.extend([
+        input_chain(model, diverting, proxy_ports),
+        forward_chain(model, &flows),
+        output_chain(model, &flows),
+    ]);
+    Ruleset {
+        counters: counters(model, quarantines),
+        sets: zone_sets(model),
+        liveness: Some(Liveness::Expiring(LIVENESS_TIMEOUT)),
+        quarantine: quarantines.then(Vec::new),
+        chains,
+    }
+}
+
+/// One service of a conduit in one family both of its ends have: the unit every conduit rule is
+/// made for, in the order of the conduits, their services and the families.
+struct Flow<'a> {
+    conduit: &'a Conduit,
+    from: &'a Zone,
+    to: &'a Zone,
+    service: Service,
+    family: Family,
+}
+
+impl Flow<'_> {
+    /// The matches that say which zones (and which ends of the conduit) the flow is between; the
+    /// family for interface-only zones, so that v4 and v6 rules differ and icmp/tproxy know which
+    /// protocol they handle.
+    fn matches(&self) -> Vec<Match> {
+        let mut m = zone_matches(self.from, self.to, self.conduit, self.family);
+        if !m
+            .iter()
+            .any(|m| matches!(m, Match::Saddr(..) | Match::Daddr(..)))
+        {
+            m.insert(0, Match::NfProto(self.family));
+        }
+        m
+    }
+
+    fn counter(&self) -> Stmt {
+        Stmt::Counter(conduit_counter(&self.conduit.name))
+    }
+
+    fn comment(&self) -> String {
+        let c = self.conduit;
+        format!(
+            "conduit {}: {} -> {} {}",
+            c.name, c.from, c.to, self.service
+        )
+    }
+
+    /// The TCP port of an inspected service (Modbus, OPC UA), which the proxy serves.
+    fn inspected_port(&self) -> Option<u16> {
+        match self.service {
+            Service::Modbus { port } | Service::OpcUa { port } => Some(port),
+            Service::Tcp(_) | Service::Udp(_) | Service::Icmp => None,
+        }
+    }
+}
+
+fn conduit_flows(model: &Model) -> Vec<Flow<'_>> {
+    let mut flows = Vec::new();
+    for c in &model.conduits {
+        let (Some(from), Some(to)) = (model.zone(&c.from), model.zone(&c.to)) else {
+            continue;
+        };
+        for &service in &c.services {
+            for family in families(from, to, c) {
+                flows.push(Flow {
+                    conduit: c,
+                    from,
+                    to,
+                    service,
+                    family,
+                });
+            }
+        }
+    }
+    flows
+}
+
+fn single_port(port: u16) -> Vec<PortRange> {
+    vec![PortRange {
+        first: port,
+        last: port,
+    }]
+}
+
+/// A named counter per conduit and per place packets are dropped.
+fn counters(model: &Model, quarantines: bool) -> Vec<String> {
     let mut counters: Vec<String> = model
         .conduits
         .iter()
@@ -303,18 +413,17 @@ pub fn render(model: &Model) -> Ruleset {
         ]
         .map(String::from),
     );
-    if failure_mode == FailureMode::Closed {
+    if model.gateway.failure_mode == FailureMode::Closed {
         counters.push(DROP_DOWN_COUNTER.into());
     }
-    let quarantines = model.conduits.iter().any(|c| {
-        c.inspection
-            .as_ref()
-            .is_some_and(|i| i.quarantine.is_some())
-    });
     if quarantines {
         counters.push(DROP_QUARANTINE_COUNTER.into());
     }
+    counters
+}
 
+/// A set of addresses per zone and family, for the zones that have networks in it.
+fn zone_sets(model: &Model) -> Vec<AddrSet> {
     let mut sets = Vec::new();
     for z in &model.zones {
         for family in [Family::V4, Family::V6] {
@@ -333,201 +442,205 @@ pub fn render(model: &Model) -> Ruleset {
             }
         }
     }
+    sets
+}
 
+/// The rate-limited log rule before a chain's default deny (the drop log reads its prefix).
+fn drop_log(model: &Model, chain: &str) -> Rule {
+    rule(
+        vec![],
+        vec![
+            Stmt::Limit {
+                per_second: model.gateway.drop_log_per_second,
+                burst: DROP_LOG_BURST,
+            },
+            Stmt::Log {
+                prefix: format!("{DROP_LOG_PREFIX}{chain} "),
+                group: model.gateway.drop_log_group,
+            },
+        ],
+        "log drops, rate-limited",
+    )
+}
+
+/// Prerouting (mangle): quarantined sources dropped first, then the packets of the proxy's
+/// established connections, then each inspected conduit diverted to its proxy port by TPROXY.
+/// `None` when no conduit is inspected.
+fn divert_chain(
+    model: &Model,
+    flows: &[Flow<'_>],
+    proxy_ports: Vec<PortRange>,
+    quarantines: bool,
+) -> Option<Chain> {
     let mut divert = Vec::new();
-    let mut forward = Vec::new();
-    if failure_mode == FailureMode::Closed {
-        // Before `ct state established`: when zonegate is down, flows it allowed stop too.
-        forward.push(rule(
-            vec![Match::NotAlive],
-            vec![Stmt::Counter(DROP_DOWN_COUNTER.into()), Stmt::Drop],
-            "failure_mode closed: zonegate is down (liveness expired or withdrawn), nothing crosses zones",
-        ));
-    }
-    forward.extend([
-        rule(
-            vec![Match::CtState(vec!["established", "related"])],
-            vec![Stmt::Accept],
-            "replies and related traffic of allowed flows",
-        ),
-        rule(
-            vec![Match::CtState(vec!["invalid"])],
-            vec![Stmt::Drop],
-            "packets conntrack cannot place",
-        ),
-    ]);
-    let mut proxy_upstream = Vec::new();
-    let mut upstream_zone_in = Vec::new();
-    for c in &model.conduits {
-        let (Some(from), Some(to)) = (model.zone(&c.from), model.zone(&c.to)) else {
+    for flow in flows {
+        let Some(port) = flow.inspected_port() else {
             continue;
         };
-        for service in &c.services {
-            for family in families(from, to, c) {
-                let mut m = zone_matches(from, to, c, family);
-                if !m
-                    .iter()
-                    .any(|m| matches!(m, Match::Saddr(..) | Match::Daddr(..)))
-                {
-                    // interface-only zones: say the family, so that v4 and v6 rules differ and
-                    // icmp/tproxy know which protocol they handle
-                    m.insert(0, Match::NfProto(family));
-                }
-                let counter = Stmt::Counter(conduit_counter(&c.name));
-                let comment = format!("conduit {}: {} -> {} {}", c.name, c.from, c.to, service);
-                match *service {
-                    Service::Tcp(r) => {
-                        m.extend([Match::Dport(L4::Tcp, vec![r]), Match::CtState(vec!["new"])]);
-                        forward.push(rule(m, vec![counter, Stmt::Accept], &comment));
-                    }
-                    Service::Udp(r) => {
-                        m.extend([Match::Dport(L4::Udp, vec![r]), Match::CtState(vec!["new"])]);
-                        forward.push(rule(m, vec![counter, Stmt::Accept], &comment));
-                    }
-                    Service::Icmp => {
-                        m.extend([Match::IcmpEchoRequest(family), Match::CtState(vec!["new"])]);
-                        forward.push(rule(m, vec![counter, Stmt::Accept], &comment));
-                    }
-                    Service::Modbus { port } | Service::OpcUa { port } => {
-                        let dport = Match::Dport(
-                            L4::Tcp,
-                            vec![PortRange {
-                                first: port,
-                                last: port,
-                            }],
-                        );
-                        if failure_mode == FailureMode::Open {
-                            // The bypass: only while zonegate is down, and only what the
-                            // conduit names, at L4, as if it were a tcp/PORT service.
-                            let mut bypass = vec![Match::NotAlive];
-                            bypass.extend(m.iter().cloned());
-                            bypass.extend([dport.clone(), Match::CtState(vec!["new"])]);
-                            forward.push(rule(
-                                bypass,
-                                vec![counter.clone(), Stmt::Accept],
-                                &format!(
-                                    "{comment}: failure_mode open: uninspected while zonegate is down"
-                                ),
-                            ));
-                        }
-                        // Diverted only while zonegate is up, so that a dead proxy's conduit
-                        // falls through to the forward chain's failure mode.
-                        m.insert(0, Match::Alive);
-                        for m in &mut m {
-                            if let Match::OifName(names) = m {
-                                *m = Match::RouteOifName(std::mem::take(names));
-                            }
-                        }
-                        let proxy_port = match service {
-                            Service::Modbus { .. } => model.gateway.modbus_proxy_port,
-                            _ => model.gateway.opcua_proxy_port,
-                        };
-                        m.push(dport);
-                        divert.push(rule(
-                            m,
-                            vec![
-                                counter,
-                                Stmt::TProxy {
-                                    family,
-                                    port: proxy_port,
-                                },
-                                Stmt::MarkSet(PROXY_MARK),
-                                Stmt::Accept,
-                            ],
-                            &format!("{comment} to inspection proxy"),
-                        ));
-                        let mut up = vec![Match::Mark(UPSTREAM_MARK)];
-                        up.extend(to_matches(to, c, family, true));
-                        if !up.iter().any(|m| matches!(m, Match::Daddr(..))) {
-                            up.insert(0, Match::NfProto(family));
-                        }
-                        up.push(Match::Dport(
-                            L4::Tcp,
-                            vec![PortRange {
-                                first: port,
-                                last: port,
-                            }],
-                        ));
-                        proxy_upstream.push(rule(
-                            up,
-                            vec![Stmt::Accept],
-                            &format!("{comment} proxy to device"),
-                        ));
-                        // The device's packets back to the proxy, whatever state the proxy's
-                        // socket is in (a socket lookup misses those in TIME_WAIT): from the
-                        // conduit's devices and port, to its sources.
-                        let mut back = Vec::new();
-                        if !to.interfaces.is_empty() {
-                            back.push(Match::IifName(to.interfaces.clone()));
-                        }
-                        if let Some(a) = side_addrs(to, &c.destinations, family) {
-                            back.push(Match::Saddr(family, a));
-                        }
-                        if let Some(a) = side_addrs(from, &c.sources, family) {
-                            back.push(Match::Daddr(family, a));
-                        }
-                        if !back
-                            .iter()
-                            .any(|m| matches!(m, Match::Saddr(..) | Match::Daddr(..)))
-                        {
-                            back.insert(0, Match::NfProto(family));
-                        }
-                        // Only while the proxy serves: in failure mode `open` the conduit's
-                        // flows are forwarded directly, both ways in the default zone.
-                        back.insert(0, Match::Alive);
-                        back.push(Match::Sport(
-                            L4::Tcp,
-                            vec![PortRange {
-                                first: port,
-                                last: port,
-                            }],
-                        ));
-                        upstream_zone_in.push(rule(
-                            back,
-                            vec![Stmt::CtZoneSet(UPSTREAM_CT_ZONE)],
-                            &format!("{comment} device to proxy: the proxy's conntrack zone"),
-                        ));
-                    }
-                }
+        let mut m = flow.matches();
+        // Diverted only while zonegate is up, so that a dead proxy's conduit
+        // falls through to the forward chain's failure mode.
+        m.insert(0, Match::Alive);
+        for m in &mut m {
+            if let Match::OifName(names) = m {
+                *m = Match::RouteOifName(std::mem::take(names));
             }
         }
-    }
-    let log = |chain: &str| {
-        rule(
-            vec![],
+        let proxy_port = match flow.service {
+            Service::Modbus { .. } => model.gateway.modbus_proxy_port,
+            _ => model.gateway.opcua_proxy_port,
+        };
+        m.push(Match::Dport(L4::Tcp, single_port(port)));
+        divert.push(rule(
+            m,
             vec![
-                Stmt::Limit {
-                    per_second: model.gateway.drop_log_per_second,
-                    burst: DROP_LOG_BURST,
+                flow.counter(),
+                Stmt::TProxy {
+                    family: flow.family,
+                    port: proxy_port,
                 },
-                Stmt::Log {
-                    prefix: format!("{DROP_LOG_PREFIX}{chain} "),
-                    group: model.gateway.drop_log_group,
-                },
+                Stmt::MarkSet(PROXY_MARK),
+                Stmt::Accept,
             ],
-            "log drops, rate-limited",
-        )
-    };
-    forward.push(log("forward"));
-    forward.push(rule(
-        vec![],
-        vec![Stmt::Counter(DROP_FORWARD_COUNTER.into()), Stmt::Drop],
-        "default deny between zones",
-    ));
+            &format!("{} to inspection proxy", flow.comment()),
+        ));
+    }
+    if divert.is_empty() {
+        return None;
+    }
+    // The socket lookup finds a connection of the proxy's or, failing that, a listener:
+    // the proxy's are bound to every address, so a SYN to a proxy port, on a gateway
+    // address or on a device address no conduit diverts, would be marked and delivered
+    // to the proxy. No connection of the proxy's has a proxy port as its own (the
+    // listeners hold them; a device served on one is diverted by its conduit's rule,
+    // whose TPROXY finds established sockets first), so excluding those ports leaves
+    // out exactly the listeners. Such packets meet the input or forward chain's default
+    // deny.
+    divert.insert(
+        0,
+        rule(
+            vec![
+                Match::Alive,
+                Match::L4ProtoTcp,
+                Match::NotDport(L4::Tcp, proxy_ports),
+                Match::SocketTransparent,
+            ],
+            vec![Stmt::MarkSet(PROXY_MARK), Stmt::Accept],
+            "packets of established proxy connections, never to a proxy port's listener",
+        ),
+    );
+    if quarantines {
+        // First of all, in prerouting: before TPROXY and before the forward chain's
+        // established/related accept, so that new and established connections of the
+        // source stop, inspected or not. Packets to the gateway itself pass on to the
+        // input chain, which admits only management access.
+        for (i, family) in [Family::V4, Family::V6].into_iter().enumerate() {
+            divert.insert(
+                i,
+                rule(
+                    vec![
+                        Match::Saddr(family, Addrs::Set(Ruleset::quarantine_set(family).into())),
+                        Match::NotLocal,
+                    ],
+                    vec![
+                        Stmt::Counter(DROP_QUARANTINE_COUNTER.into()),
+                        Stmt::Drop,
+                    ],
+                    &format!(
+                        "quarantine: {} source broke an inspected conduit's policy too often; dropped until its timeout",
+                        nfproto(family)
+                    ),
+                ),
+            );
+        }
+    }
+    Some(Chain {
+        name: "divert",
+        hook: Hook::Prerouting,
+        priority: PRIORITY_MANGLE,
+        policy: Policy::Accept,
+        rules: divert,
+    })
+}
 
-    let proxy_ports: Vec<PortRange> = proxy_ports(model)
-        .into_iter()
-        .map(|p| PortRange { first: p, last: p })
-        .collect();
+/// Prerouting (raw), see [`UPSTREAM_CT_ZONE`]: the devices' packets back to the proxy, in the
+/// proxy's conntrack zone.
+fn upstream_zone_in_chain(flows: &[Flow<'_>]) -> Chain {
+    let mut rules = Vec::new();
+    for flow in flows {
+        let Some(port) = flow.inspected_port() else {
+            continue;
+        };
+        let (from, to, c, family) = (flow.from, flow.to, flow.conduit, flow.family);
+        // The device's packets back to the proxy, whatever state the proxy's
+        // socket is in (a socket lookup misses those in TIME_WAIT): from the
+        // conduit's devices and port, to its sources.
+        let mut back = Vec::new();
+        if !to.interfaces.is_empty() {
+            back.push(Match::IifName(to.interfaces.clone()));
+        }
+        if let Some(a) = side_addrs(to, &c.destinations, family) {
+            back.push(Match::Saddr(family, a));
+        }
+        if let Some(a) = side_addrs(from, &c.sources, family) {
+            back.push(Match::Daddr(family, a));
+        }
+        if !back
+            .iter()
+            .any(|m| matches!(m, Match::Saddr(..) | Match::Daddr(..)))
+        {
+            back.insert(0, Match::NfProto(family));
+        }
+        // Only while the proxy serves: in failure mode `open` the conduit's
+        // flows are forwarded directly, both ways in the default zone.
+        back.insert(0, Match::Alive);
+        back.push(Match::Sport(L4::Tcp, single_port(port)));
+        rules.push(rule(
+            back,
+            vec![Stmt::CtZoneSet(UPSTREAM_CT_ZONE)],
+            &format!(
+                "{} device to proxy: the proxy's conntrack zone",
+                flow.comment()
+            ),
+        ));
+    }
+    Chain {
+        name: "upstream_zone_in",
+        hook: Hook::Prerouting,
+        priority: PRIORITY_RAW,
+        policy: Policy::Accept,
+        rules,
+    }
+}
+
+/// Output (raw), see [`UPSTREAM_CT_ZONE`]: the proxy's connections to devices, in the proxy's
+/// conntrack zone.
+fn upstream_zone_out_chain() -> Chain {
+    Chain {
+        name: "upstream_zone_out",
+        hook: Hook::Output,
+        priority: PRIORITY_RAW,
+        policy: Policy::Accept,
+        rules: vec![rule(
+            vec![Match::Mark(UPSTREAM_MARK)],
+            vec![Stmt::CtZoneSet(UPSTREAM_CT_ZONE)],
+            "the proxy's connections to devices: a conntrack zone apart from client connections with the same addresses and ports",
+        )],
+    }
+}
+
+/// Input: loopback, replies, neighbour discovery, diverted connections, management access;
+/// everything else logged and dropped.
+fn input_chain(model: &Model, diverting: bool, proxy_ports: Vec<PortRange>) -> Chain {
     let mut input = Vec::new();
-    if !divert.is_empty() {
+    if diverting {
         // Diverted packets keep their interface; on loopback a proxy port could only be
         // reached directly, and the proxy would connect on to itself.
         input.push(rule(
             vec![
                 Match::IifName(vec!["lo".into()]),
                 Match::L4ProtoTcp,
-                Match::Dport(L4::Tcp, proxy_ports.clone()),
+                Match::Dport(L4::Tcp, proxy_ports),
             ],
             vec![Stmt::Counter(DROP_INPUT_COUNTER.into()), Stmt::Drop],
             "proxy ports take diverted connections only, none from the gateway itself",
@@ -555,51 +668,149 @@ pub fn render(model: &Model) -> Ruleset {
             "IPv6 neighbour discovery and multicast listener reports",
         ),
     ]);
-    if !divert.is_empty() {
+    if diverting {
         input.push(rule(
             vec![Match::Mark(PROXY_MARK)],
             vec![Stmt::Accept],
             "diverted to the inspection proxy",
         ));
     }
-    if let Some(mgmt) = &model.gateway.management
-        && let Some(peers) = management_peers(mgmt)
-    {
-        let family = Family::of_addr(mgmt.address);
-        let mut m = Vec::new();
-        if let Some(i) = &mgmt.interface {
-            m.push(Match::IifName(vec![i.clone()]));
-        }
-        if let Some(nets) = peers {
-            m.push(Match::Saddr(family, Addrs::Nets(nets)));
-        }
-        m.push(Match::Daddr(
-            family,
-            Addrs::Nets(vec![IpNet::from(mgmt.address)]),
-        ));
-        let mut ping = m.clone();
-        m.push(Match::Dport(
-            L4::Tcp,
-            mgmt.tcp_ports
-                .iter()
-                .map(|&p| PortRange { first: p, last: p })
-                .collect(),
-        ));
-        input.push(rule(m, vec![Stmt::Accept], "management access"));
-        ping.push(Match::IcmpEchoRequest(family));
-        input.push(rule(
-            ping,
-            vec![Stmt::Accept],
-            "management: operators ping the management address",
-        ));
+    if let Some(mgmt) = &model.gateway.management {
+        input.extend(management_access(mgmt));
     }
-    input.push(log("input"));
+    input.push(drop_log(model, "input"));
     input.push(rule(
         vec![],
         vec![Stmt::Counter(DROP_INPUT_COUNTER.into()), Stmt::Drop],
         "default deny to the gateway",
     ));
+    Chain {
+        name: "input",
+        hook: Hook::Input,
+        priority: PRIORITY_FILTER,
+        policy: Policy::Drop,
+        rules: input,
+    }
+}
 
+/// Who may reach the management address: its TCP ports, and ping.
+fn management_access(mgmt: &Management) -> Vec<Rule> {
+    let Some(peers) = management_peers(mgmt) else {
+        return Vec::new();
+    };
+    let family = Family::of_addr(mgmt.address);
+    let mut m = Vec::new();
+    if let Some(i) = &mgmt.interface {
+        m.push(Match::IifName(vec![i.clone()]));
+    }
+    if let Some(nets) = peers {
+        m.push(Match::Saddr(family, Addrs::Nets(nets)));
+    }
+    m.push(Match::Daddr(
+        family,
+        Addrs::Nets(vec![IpNet::from(mgmt.address)]),
+    ));
+    let mut ping = m.clone();
+    m.push(Match::Dport(
+        L4::Tcp,
+        mgmt.tcp_ports
+            .iter()
+            .map(|&p| PortRange { first: p, last: p })
+            .collect(),
+    ));
+    ping.push(Match::IcmpEchoRequest(family));
+    vec![
+        rule(m, vec![Stmt::Accept], "management access"),
+        rule(
+            ping,
+            vec![Stmt::Accept],
+            "management: operators ping the management address",
+        ),
+    ]
+}
+
+/// Forward: the failure mode's drop while down (closed), replies, each conduit's L4 services
+/// (and, in failure mode open, its inspected ones while down); everything else logged and
+/// dropped.
+fn forward_chain(model: &Model, flows: &[Flow<'_>]) -> Chain {
+    let failure_mode = model.gateway.failure_mode;
+    let mut forward = Vec::new();
+    if failure_mode == FailureMode::Closed {
+        // Before `ct state established`: when zonegate is down, flows it allowed stop too.
+        forward.push(rule(
+            vec![Match::NotAlive],
+            vec![Stmt::Counter(DROP_DOWN_COUNTER.into()), Stmt::Drop],
+            "failure_mode closed: zonegate is down (liveness expired or withdrawn), nothing crosses zones",
+        ));
+    }
+    forward.extend([
+        rule(
+            vec![Match::CtState(vec!["established", "related"])],
+            vec![Stmt::Accept],
+            "replies and related traffic of allowed flows",
+        ),
+        rule(
+            vec![Match::CtState(vec!["invalid"])],
+            vec![Stmt::Drop],
+            "packets conntrack cannot place",
+        ),
+    ]);
+    for flow in flows {
+        let mut m = flow.matches();
+        let comment = flow.comment();
+        match flow.service {
+            Service::Tcp(r) => {
+                m.extend([Match::Dport(L4::Tcp, vec![r]), Match::CtState(vec!["new"])]);
+            }
+            Service::Udp(r) => {
+                m.extend([Match::Dport(L4::Udp, vec![r]), Match::CtState(vec!["new"])]);
+            }
+            Service::Icmp => {
+                m.extend([
+                    Match::IcmpEchoRequest(flow.family),
+                    Match::CtState(vec!["new"]),
+                ]);
+            }
+            Service::Modbus { port } | Service::OpcUa { port } => {
+                if failure_mode != FailureMode::Open {
+                    continue;
+                }
+                // The bypass: only while zonegate is down, and only what the
+                // conduit names, at L4, as if it were a tcp/PORT service.
+                m.insert(0, Match::NotAlive);
+                m.extend([
+                    Match::Dport(L4::Tcp, single_port(port)),
+                    Match::CtState(vec!["new"]),
+                ]);
+                forward.push(rule(
+                    m,
+                    vec![flow.counter(), Stmt::Accept],
+                    &format!("{comment}: failure_mode open: uninspected while zonegate is down"),
+                ));
+                continue;
+            }
+        }
+        forward.push(rule(m, vec![flow.counter(), Stmt::Accept], &comment));
+    }
+    forward.push(drop_log(model, "forward"));
+    forward.push(rule(
+        vec![],
+        vec![Stmt::Counter(DROP_FORWARD_COUNTER.into()), Stmt::Drop],
+        "default deny between zones",
+    ));
+    Chain {
+        name: "forward",
+        hook: Hook::Forward,
+        priority: PRIORITY_FILTER,
+        policy: Policy::Drop,
+        rules: forward,
+    }
+}
+
+/// Output: loopback, replies, neighbour discovery, the proxy's connections to devices, the
+/// gateway's own connections to management peers and syslog receivers; everything else logged
+/// and dropped.
+fn output_chain(model: &Model, flows: &[Flow<'_>]) -> Chain {
     let mut output = vec![
         rule(
             vec![Match::OifName(vec!["lo".into()])],
@@ -617,147 +828,70 @@ pub fn render(model: &Model) -> Ruleset {
             "IPv6 neighbour discovery and multicast listener reports",
         ),
     ];
-    output.extend(proxy_upstream);
+    output.extend(proxy_upstream(flows));
     if let Some(mgmt) = &model.gateway.management {
         output.extend(management_egress(mgmt));
     }
-    for (address, transport) in syslog_receivers(model) {
-        let family = Family::of_addr(address.ip());
-        let l4 = if transport == SyslogTransport::Udp {
-            L4::Udp
-        } else {
-            L4::Tcp
-        };
-        let port = address.port();
-        output.push(rule(
-            vec![
-                Match::Daddr(family, Addrs::Nets(vec![IpNet::from(address.ip())])),
-                Match::Dport(
-                    l4,
-                    vec![PortRange {
-                        first: port,
-                        last: port,
-                    }],
-                ),
-                Match::CtState(vec!["new"]),
-            ],
-            vec![Stmt::Accept],
-            &format!("audit syslog receiver {address} ({})", transport.as_str()),
-        ));
-    }
-    output.push(log("output"));
+    output.extend(syslog_egress(model));
+    output.push(drop_log(model, "output"));
     output.push(rule(
         vec![],
         vec![Stmt::Counter(DROP_OUTPUT_COUNTER.into()), Stmt::Drop],
         "default deny from the gateway: it is no way into a zone",
     ));
+    Chain {
+        name: "output",
+        hook: Hook::Output,
+        priority: PRIORITY_FILTER,
+        policy: Policy::Drop,
+        rules: output,
+    }
+}
 
-    let mut chains = Vec::new();
-    if !divert.is_empty() {
-        // The socket lookup finds a connection of the proxy's or, failing that, a listener:
-        // the proxy's are bound to every address, so a SYN to a proxy port, on a gateway
-        // address or on a device address no conduit diverts, would be marked and delivered
-        // to the proxy. No connection of the proxy's has a proxy port as its own (the
-        // listeners hold them; a device served on one is diverted by its conduit's rule,
-        // whose TPROXY finds established sockets first), so excluding those ports leaves
-        // out exactly the listeners. Such packets meet the input or forward chain's default
-        // deny.
-        divert.insert(
-            0,
+/// The proxy's connections to each inspected conduit's devices (marked [`UPSTREAM_MARK`]).
+fn proxy_upstream(flows: &[Flow<'_>]) -> Vec<Rule> {
+    let mut rules = Vec::new();
+    for flow in flows {
+        let Some(port) = flow.inspected_port() else {
+            continue;
+        };
+        let mut up = vec![Match::Mark(UPSTREAM_MARK)];
+        up.extend(to_matches(flow.to, flow.conduit, flow.family, true));
+        if !up.iter().any(|m| matches!(m, Match::Daddr(..))) {
+            up.insert(0, Match::NfProto(flow.family));
+        }
+        up.push(Match::Dport(L4::Tcp, single_port(port)));
+        rules.push(rule(
+            up,
+            vec![Stmt::Accept],
+            &format!("{} proxy to device", flow.comment()),
+        ));
+    }
+    rules
+}
+
+/// The gateway's connections to the audit syslog receivers.
+fn syslog_egress(model: &Model) -> Vec<Rule> {
+    syslog_receivers(model)
+        .into_iter()
+        .map(|(address, transport)| {
+            let family = Family::of_addr(address.ip());
+            let l4 = if transport == SyslogTransport::Udp {
+                L4::Udp
+            } else {
+                L4::Tcp
+            };
             rule(
                 vec![
-                    Match::Alive,
-                    Match::L4ProtoTcp,
-                    Match::NotDport(L4::Tcp, proxy_ports),
-                    Match::SocketTransparent,
+                    Match::Daddr(family, Addrs::Nets(vec![IpNet::from(address.ip())])),
+                    Match::Dport(l4, single_port(address.port())),
+                    Match::CtState(vec!["new"]),
                 ],
-                vec![Stmt::MarkSet(PROXY_MARK), Stmt::Accept],
-                "packets of established proxy connections, never to a proxy port's listener",
-            ),
-        );
-        if quarantines {
-            // First of all, in prerouting: before TPROXY and before the forward chain's
-            // established/related accept, so that new and established connections of the
-            // source stop, inspected or not. Packets to the gateway itself pass on to the
-            // input chain, which admits only management access.
-            for (i, family) in [Family::V4, Family::V6].into_iter().enumerate() {
-                divert.insert(
-                    i,
-                    rule(
-                        vec![
-                            Match::Saddr(family, Addrs::Set(Ruleset::quarantine_set(family).into())),
-                            Match::NotLocal,
-                        ],
-                        vec![
-                            Stmt::Counter(DROP_QUARANTINE_COUNTER.into()),
-                            Stmt::Drop,
-                        ],
-                        &format!(
-                            "quarantine: {} source broke an inspected conduit's policy too often; dropped until its timeout",
-                            nfproto(family)
-                        ),
-                    ),
-                );
-            }
-        }
-        chains.push(Chain {
-            name: "divert",
-            hook: Hook::Prerouting,
-            priority: PRIORITY_MANGLE,
-            policy: Policy::Accept,
-            rules: divert,
-        });
-        // See UPSTREAM_CT_ZONE: the proxy's connections to devices, both ways, in a conntrack
-        // zone of their own.
-        chains.push(Chain {
-            name: "upstream_zone_in",
-            hook: Hook::Prerouting,
-            priority: PRIORITY_RAW,
-            policy: Policy::Accept,
-            rules: upstream_zone_in,
-        });
-        chains.push(Chain {
-            name: "upstream_zone_out",
-            hook: Hook::Output,
-            priority: PRIORITY_RAW,
-            policy: Policy::Accept,
-            rules: vec![rule(
-                vec![Match::Mark(UPSTREAM_MARK)],
-                vec![Stmt::CtZoneSet(UPSTREAM_CT_ZONE)],
-                "the proxy's connections to devices: a conntrack zone apart from client connections with the same addresses and ports",
-            )],
-        });
-    }
-    chains.extend([
-        Chain {
-            name: "input",
-            hook: Hook::Input,
-            priority: PRIORITY_FILTER,
-            policy: Policy::Drop,
-            rules: input,
-        },
-        Chain {
-            name: "forward",
-            hook: Hook::Forward,
-            priority: PRIORITY_FILTER,
-            policy: Policy::Drop,
-            rules: forward,
-        },
-        Chain {
-            name: "output",
-            hook: Hook::Output,
-            priority: PRIORITY_FILTER,
-            policy: Policy::Drop,
-            rules: output,
-        },
-    ]);
-    Ruleset {
-        counters,
-        sets,
-        liveness: Some(Liveness::Expiring(LIVENESS_TIMEOUT)),
-        quarantine: quarantines.then(Vec::new),
-        chains,
-    }
+                vec![Stmt::Accept],
+                &format!("audit syslog receiver {address} ({})", transport.as_str()),
+            )
+        })
+        .collect()
 }
 
 /// The boot-time ruleset: nothing is forwarded until zonegate has applied the real one. It uses the
@@ -951,626 +1085,4 @@ fn side_addrs(zone: &Zone, narrowing: &[Endpoint], family: Family) -> Option<Add
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
-mod tests {
-    use super::*;
-    use crate::config::parse;
-
-    fn chain<'a>(rs: &'a Ruleset, name: &str) -> &'a Chain {
-        rs.chains.iter().find(|c| c.name == name).unwrap()
-    }
-
-    fn comments(c: &Chain) -> Vec<&str> {
-        c.rules.iter().map(|r| r.comment.as_str()).collect()
-    }
-
-    const TWO_ZONES: &str = "
-zones:
-  ops: {level: 3, security_level: 2, networks: [10.30.0.0/24, 'fd00:30::/64'], interfaces: [ops0]}
-  ctl: {level: 2, security_level: 3, networks: [10.20.0.0/24]}
-  cell: {level: 2, security_level: 3, interfaces: [cell0]}
-assets:
-  plc: {zone: ctl, address: 10.20.0.5, kind: plc}
-conduits:
-  web: {from: ops, to: ctl, services: [tcp/8000-8010, udp/161, icmp]}
-  mb: {from: ops, to: ctl, destinations: [plc], services: [modbus], inspection: {policy: p.rego}}
-  cellweb: {from: ops, to: cell, services: [tcp/80]}
-";
-
-    #[test]
-    fn every_forward_rule_is_counted_and_inspected_services_are_never_forwarded() {
-        let rs = render(&parse(TWO_ZONES).unwrap());
-        let forward = chain(&rs, "forward");
-        for r in &forward.rules {
-            if r.comment.starts_with("conduit ") {
-                assert!(r.stmts.contains(&Stmt::Accept));
-                assert!(
-                    matches!(r.stmts.first(), Some(Stmt::Counter(c)) if c.starts_with("conduit_")),
-                    "{r:?}"
-                );
-            }
-        }
-        assert!(!comments(forward).iter().any(|c| c.contains("modbus")));
-        assert!(
-            comments(chain(&rs, "divert"))
-                .iter()
-                .any(|c| c.contains("conduit mb:"))
-        );
-        // default deny is the last word in every filter chain
-        for name in ["input", "forward", "output"] {
-            assert_eq!(chain(&rs, name).policy, Policy::Drop);
-            assert_eq!(
-                chain(&rs, name).rules.last().unwrap().stmts.last(),
-                Some(&Stmt::Drop)
-            );
-        }
-    }
-
-    #[test]
-    fn rules_exist_only_for_families_both_ends_have() {
-        let rs = render(&parse(TWO_ZONES).unwrap());
-        let web: Vec<&Rule> = chain(&rs, "forward")
-            .rules
-            .iter()
-            .filter(|r| r.comment.starts_with("conduit web:"))
-            .collect();
-        // ctl is IPv4 only: one rule per service, all IPv4
-        assert_eq!(web.len(), 3);
-        assert!(web.iter().all(|r| {
-            r.matches
-                .contains(&Match::Saddr(Family::V4, Addrs::Set("zone_ops_v4".into())))
-        }));
-        // cell has interfaces only: both families, told apart by nfproto, matched by interface
-        let cell: Vec<&Rule> = chain(&rs, "forward")
-            .rules
-            .iter()
-            .filter(|r| r.comment.starts_with("conduit cellweb:"))
-            .collect();
-        assert_eq!(cell.len(), 2);
-        assert!(
-            cell.iter()
-                .all(|r| r.matches.contains(&Match::OifName(vec!["cell0".into()])))
-        );
-        assert!(
-            cell[0]
-                .matches
-                .contains(&Match::Saddr(Family::V4, Addrs::Set("zone_ops_v4".into())))
-        );
-        assert!(
-            cell[1]
-                .matches
-                .contains(&Match::Saddr(Family::V6, Addrs::Set("zone_ops_v6".into())))
-        );
-    }
-
-    #[test]
-    fn divert_matches_the_route_not_the_output_interface() {
-        let model = parse(
-            TWO_ZONES
-                .replace(
-                    "destinations: [plc], services: [modbus]",
-                    "services: [modbus]",
-                )
-                .replace(
-                    "to: ctl, services: [modbus]",
-                    "to: cell, services: [modbus]",
-                )
-                .as_str(),
-        )
-        .unwrap();
-        let rs = render(&model);
-        let divert = chain(&rs, "divert");
-        let mb = divert
-            .rules
-            .iter()
-            .find(|r| r.comment.starts_with("conduit mb:"))
-            .unwrap();
-        assert!(
-            mb.matches
-                .contains(&Match::RouteOifName(vec!["cell0".into()]))
-        );
-        assert!(
-            !mb.matches.iter().any(|m| matches!(m, Match::OifName(_))),
-            "oifname is unknown in prerouting"
-        );
-        assert!(mb.stmts.contains(&Stmt::TProxy {
-            family: Family::V4,
-            port: 15020
-        }));
-    }
-
-    #[test]
-    fn the_proxys_connections_to_devices_have_a_conntrack_zone_of_their_own() {
-        let rs = render(&parse(TWO_ZONES).unwrap());
-        let out = chain(&rs, "upstream_zone_out");
-        assert_eq!((out.hook, out.priority), (Hook::Output, PRIORITY_RAW));
-        assert_eq!(out.rules.len(), 1);
-        assert_eq!(out.rules[0].matches, vec![Match::Mark(UPSTREAM_MARK)]);
-        assert_eq!(out.rules[0].stmts, vec![Stmt::CtZoneSet(UPSTREAM_CT_ZONE)]);
-        // The devices' packets back: from the conduit's devices and service port to its
-        // sources, only while zonegate serves (else they are a forwarded flow's replies).
-        let back = chain(&rs, "upstream_zone_in");
-        assert_eq!((back.hook, back.priority), (Hook::Prerouting, PRIORITY_RAW));
-        let mb = back
-            .rules
-            .iter()
-            .find(|r| r.comment.starts_with("conduit mb:"))
-            .unwrap();
-        assert_eq!(mb.matches.first(), Some(&Match::Alive));
-        assert!(mb.matches.contains(&Match::Sport(
-            L4::Tcp,
-            vec![PortRange {
-                first: 502,
-                last: 502
-            }]
-        )));
-        assert!(mb.matches.iter().any(|m| matches!(m, Match::Saddr(..))));
-        assert!(mb.matches.iter().any(|m| matches!(m, Match::Daddr(..))));
-        assert_eq!(mb.stmts, vec![Stmt::CtZoneSet(UPSTREAM_CT_ZONE)]);
-        // Without inspected conduits there is no proxy and no such chains.
-        let l4 = render(
-            &parse(&TWO_ZONES.replace(
-                "services: [modbus], inspection: {policy: p.rego}",
-                "services: [tcp/502]",
-            ))
-            .unwrap(),
-        );
-        assert!(
-            l4.chains
-                .iter()
-                .all(|c| !c.name.starts_with("upstream_zone"))
-        );
-    }
-
-    #[test]
-    fn nothing_but_a_divert_rule_or_a_connection_of_the_proxys_reaches_a_proxy_port() {
-        let model = parse(TWO_ZONES).unwrap();
-        let rs = render(&model);
-        assert_eq!(proxy_ports(&model), vec![14840, 15020]);
-        let ports: Vec<PortRange> = [14840, 15020]
-            .map(|p| PortRange { first: p, last: p })
-            .to_vec();
-        // What marks without TPROXY relies on a socket lookup, which finds the listener when
-        // no connection matches: it must leave the proxy ports out.
-        let established: Vec<&Rule> = chain(&rs, "divert")
-            .rules
-            .iter()
-            .filter(|r| {
-                r.stmts.contains(&Stmt::MarkSet(PROXY_MARK))
-                    && !r.stmts.iter().any(|s| matches!(s, Stmt::TProxy { .. }))
-            })
-            .collect();
-        assert_eq!(established.len(), 1, "{established:#?}");
-        assert_eq!(
-            established[0].matches,
-            vec![
-                Match::Alive,
-                Match::L4ProtoTcp,
-                Match::NotDport(L4::Tcp, ports.clone()),
-                Match::SocketTransparent
-            ]
-        );
-        // Unmarked, they meet the default deny and its counter; from the gateway itself
-        // (loopback, accepted otherwise) they are dropped first.
-        let input = chain(&rs, "input");
-        assert_eq!(
-            input.rules.last().unwrap().stmts,
-            vec![Stmt::Counter(DROP_INPUT_COUNTER.into()), Stmt::Drop]
-        );
-        assert_eq!(
-            input.rules[0].matches,
-            vec![
-                Match::IifName(vec!["lo".into()]),
-                Match::L4ProtoTcp,
-                Match::Dport(L4::Tcp, ports)
-            ]
-        );
-        assert_eq!(
-            input.rules[0].stmts,
-            vec![Stmt::Counter(DROP_INPUT_COUNTER.into()), Stmt::Drop]
-        );
-        assert_eq!(input.rules[1].comment, "loopback");
-        let text = crate::nft::text::render(&rs);
-        assert!(
-            text.contains(
-                "meta l4proto tcp tcp dport != { 14840, 15020 } socket transparent 1 meta mark set"
-            ),
-            "{text}"
-        );
-        // Without inspected conduits there is no proxy to protect.
-        let l4 = render(
-            &parse(&TWO_ZONES.replace(
-                "services: [modbus], inspection: {policy: p.rego}",
-                "services: [tcp/502]",
-            ))
-            .unwrap(),
-        );
-        assert_eq!(chain(&l4, "input").rules[0].comment, "loopback");
-    }
-
-    fn with_failure_mode(mode: &str) -> Ruleset {
-        render(&parse(&format!("gateway: {{failure_mode: {mode}}}\n{TWO_ZONES}")).unwrap())
-    }
-
-    #[test]
-    fn closed_failure_mode_drops_everything_forwarded_first_while_down() {
-        let default = render(&parse(TWO_ZONES).unwrap());
-        assert_eq!(
-            default,
-            with_failure_mode("closed"),
-            "closed is the default"
-        );
-        let forward = chain(&default, "forward");
-        let first = &forward.rules[0];
-        assert_eq!(first.matches, vec![Match::NotAlive]);
-        assert_eq!(
-            first.stmts,
-            vec![Stmt::Counter(DROP_DOWN_COUNTER.into()), Stmt::Drop]
-        );
-        assert!(first.comment.contains("failure_mode closed"));
-        // ahead of the rule that lets established flows through
-        assert_eq!(
-            forward.rules[1].matches,
-            vec![Match::CtState(vec!["established", "related"])]
-        );
-        assert_eq!(
-            forward
-                .rules
-                .iter()
-                .filter(|r| r.matches.contains(&Match::NotAlive))
-                .count(),
-            1
-        );
-        assert!(default.counters.contains(&DROP_DOWN_COUNTER.to_owned()));
-        // management access to the gateway itself is not gated
-        for name in ["input", "output"] {
-            assert!(chain(&default, name).rules.iter().all(
-                |r| !r.matches.contains(&Match::NotAlive) && !r.matches.contains(&Match::Alive)
-            ));
-        }
-    }
-
-    #[test]
-    fn divert_happens_only_while_alive_in_both_modes() {
-        for mode in ["closed", "open"] {
-            let rs = with_failure_mode(mode);
-            let divert = chain(&rs, "divert");
-            assert!(
-                divert
-                    .rules
-                    .iter()
-                    .all(|r| r.matches.first() == Some(&Match::Alive)),
-                "{mode}: {divert:?}"
-            );
-        }
-    }
-
-    #[test]
-    fn open_failure_mode_forwards_inspected_services_at_l4_only_while_down() {
-        let rs = with_failure_mode("open");
-        assert!(!rs.counters.contains(&DROP_DOWN_COUNTER.to_owned()));
-        let forward = chain(&rs, "forward");
-        assert_eq!(
-            forward.rules[0].matches,
-            vec![Match::CtState(vec!["established", "related"])],
-            "nothing is dropped for being down"
-        );
-        let bypass: Vec<&Rule> = forward
-            .rules
-            .iter()
-            .filter(|r| r.matches.contains(&Match::NotAlive))
-            .collect();
-        // one rule: conduit mb, its one service, IPv4 (ctl has no IPv6)
-        assert_eq!(bypass.len(), 1, "{bypass:#?}");
-        let mb = bypass[0];
-        assert!(mb.comment.starts_with("conduit mb:"));
-        assert!(
-            mb.comment
-                .ends_with("failure_mode open: uninspected while zonegate is down")
-        );
-        assert_eq!(mb.matches.first(), Some(&Match::NotAlive));
-        for m in [
-            Match::IifName(vec!["ops0".into()]),
-            Match::Saddr(Family::V4, Addrs::Set("zone_ops_v4".into())),
-            Match::Daddr(
-                Family::V4,
-                Addrs::Nets(vec!["10.20.0.5/32".parse().unwrap()]),
-            ),
-            Match::Dport(
-                L4::Tcp,
-                vec![PortRange {
-                    first: 502,
-                    last: 502,
-                }],
-            ),
-            Match::CtState(vec!["new"]),
-        ] {
-            assert!(mb.matches.contains(&m), "{m:?} missing: {mb:?}");
-        }
-        assert_eq!(
-            mb.stmts,
-            vec![Stmt::Counter(conduit_counter("mb")), Stmt::Accept]
-        );
-        // everything else is as in closed mode, minus the closed mode's drop rule
-        let closed = with_failure_mode("closed");
-        let strip = |rs: &Ruleset| -> Vec<Rule> {
-            chain(rs, "forward")
-                .rules
-                .iter()
-                .filter(|r| !r.matches.contains(&Match::NotAlive))
-                .cloned()
-                .collect()
-        };
-        assert_eq!(strip(&rs), strip(&closed));
-        assert_eq!(chain(&rs, "divert"), chain(&closed, "divert"));
-    }
-
-    #[test]
-    fn the_daemon_s_liveness_expires_and_a_one_shot_apply_s_does_not() {
-        let rs = render(&parse(TWO_ZONES).unwrap());
-        assert_eq!(
-            rs.liveness,
-            Some(Liveness::Expiring(crate::nft::liveness::TIMEOUT))
-        );
-        assert!(crate::nft::liveness::RENEW_INTERVAL * 3 <= crate::nft::liveness::TIMEOUT);
-        assert_eq!(
-            rs.clone().with_permanent_liveness().liveness,
-            Some(Liveness::Permanent)
-        );
-        // the early block has no liveness set and gains none
-        assert_eq!(early_block().with_permanent_liveness().liveness, None);
-    }
-
-    #[test]
-    fn quarantine_drops_first_in_prerouting_and_only_when_configured() {
-        assert_eq!(render(&parse(TWO_ZONES).unwrap()).quarantine, None);
-        let model = parse(&TWO_ZONES.replace(
-            "inspection: {policy: p.rego}",
-            "inspection: {policy: p.rego, quarantine: {after: 3, within: 10s, for: 5m}}",
-        ))
-        .unwrap();
-        let rs = render(&model);
-        assert_eq!(rs.quarantine, Some(vec![]));
-        assert!(rs.counters.contains(&DROP_QUARANTINE_COUNTER.to_owned()));
-        let divert = chain(&rs, "divert");
-        for (i, family) in [Family::V4, Family::V6].into_iter().enumerate() {
-            let r = &divert.rules[i];
-            assert_eq!(
-                r.matches,
-                vec![
-                    Match::Saddr(family, Addrs::Set(Ruleset::quarantine_set(family).into())),
-                    Match::NotLocal
-                ],
-                "before TPROXY and the established-connection rule"
-            );
-            assert_eq!(
-                r.stmts,
-                vec![Stmt::Counter(DROP_QUARANTINE_COUNTER.into()), Stmt::Drop]
-            );
-        }
-        let held = vec![Quarantined {
-            address: "10.30.0.10".parse().unwrap(),
-            timeout: Duration::from_secs(42),
-        }];
-        let text = crate::nft::text::render(&rs.clone().with_quarantined(held.clone()));
-        assert!(
-            text.contains("elements = { 10.30.0.10 timeout 42s }"),
-            "{text}"
-        );
-        assert!(
-            crate::nft::text::render(&rs).contains("set quarantine_v6"),
-            "empty sets are still declared"
-        );
-        // a ruleset without quarantine sets gains none
-        let plain = render(&parse(TWO_ZONES).unwrap());
-        assert_eq!(plain.clone().with_quarantined(held), plain);
-    }
-
-    #[test]
-    fn conduits_that_name_ipv6_networks_are_known() {
-        // web and mb reach ctl (IPv4 only), cellweb an interface-only zone from a dual-stack
-        // one: its IPv6 rule matches ops' IPv6 set.
-        assert_eq!(
-            ipv6_conduits(&parse(TWO_ZONES).unwrap()),
-            vec!["cellweb".to_owned()]
-        );
-        let v4 = TWO_ZONES.replace(", 'fd00:30::/64'", "");
-        assert!(ipv6_conduits(&parse(&v4).unwrap()).is_empty());
-    }
-
-    #[test]
-    fn names_become_nft_identifiers() {
-        assert_eq!(ident("cnc-cell"), "cnc_cell");
-        assert_eq!(conduit_counter("scada-bess"), "conduit_scada_bess");
-    }
-
-    /// TWO_ZONES with `management` and three audit receivers: one on the management network,
-    /// one in zone ops, one named by host name.
-    fn managed(management: &str) -> Ruleset {
-        render(
-            &parse(&format!(
-                "gateway:\n  management: {management}\n{TWO_ZONES}\
-audit:\n  syslog:\n    - {{address: '10.99.0.20:6514', transport: tcp}}\n    - {{address: '10.30.0.20:514', transport: udp}}\n    - {{address: 'siem.example:6514', transport: tcp}}\n"
-            ))
-            .unwrap(),
-        )
-    }
-
-    const MGMT: &str = "{address: 10.99.0.1, interface: mgmt0, allow_from: [10.99.0.0/24], \
-                        tcp_ports: [22], egress: {ntp: {address: 10.30.0.5, services: [udp/123, icmp]}}}";
-
-    fn net(s: &str) -> Addrs {
-        Addrs::Nets(vec![s.parse().unwrap()])
-    }
-
-    #[test]
-    fn the_gateway_s_own_connections_leave_only_to_peers_zones_yaml_names() {
-        let rs = managed(MGMT);
-        let output = chain(&rs, "output");
-        // Whatever address a process on the gateway binds to, an accepted packet either
-        // belongs to a connection already allowed, is the proxy's (marked), or goes to a
-        // destination zones.yaml names.
-        for r in output
-            .rules
-            .iter()
-            .filter(|r| r.stmts.contains(&Stmt::Accept))
-        {
-            assert!(
-                r.matches.iter().any(|m| matches!(
-                    m,
-                    Match::Daddr(..) | Match::Mark(UPSTREAM_MARK) | Match::NeighbourDiscovery
-                )) || r.matches == vec![Match::OifName(vec!["lo".into()])]
-                    || r.matches == vec![Match::CtState(vec!["established", "related"])],
-                "accepts by source alone: {r:?}"
-            );
-        }
-        let find = |comment: &str| {
-            output
-                .rules
-                .iter()
-                .find(|r| r.comment.starts_with(comment))
-                .unwrap_or_else(|| panic!("no rule {comment}: {output:#?}"))
-        };
-        assert_eq!(
-            find("the gateway's own connections to its management peers").matches,
-            vec![
-                Match::OifName(vec!["mgmt0".into()]),
-                Match::Saddr(Family::V4, net("10.99.0.1/32")),
-                Match::Daddr(Family::V4, net("10.99.0.0/24")),
-            ]
-        );
-        let port = |p| vec![PortRange { first: p, last: p }];
-        let ntp = find("egress ntp: 10.30.0.5/32 udp/123");
-        assert_eq!(
-            ntp.matches,
-            vec![
-                Match::Daddr(Family::V4, net("10.30.0.5/32")),
-                Match::Dport(L4::Udp, port(123)),
-                Match::CtState(vec!["new"]),
-            ]
-        );
-        assert_eq!(
-            find("egress ntp: 10.30.0.5/32 icmp").matches[1],
-            Match::IcmpEchoRequest(Family::V4)
-        );
-        // The audit receivers named by address, each on its transport's protocol and port.
-        assert_eq!(
-            find("audit syslog receiver 10.99.0.20:6514 (tcp)").matches,
-            vec![
-                Match::Daddr(Family::V4, net("10.99.0.20/32")),
-                Match::Dport(L4::Tcp, port(6514)),
-                Match::CtState(vec!["new"]),
-            ]
-        );
-        assert_eq!(
-            find("audit syslog receiver 10.30.0.20:514 (udp)").matches[1],
-            Match::Dport(L4::Udp, port(514))
-        );
-        assert!(
-            !comments(output).iter().any(|c| c.contains("siem.example")),
-            "a host name cannot be matched (check warns)"
-        );
-        // The rest is logged and counted.
-        let n = output.rules.len();
-        assert_eq!(output.rules[n - 2].comment, "log drops, rate-limited");
-        assert_eq!(
-            output.rules[n - 1].stmts,
-            vec![Stmt::Counter(DROP_OUTPUT_COUNTER.into()), Stmt::Drop]
-        );
-        let text = crate::nft::text::render(&rs);
-        for line in [
-            "oifname \"mgmt0\" ip saddr 10.99.0.1 ip daddr 10.99.0.0/24 accept",
-            "ip daddr 10.30.0.5 udp dport 123 ct state new accept comment \"egress ntp: 10.30.0.5/32 udp/123\"",
-            "ip daddr 10.30.0.5 icmp type echo-request ct state new accept",
-            "ip daddr 10.99.0.20 tcp dport 6514 ct state new accept",
-        ] {
-            assert!(text.contains(line), "{line} not in {text}");
-        }
-    }
-
-    #[test]
-    fn operators_ping_the_management_address_from_the_management_network_only() {
-        let rs = managed(MGMT);
-        let input = chain(&rs, "input");
-        let ping: Vec<&Rule> = input
-            .rules
-            .iter()
-            .filter(|r| {
-                r.matches
-                    .iter()
-                    .any(|m| matches!(m, Match::IcmpEchoRequest(_)))
-            })
-            .collect();
-        assert_eq!(ping.len(), 1, "{input:#?}");
-        assert_eq!(
-            ping[0].matches,
-            vec![
-                Match::IifName(vec!["mgmt0".into()]),
-                Match::Saddr(Family::V4, net("10.99.0.0/24")),
-                Match::Daddr(Family::V4, net("10.99.0.1/32")),
-                Match::IcmpEchoRequest(Family::V4),
-            ]
-        );
-        assert_eq!(ping[0].stmts, vec![Stmt::Accept]);
-        // Without management, nothing of the gateway answers a ping.
-        let plain = render(&parse(TWO_ZONES).unwrap());
-        assert!(!chain(&plain, "input").rules.iter().any(|r| {
-            r.matches
-                .iter()
-                .any(|m| matches!(m, Match::IcmpEchoRequest(_)))
-        }));
-    }
-
-    #[test]
-    fn without_an_interface_or_allow_from_the_management_address_reaches_no_one() {
-        let rs = managed("{address: 10.99.0.1, tcp_ports: [22]}");
-        let from_management = Match::Saddr(Family::V4, net("10.99.0.1/32"));
-        assert!(
-            !chain(&rs, "output")
-                .rules
-                .iter()
-                .any(|r| r.matches.contains(&from_management)),
-            "only the interface or allow_from tell management peers from zone hosts"
-        );
-        // With the interface alone: whatever leaves through it from the management address.
-        let rs = managed("{address: 10.99.0.1, interface: mgmt0, tcp_ports: [22]}");
-        let peers = chain(&rs, "output")
-            .rules
-            .iter()
-            .find(|r| r.comment.contains("management peers"))
-            .unwrap();
-        assert_eq!(
-            peers.matches,
-            vec![
-                Match::OifName(vec!["mgmt0".into()]),
-                Match::Saddr(Family::V4, net("10.99.0.1/32")),
-            ]
-        );
-    }
-
-    #[test]
-    fn allow_from_of_the_other_family_admits_no_one() {
-        // An IPv4 management address, IPv6 management networks: no packet can match both, so
-        // neither management access nor the peers' rule may fall back to "any address".
-        let rs = managed("{address: 10.99.0.1, allow_from: ['fd00:99::/64'], tcp_ports: [22]}");
-        let input = chain(&rs, "input");
-        assert!(
-            !input
-                .rules
-                .iter()
-                .any(|r| r.comment.starts_with("management")),
-            "{input:#?}"
-        );
-        assert!(
-            !comments(chain(&rs, "output"))
-                .iter()
-                .any(|c| c.contains("management peers"))
-        );
-    }
-
-    #[test]
-    fn rendering_is_deterministic() {
-        let model = parse(TWO_ZONES).unwrap();
-        assert_eq!(render(&model), render(&model));
-    }
-}
+mod tests;

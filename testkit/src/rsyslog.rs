@@ -40,7 +40,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::Value;
 
-use super::plant::{NS_PREFIX, in_ns, remove_stale, require_root, sh};
+use crate::plant::{NS_PREFIX, in_ns, remove_stale, require_root, sh};
 
 /// Ports inside a namespace of our own (nothing else listens there).
 const NS_PORTS: [u16; 6] = [10514, 10515, 10516, 10517, 10518, 10519];

@@ -5,8 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use super::bess::zones_variant;
-use super::plant::Plant;
+use crate::bess::zones_variant;
+use crate::plant::Plant;
 
 /// The shipped zones.yaml's management address and API port.
 pub const MGMT_ADDR: &str = "10.99.0.1";

@@ -3,7 +3,7 @@
 //! the management network. Veth pairs are created with both ends directly in their namespaces, so
 //! the root namespace is never touched. Everything is deleted on drop, also when a test panics.
 //!
-//! Shared by the integration tests and by `examples/demo.rs`.
+//! Shared by the integration tests and the examples (bench, soak, demo).
 
 #![allow(dead_code)]
 

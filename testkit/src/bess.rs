@@ -7,10 +7,11 @@ use std::process::{Child, Command, Stdio};
 
 use serde_json::Value;
 
-use super::plant::Plant;
-use super::{ZONEGATE, shipped_zones};
+pub use crate::REPO;
+use crate::daemon::run_args;
+use crate::plant::Plant;
+use crate::shipped_zones;
 
-pub const REPO: &str = env!("CARGO_MANIFEST_DIR");
 pub const INVERTER: &str = "10.21.0.11";
 pub const SCADA: &str = "10.30.0.10";
 
@@ -42,7 +43,7 @@ impl Drop for Bench {
         let _ = self.device.kill();
         let _ = self.device.wait();
         if self.audit_log.is_file() {
-            super::audit::check_log(&self.audit_log);
+            crate::audit::check_log(&self.audit_log);
         }
     }
 }
@@ -264,12 +265,12 @@ impl Bench {
     }
 
     pub fn audit(&self) -> Vec<Value> {
-        super::audit::events(&self.audit_log)
+        crate::audit::events(&self.audit_log)
     }
 
     /// Waits until the audit log holds an event matching `pred` (the writer is asynchronous).
     pub fn audit_event(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-        super::audit::wait_for_event(&self.audit_log, what, pred)
+        crate::audit::wait_for_event(&self.audit_log, what, pred)
     }
 }
 
@@ -286,26 +287,14 @@ fn spawn_daemon(
 ) -> u32 {
     let prefix: &[&str] = if env.is_empty() { &[] } else { &["env"] };
     let socket = dir.join("control.sock");
-    let own_socket: &[&str] = if args.contains(&"--control-socket") {
-        &[]
-    } else {
-        &["--control-socket", socket.to_str().unwrap()]
-    };
+    let own_socket = (!args.contains(&"--control-socket")).then_some(socket.as_path());
+    let run = run_args(zones, audit, &dir.join("state"), own_socket);
     plant.spawn_in_gateway(
         &prefix
             .iter()
             .copied()
             .chain(env.iter().copied())
-            .chain([
-                ZONEGATE,
-                "run",
-                zones.to_str().unwrap(),
-                "--audit-log",
-                audit.to_str().unwrap(),
-                "--state-dir",
-                dir.join("state").to_str().unwrap(),
-            ])
-            .chain(own_socket.iter().copied())
+            .chain(run.iter().map(String::as_str))
             .chain(args.iter().copied())
             .collect::<Vec<_>>(),
     )

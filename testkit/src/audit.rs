@@ -8,16 +8,14 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::ZONEGATE;
+use crate::zonegate_bin;
 
 fn validator() -> &'static jsonschema::Validator {
     static V: OnceLock<jsonschema::Validator> = OnceLock::new();
     V.get_or_init(|| {
-        let text = std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/schema/audit-event.schema.json"
-        ))
-        .unwrap();
+        let text =
+            std::fs::read_to_string(format!("{}/schema/audit-event.schema.json", crate::REPO))
+                .unwrap();
         let schema: Value = serde_json::from_str(&text).unwrap();
         jsonschema::validator_for(&schema).unwrap()
     })
@@ -80,7 +78,7 @@ pub fn wait_for_event(path: &Path, what: &str, pred: impl Fn(&Value) -> bool) ->
 pub fn assert_chain_intact(path: &Path) {
     let copy = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(copy.path(), complete_lines(path)).unwrap();
-    let out = std::process::Command::new(ZONEGATE)
+    let out = std::process::Command::new(zonegate_bin())
         .args(["audit", "verify", "--allow-open-end"])
         .arg(copy.path())
         .output()
