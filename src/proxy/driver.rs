@@ -65,8 +65,16 @@ pub trait Core {
     fn deadline(&self) -> Instant;
     /// After what was queued on a [`Flow::Close`] was written.
     fn closing(&mut self, end: Self::End);
+    /// The loop was busy writing for `busy` (a peer slow to take what was queued) and read
+    /// nothing from the client meanwhile: a request the client began is not the client's to
+    /// finish while nobody reads it.
+    fn client_unread(&mut self, _busy: std::time::Duration) {}
     fn outgoing(&mut self) -> Outgoing<'_>;
 }
+
+/// A write that took longer than this is reported to the session ([`Core::client_unread`]):
+/// shorter ones are the ordinary cost of a write, not a stall.
+const UNREAD_NOTICE: std::time::Duration = std::time::Duration::from_millis(10);
 
 enum Event {
     Client(std::io::Result<usize>),
@@ -116,7 +124,12 @@ pub async fn drive<C: Core>(
         if deadline != timer.deadline() {
             timer.as_mut().reset(deadline);
         }
+        let writing = Instant::now();
         flush(core.outgoing(), client, device.as_deref_mut()).await?;
+        let busy = writing.elapsed();
+        if busy >= UNREAD_NOTICE {
+            core.client_unread(busy);
+        }
         if let Flow::Close(end) = flow {
             core.closing(end);
             return Ok(end);

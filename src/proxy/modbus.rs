@@ -921,6 +921,15 @@ impl Core for ModbusSession {
         }
     }
 
+    fn client_unread(&mut self, busy: std::time::Duration) {
+        // The clock of an unfinished request runs only while the proxy reads: its rest may be
+        // waiting in the kernel behind a write to a client that does not read its answers,
+        // which `limits.request_timeout` ends as a stalled write instead.
+        if let Some(since) = self.partial_since {
+            self.partial_since = Some(after(since, busy));
+        }
+    }
+
     fn outgoing(&mut self) -> Outgoing<'_> {
         Outgoing {
             to_client: &mut self.to_client,

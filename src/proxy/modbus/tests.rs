@@ -288,6 +288,33 @@ fn a_request_left_unfinished_ends_the_connection_after_request_timeout() {
     );
 }
 
+/// The proxy was blocked writing to a client that does not read its answers: the rest of a
+/// request that client began waits unread in the kernel, and is not the client's to finish
+/// meanwhile. The stalled write ends such a connection (`modbus-write-timeout`), not this clock.
+#[test]
+fn time_the_proxy_spends_blocked_writing_does_not_count_against_a_request_begun() {
+    let kit = enforcing("illegal-function");
+    let t0 = Instant::now();
+    let mut s = session(&kit, t0);
+    assert_eq!(from_client(&mut s, &READ_1[..4], t0), Flow::Continue);
+    let due = s.deadline();
+    // 900 ms of it spent in a write that could not go out.
+    s.client_unread(Duration::from_millis(900));
+    assert_eq!(
+        s.timer_fired(due),
+        Flow::Continue,
+        "not yet the client's fault"
+    );
+    assert_eq!(s.deadline(), due + Duration::from_millis(900));
+    // The rest arrives: a whole request, no timeout.
+    assert_eq!(
+        from_client(&mut s, &READ_1[4..], due + Duration::from_millis(100)),
+        Flow::Continue
+    );
+    let (_, to_device) = written(&mut s);
+    assert_eq!(to_device, READ_1, "forwarded once complete");
+}
+
 #[test]
 fn a_request_the_device_does_not_answer_in_time_gets_0x0b_and_its_late_answer_is_dropped() {
     let mut kit = enforcing("illegal-function");
