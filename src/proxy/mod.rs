@@ -560,27 +560,8 @@ pub async fn flush(
     to_device: &mut Vec<u8>,
     limit: Duration,
 ) -> Result<(), SessionError> {
-    if !to_device.is_empty() {
-        tokio::time::timeout(limit, device.write_all(to_device))
-            .await
-            .map_err(|_| SessionError::Stalled {
-                side: "device",
-                limit,
-            })?
-            .map_err(SessionError::Device)?;
-        to_device.clear();
-    }
-    if !to_client.is_empty() {
-        tokio::time::timeout(limit, client.write_all(to_client))
-            .await
-            .map_err(|_| SessionError::Stalled {
-                side: "client",
-                limit,
-            })?
-            .map_err(SessionError::Client)?;
-        to_client.clear();
-    }
-    Ok(())
+    write_queued(device, to_device, limit, "device", SessionError::Device).await?;
+    flush_client(client, to_client, limit).await
 }
 
 /// Writes what is queued for the client and empties the queue, for a session without a device.
@@ -589,15 +570,24 @@ pub async fn flush_client(
     to_client: &mut Vec<u8>,
     limit: Duration,
 ) -> Result<(), SessionError> {
-    if !to_client.is_empty() {
-        tokio::time::timeout(limit, client.write_all(to_client))
+    write_queued(client, to_client, limit, "client", SessionError::Client).await
+}
+
+/// Writes `queued` to `side` within `limit` and empties it; a peer that takes nothing for that
+/// long is [`SessionError::Stalled`].
+async fn write_queued(
+    stream: &mut TcpStream,
+    queued: &mut Vec<u8>,
+    limit: Duration,
+    side: &'static str,
+    failed: fn(std::io::Error) -> SessionError,
+) -> Result<(), SessionError> {
+    if !queued.is_empty() {
+        tokio::time::timeout(limit, stream.write_all(queued))
             .await
-            .map_err(|_| SessionError::Stalled {
-                side: "client",
-                limit,
-            })?
-            .map_err(SessionError::Client)?;
-        to_client.clear();
+            .map_err(|_| SessionError::Stalled { side, limit })?
+            .map_err(failed)?;
+        queued.clear();
     }
     Ok(())
 }
